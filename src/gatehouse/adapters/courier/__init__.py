@@ -1,0 +1,1 @@
+"""Delivery channels of the courier, one module per provider, and the message templates."""

@@ -1,0 +1,156 @@
+"""Kafka through librdkafka (confluent-kafka): topic creation, the relay's idempotent producer,
+and the courier's consumer that commits only after a message is handled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from gatehouse.errors import Unavailable
+from gatehouse.ports import Delivery, Published
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(
+    bootstrap: str, topics: Sequence[str], partitions: int, replication: int, timeout: float = 30
+) -> list[str]:
+    """Create the topics that are missing; returns the names it created. Blocking: call it in a
+    thread or at process start."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in missing],
+        operation_timeout=timeout,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+class KafkaPublisher:
+    """Idempotent producer (`acks=all`, `enable.idempotence`): a retried send is never a second
+    copy in the log, and one key's records keep their order."""
+
+    def __init__(self, bootstrap: str, client_id: str, delivery_timeout_ms: int = 30000):
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "delivery.timeout.ms": delivery_timeout_ms,
+        }
+        self._producer: Producer | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
+
+    async def start(self) -> None:
+        self._producer = Producer(self._config)
+
+    async def publish(self, records: Sequence[Published]) -> None:
+        producer = self._producer
+        assert producer is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        def produce_all() -> int:
+            for r in records:
+                while True:
+                    try:
+                        producer.produce(
+                            r.topic,
+                            value=r.value,
+                            key=r.key.encode(),
+                            headers=list(r.headers.items()),
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:  # local queue full: let deliveries drain, then go on
+                        producer.poll(0.1)
+            return int(producer.flush(self._config["delivery.timeout.ms"] / 1000 + 5))
+
+        remaining = await loop.run_in_executor(self._pool, produce_all)
+        if errors or remaining:
+            raise Unavailable(f"Kafka did not acknowledge {len(errors) + remaining} records")
+
+    async def ping(self) -> None:
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        assert producer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, lambda: producer.list_topics(timeout=3))
+        except KafkaException as exc:
+            raise Unavailable("Kafka unavailable") from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer = self._producer
+            await asyncio.get_running_loop().run_in_executor(self._pool, producer.flush, 10)
+            self._producer = None
+        self._pool.shutdown(wait=False)
+
+
+class KafkaSource:
+    """A consumer-group member on one topic. Offsets are committed per message after its ack, so
+    a crash redelivers what was not finished (consumers de-duplicate on the message id)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, client_id: str):
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "client.id": client_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        self._topic = topic
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self._closed = False
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        loop = asyncio.get_running_loop()
+        consumer = self._consumer
+        await loop.run_in_executor(self._pool, consumer.subscribe, [self._topic])
+        while not self._closed:
+            batch = await loop.run_in_executor(self._pool, lambda: consumer.consume(100, 0.2))
+            for msg in batch:
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("kafka consumer error: %s", msg.error())
+                    continue
+
+                async def ack(msg: Any = msg) -> None:
+                    await loop.run_in_executor(
+                        self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
+                    )
+
+                yield Delivery(msg.value(), ack)
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._consumer.close)
+        self._pool.shutdown(wait=False)

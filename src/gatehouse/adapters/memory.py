@@ -1,0 +1,267 @@
+"""In-memory adapters: unit tests and the embedded `gatehouse serve` (codes and the bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+
+from gatehouse.domain.codes import CodeCheck
+from gatehouse.domain.crypto import same
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.tokens import RefreshToken
+from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.errors import Conflict
+from gatehouse.ports import Clock, Delivery, OutboxRecord, Published
+
+
+@dataclass
+class _Tables:
+    users: dict[str, User] = field(default_factory=dict)
+    pending: dict[str, PendingRegistration] = field(default_factory=dict)
+    tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    outbox: list[tuple[int, OutboxMessage, datetime | None]] = field(default_factory=list)
+
+
+class MemoryDatabase:
+    """Tables in dicts; a unit of work holds the lock and restores a snapshot on rollback."""
+
+    def __init__(self) -> None:
+        self.tables = _Tables()
+        self.lock = asyncio.Lock()
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def uow(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self)
+
+
+class _Repo:
+    def __init__(self, db: MemoryDatabase):
+        self._t = db.tables
+        self._db = db
+
+
+class MemoryUsers(_Repo):
+    async def get(self, user_id: str) -> User | None:
+        return self._t.users.get(user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        return next((u for u in self._t.users.values() if u.email == email), None)
+
+    def _check_unique(self, user: User) -> None:
+        for other in self._t.users.values():
+            if other.id != user.id and (
+                other.email == user.email
+                or (user.phone_index is not None and other.phone_index == user.phone_index)
+            ):
+                raise Conflict("An account with these details already exists")
+
+    async def add(self, user: User) -> None:
+        if user.id in self._t.users:
+            raise Conflict("An account with these details already exists")
+        self._check_unique(user)
+        self._t.users[user.id] = user
+
+    async def update(self, user: User) -> None:
+        self._check_unique(user)
+        self._t.users[user.id] = user
+
+    async def delete(self, user_id: str) -> None:
+        self._t.users.pop(user_id, None)
+
+
+class MemoryPending(_Repo):
+    async def get_by_email(self, email: str) -> PendingRegistration | None:
+        return self._t.pending.get(email)
+
+    async def put(self, pending: PendingRegistration) -> None:
+        self._t.pending[pending.email] = pending
+
+    async def delete(self, pending_id: str) -> None:
+        for email, p in list(self._t.pending.items()):
+            if p.id == pending_id:
+                del self._t.pending[email]
+
+
+class MemoryRefreshTokens(_Repo):
+    async def add(self, token: RefreshToken) -> None:
+        self._t.tokens[token.id] = token
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
+        return next((t for t in self._t.tokens.values() if t.token_hash == token_hash), None)
+
+    async def mark_used(self, token_id: str, now: datetime) -> bool:
+        token = self._t.tokens[token_id]
+        if token.used_at is not None:
+            return False
+        self._t.tokens[token_id] = replace(token, used_at=now)
+        return True
+
+    async def _revoke(self, match: Callable[[RefreshToken], bool], now: datetime) -> int:
+        hits = [t for t in self._t.tokens.values() if match(t) and t.revoked_at is None]
+        for t in hits:
+            self._t.tokens[t.id] = replace(t, revoked_at=now)
+        return len(hits)
+
+    async def revoke_family(self, family_id: str, now: datetime) -> int:
+        return await self._revoke(lambda t: t.family_id == family_id, now)
+
+    async def revoke_user(self, user_id: str, now: datetime) -> int:
+        return await self._revoke(lambda t: t.user_id == user_id, now)
+
+
+class MemoryOutbox(_Repo):
+    async def add(self, message: OutboxMessage) -> None:
+        self._t.outbox.append((self._db.next_seq(), message, None))
+
+
+class MemoryUnitOfWork:
+    def __init__(self, db: MemoryDatabase):
+        self._db = db
+        self._snapshot: _Tables | None = None
+        self.users = MemoryUsers(db)
+        self.pending = MemoryPending(db)
+        self.refresh_tokens = MemoryRefreshTokens(db)
+        self.outbox = MemoryOutbox(db)
+
+    async def __aenter__(self) -> MemoryUnitOfWork:
+        await self._db.lock.acquire()
+        self._snapshot = copy.deepcopy(self._db.tables)
+        return self
+
+    async def commit(self) -> None:
+        self._snapshot = None
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._snapshot is not None:  # not committed: put every table back
+            for name in ("users", "pending", "tokens", "outbox"):
+                getattr(self._db.tables, name).clear()
+                container = getattr(self._snapshot, name)
+                target = getattr(self._db.tables, name)
+                target.update(container) if isinstance(target, dict) else target.extend(container)
+        self._db.lock.release()
+
+
+class MemoryOutboxStore:
+    def __init__(self, db: MemoryDatabase, clock: Clock):
+        self._db = db
+        self._clock = clock
+
+    async def claim(
+        self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        async with self._db.lock:
+            rows = [(i, r) for i, r in enumerate(self._db.tables.outbox) if r[2] is None][:limit]
+            if not rows:
+                return 0
+            await publish([OutboxRecord(seq, msg) for _, (seq, msg, _p) in rows])
+            now = self._clock()
+            for index, (seq, msg, _p) in rows:
+                self._db.tables.outbox[index] = (seq, msg, now)
+            return len(rows)
+
+    async def pending_count(self) -> int:
+        return sum(1 for r in self._db.tables.outbox if r[2] is None)
+
+    async def prune(self, older_than: datetime) -> int:
+        before = len(self._db.tables.outbox)
+        self._db.tables.outbox[:] = [
+            r for r in self._db.tables.outbox if r[2] is None or r[2] >= older_than
+        ]
+        return before - len(self._db.tables.outbox)
+
+
+class MemoryCodeStore:
+    """Codes in a dict with monotonic expiry; the event loop makes each check atomic."""
+
+    def __init__(self) -> None:
+        self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
+
+    async def put(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        self._codes[(purpose, subject)] = (code_hash, attempts, time.monotonic() + ttl_seconds)
+
+    async def restore(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        self._codes.setdefault(
+            (purpose, subject), (code_hash, attempts, time.monotonic() + ttl_seconds)
+        )
+
+    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
+        key = (purpose, subject)
+        entry = self._codes.get(key)
+        if entry is None or entry[2] <= time.monotonic():
+            self._codes.pop(key, None)
+            return CodeCheck.MISSING
+        stored, attempts, deadline = entry
+        if same(stored, code_hash):
+            del self._codes[key]
+            return CodeCheck.OK
+        if attempts <= 1:
+            del self._codes[key]
+            return CodeCheck.EXHAUSTED
+        self._codes[key] = (stored, attempts - 1, deadline)
+        return CodeCheck.MISMATCH
+
+    async def ping(self) -> None:
+        return None
+
+
+class MemoryBus:
+    """The in-process stand-in for Kafka: the relay publishes, the courier consumes."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue[Published]] = {}
+        # The last records, for tests and debugging; bounded so a long-running serve does not grow.
+        self.published: deque[Published] = deque(maxlen=10_000)
+
+    def _queue(self, topic: str) -> asyncio.Queue[Published]:
+        return self._queues.setdefault(topic, asyncio.Queue())
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, records: Sequence[Published]) -> None:
+        for record in records:
+            self.published.append(record)
+            self._queue(record.topic).put_nowait(record)
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    def source(self, topic: str) -> MemorySource:
+        return MemorySource(self._queue(topic))
+
+
+class MemorySource:
+    def __init__(self, queue: asyncio.Queue[Published]):
+        self._queue = queue
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        while True:
+            record = await self._queue.get()
+            done = self._queue.task_done
+
+            async def ack(done: Callable[[], None] = done) -> None:
+                done()
+
+            yield Delivery(record.value, ack)
+
+    async def close(self) -> None:
+        return None

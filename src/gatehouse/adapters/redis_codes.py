@@ -1,0 +1,76 @@
+"""Codes in Redis: one hash per (purpose, subject), checked and consumed by one Lua script."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gatehouse.domain.codes import CodeCheck
+from gatehouse.errors import Unavailable
+
+# Atomic on the server: concurrent submissions of the right code see exactly one OK, and wrong
+# tries are counted without lost updates. Comparing HMACs (not codes) needs no constant time:
+# the attacker cannot compute the HMAC of a guess without the key.
+_CHECK = """
+local h = redis.call('HGET', KEYS[1], 'h')
+if not h then return 'missing' end
+if h == ARGV[1] then redis.call('DEL', KEYS[1]) return 'ok' end
+local left = redis.call('HINCRBY', KEYS[1], 'a', -1)
+if left <= 0 then redis.call('DEL', KEYS[1]) return 'exhausted' end
+return 'mismatch'
+"""
+
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RedisCodeStore:
+    def __init__(self, redis: Redis, prefix: str = "gatehouse:code:"):
+        self._redis = redis
+        self._prefix = prefix
+        self._check = redis.register_script(_CHECK)
+        self._restore = redis.register_script(_RESTORE)
+
+    def _key(self, purpose: str, subject: str) -> str:
+        # The subject is an HMAC chosen by the flow, so no personal data lands in key names.
+        return f"{self._prefix}{purpose}:{subject}"
+
+    async def put(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        key = self._key(purpose, subject)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping={"h": code_hash, "a": attempts})
+                pipe.expire(key, ttl_seconds)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise Unavailable("Code store unavailable") from exc
+
+    async def restore(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        await self._run(self._restore, self._key(purpose, subject), code_hash, attempts, ttl_seconds)
+
+    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
+        result = await self._run(self._check, self._key(purpose, subject), code_hash)
+        return CodeCheck(result.decode() if isinstance(result, bytes) else result)
+
+    async def _run(self, script: Any, key: str, *args: Any) -> Any:
+        try:
+            return await script(keys=[key], args=list(args))
+        except (RedisError, OSError) as exc:
+            raise Unavailable("Code store unavailable") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise Unavailable("Redis unavailable") from exc

@@ -1,0 +1,261 @@
+"""SQL storage on PostgreSQL, MariaDB/MySQL or SQLite: the unit of work, repositories, outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gatehouse.adapters.sql_schema import outbox, pending_registrations, refresh_tokens, users
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.tokens import RefreshToken
+from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.errors import Conflict, Unavailable
+from gatehouse.ports import Clock, OutboxRecord
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    engine = create_async_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        # WAL lets readers run beside the one writer; the busy timeout queues writers
+        # instead of failing them with "database is locked".
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    return engine
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A database error that says the database is unreachable, not that the query was wrong."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        return bool(exc.connection_invalidated) or exc.__class__.__name__ in (
+            "OperationalError",
+            "InterfaceError",
+        )
+    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+class SqlUsers:
+    def __init__(self, conn: AsyncConnection):
+        self._conn = conn
+
+    async def _one(self, where: Any) -> User | None:
+        row = (await self._conn.execute(select(users).where(where))).first()
+        return None if row is None else User(**row._mapping)
+
+    async def get(self, user_id: str) -> User | None:
+        return await self._one(users.c.id == user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self._one(users.c.email == email)
+
+    async def add(self, user: User) -> None:
+        try:
+            await self._conn.execute(insert(users).values(**asdict(user)))
+        except IntegrityError as exc:
+            raise Conflict("An account with these details already exists") from exc
+
+    async def update(self, user: User) -> None:
+        values = asdict(user)
+        values.pop("id")
+        try:
+            await self._conn.execute(update(users).where(users.c.id == user.id).values(values))
+        except IntegrityError as exc:
+            raise Conflict("An account with these details already exists") from exc
+
+    async def delete(self, user_id: str) -> None:
+        await self._conn.execute(delete(users).where(users.c.id == user_id))
+
+
+class SqlPending:
+    def __init__(self, conn: AsyncConnection):
+        self._conn = conn
+
+    async def get_by_email(self, email: str) -> PendingRegistration | None:
+        query = select(pending_registrations).where(pending_registrations.c.email == email)
+        row = (await self._conn.execute(query)).first()
+        return None if row is None else PendingRegistration(**row._mapping)
+
+    async def put(self, pending: PendingRegistration) -> None:
+        # Delete-then-insert is the one upsert all three dialects share.
+        await self._conn.execute(
+            delete(pending_registrations).where(pending_registrations.c.email == pending.email)
+        )
+        await self._conn.execute(insert(pending_registrations).values(**asdict(pending)))
+
+    async def delete(self, pending_id: str) -> None:
+        await self._conn.execute(
+            delete(pending_registrations).where(pending_registrations.c.id == pending_id)
+        )
+
+
+class SqlRefreshTokens:
+    def __init__(self, conn: AsyncConnection):
+        self._conn = conn
+
+    async def add(self, token: RefreshToken) -> None:
+        await self._conn.execute(insert(refresh_tokens).values(**asdict(token)))
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
+        query = select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
+        row = (await self._conn.execute(query)).first()
+        return None if row is None else RefreshToken(**row._mapping)
+
+    async def mark_used(self, token_id: str, now: datetime) -> bool:
+        # The conditional update is the arbiter between two concurrent refreshes.
+        result = await self._conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.id == token_id, refresh_tokens.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return result.rowcount == 1
+
+    async def revoke_family(self, family_id: str, now: datetime) -> int:
+        return await self._revoke(refresh_tokens.c.family_id == family_id, now)
+
+    async def revoke_user(self, user_id: str, now: datetime) -> int:
+        return await self._revoke(refresh_tokens.c.user_id == user_id, now)
+
+    async def _revoke(self, where: Any, now: datetime) -> int:
+        result = await self._conn.execute(
+            update(refresh_tokens)
+            .where(where, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)
+
+
+class SqlOutbox:
+    def __init__(self, conn: AsyncConnection):
+        self._conn = conn
+
+    async def add(self, message: OutboxMessage) -> None:
+        await self._conn.execute(
+            insert(outbox).values(
+                id=message.id,
+                topic=message.topic,
+                message_key=message.key,
+                payload=json.dumps(message.payload, separators=(",", ":")),
+                created_at=message.created_at,
+            )
+        )
+
+
+class SqlUnitOfWork:
+    """One connection, one transaction; repositories share it."""
+
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+        except Exception as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            if _unavailable(exc):
+                raise Unavailable("Database unavailable") from exc
+            raise
+        self.users = SqlUsers(self._conn)
+        self.pending = SqlPending(self._conn)
+        self.refresh_tokens = SqlRefreshTokens(self._conn)
+        self.outbox = SqlOutbox(self._conn)
+        return self
+
+    async def commit(self) -> None:
+        assert self._conn is not None
+        await self._conn.commit()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.rollback()  # no-op after commit; undoes everything otherwise
+            await self._conn.close()
+        except Exception:  # noqa: S110 - the connection is gone; the original error matters
+            pass
+        if e is not None and _unavailable(e):
+            raise Unavailable("Database unavailable") from e
+
+
+class SqlOutboxStore:
+    """The relay's side. `FOR UPDATE` (not SKIP LOCKED) makes a second relay wait for the
+    first one's batch: several relays never publish a row twice nor reorder one user's rows."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock):
+        self._engine = engine
+        self._clock = clock
+
+    async def claim(
+        self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        async with self._engine.begin() as conn:
+            query = (
+                select(outbox)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.seq)
+                .limit(limit)
+                .with_for_update()
+            )
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return 0
+            records = [
+                OutboxRecord(
+                    row.seq,
+                    OutboxMessage(
+                        row.id, row.topic, row.message_key, json.loads(row.payload), row.created_at
+                    ),
+                )
+                for row in rows
+            ]
+            await publish(records)
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_([r.seq for r in records]))
+                .values(published_at=self._clock())
+            )
+            return len(records)
+
+    async def pending_count(self) -> int:
+        async with self._engine.connect() as conn:
+            query = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            return int((await conn.execute(query)).scalar_one())
+
+    async def prune(self, older_than: datetime) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(outbox).where(
+                    outbox.c.published_at.is_not(None), outbox.c.published_at < older_than
+                )
+            )
+            return int(result.rowcount)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(select(1))

@@ -1,0 +1,89 @@
+"""Domain events (CloudEvents 1.0 on `user-events`) and delivery commands (`send-otp`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+USER_EVENTS = "user-events"
+SEND_OTP = "send-otp"
+SOURCE = "gatehouse"
+
+REGISTERED = "gatehouse.user.registered"
+VERIFIED = "gatehouse.user.verified"
+LOGGED_IN = "gatehouse.user.logged_in"
+LOGIN_FAILED = "gatehouse.user.login_failed"
+UPDATED = "gatehouse.user.updated"
+PASSWORD_RESET = "gatehouse.user.password_reset"
+DELETED = "gatehouse.user.deleted"
+SESSION_REVOKED = "gatehouse.user.session_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One record to publish: written in the same transaction as the state change it reports."""
+
+    id: str
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def user_event(kind: str, user_id: str, data: dict[str, Any], now: datetime) -> OutboxMessage:
+    """A CloudEvent keyed by user id, so one user's events stay ordered in their partition."""
+    event_id = new_id()
+    payload = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": kind,
+        "time": _iso(now),
+        "subject": user_id,
+        "datacontenttype": "application/json",
+        "data": {"user_id": user_id, **data},
+    }
+    return OutboxMessage(event_id, USER_EVENTS, user_id, payload, now)
+
+
+def delivery(
+    *,
+    key: str,
+    channel: str,
+    to: str,
+    template: str,
+    now: datetime,
+    expires_at: datetime,
+    code_ciphertext: str | None = None,
+    locale: str = "en",
+    variables: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> OutboxMessage:
+    """A command for the courier. The code travels only as ciphertext the courier can open."""
+    message_id = message_id or new_id()
+    payload = {
+        "id": message_id,
+        "channel": channel,
+        "to": to,
+        "template": template,
+        "locale": locale,
+        "code_ciphertext": code_ciphertext,
+        "expires_at": _iso(expires_at),
+        "variables": variables or {},
+    }
+    return OutboxMessage(message_id, SEND_OTP, key, payload, now)
+
+
+def code_context(message_id: str) -> str:
+    """Associated data binding a code ciphertext to its one delivery message."""
+    return f"send-otp:{message_id}"

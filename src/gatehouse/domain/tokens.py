@@ -1,0 +1,150 @@
+"""Access JWTs (EdDSA under a kid, HS256 opt-in) and opaque refresh tokens."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash
+
+ACCESS_TYPE = "at+jwt"
+REFRESH_PREFIX = "rt_"
+# Headers that would let a token name its own verification key: never honoured.
+FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
+
+
+class TokenError(Exception):
+    """Any reason an access token is not accepted; deliberately one type, one message."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    sub: str
+    jti: str
+    sid: str
+    exp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """A stored refresh token: only its hash is kept; the family links every rotation."""
+
+    id: str
+    family_id: str
+    user_id: str
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    family_expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class AccessTokens:
+    """Signs with the newest signing key; verifies with any key still published (rotation)."""
+
+    def __init__(
+        self,
+        signing_keys: list[SigningKey],
+        *,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+        algorithms: list[str],
+        hs256_secret: bytes | None = None,
+    ):
+        if "none" in (a.lower() for a in algorithms):
+            raise ValueError("the 'none' algorithm is never allowed")
+        if "HS256" in algorithms and (hs256_secret is None or len(hs256_secret) < 32):
+            raise ValueError("HS256 needs GATEHOUSE_JWT_SECRET of at least 32 bytes")
+        self._signing = signing_keys[-1]
+        self._public: dict[str, Ed25519PublicKey] = {
+            k.kid: k.private_key.public_key() for k in signing_keys
+        }
+        self._issuer, self._audience, self._ttl = issuer, audience, ttl
+        self._algorithms = list(algorithms)
+        self._hs256 = hs256_secret
+
+    def issue(self, user_id: str, session_id: str, now: datetime) -> tuple[str, AccessClaims]:
+        exp = now + self._ttl
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": user_id,
+            "sid": session_id,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(exp.timestamp()),
+            "jti": uuid.uuid4().hex,
+            "typ": ACCESS_TYPE,
+        }
+        if self._algorithms[0] == "HS256":
+            assert self._hs256 is not None
+            token = jwt.encode(claims, self._hs256, algorithm="HS256", headers={"typ": "at+jwt"})
+        else:
+            token = jwt.encode(
+                claims,
+                self._signing.private_key,
+                algorithm="EdDSA",
+                headers={"kid": self._signing.kid, "typ": "at+jwt"},
+            )
+        return token, AccessClaims(user_id, claims["jti"], session_id, exp)
+
+    def verify(self, token: str, now: datetime) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            if alg not in self._algorithms or FORBIDDEN_HEADERS & header.keys():
+                raise TokenError("algorithm or header not allowed")
+            key: Any
+            if alg == "HS256":
+                key = self._hs256
+            else:
+                key = self._public.get(header.get("kid", ""))
+            if key is None:
+                raise TokenError("unknown key")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],  # exactly the one algorithm this key is for: no key confusion
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"]},
+                leeway=0,
+            )
+        except TokenError:
+            raise
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid token") from exc
+        if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
+            raise TokenError("not an access token")
+        exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
+        if exp <= now:
+            raise TokenError("expired")
+        return AccessClaims(claims["sub"], claims["jti"], str(claims.get("sid", "")), exp)
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, public in self._public.items():
+            raw = public.public_bytes_raw()
+            keys.append(
+                {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+                 "x": b64e(raw)}
+            )
+        return {"keys": keys}
+
+
+def new_refresh_token(token_key: bytes) -> tuple[str, str]:
+    """A 256-bit opaque token and the keyed hash that is stored instead of it."""
+    plaintext = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    return plaintext, hash_refresh_token(token_key, plaintext)
+
+
+def hash_refresh_token(token_key: bytes, plaintext: str) -> str:
+    return keyed_hash(token_key, "refresh", plaintext)

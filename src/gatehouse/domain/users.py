@@ -1,0 +1,88 @@
+"""Users and pending registrations, and the rules on their fields."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+PASSWORD_MIN = 8
+# NIST 800-63B-4 asks for at least 64; a generous cap bounds hashing cost per request.
+PASSWORD_MAX = 256
+NAME_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    name: str
+    password_hash: str
+    created_at: datetime
+    updated_at: datetime
+    phone_ciphertext: str | None = None
+    phone_index: str | None = None
+    image: str | None = None
+    email_verified_at: datetime | None = None
+
+    def with_changes(self, **changes: Any) -> User:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRegistration:
+    """A sign-up waiting for its email code; becomes a `User` (same id) once verified."""
+
+    id: str
+    email: str
+    name: str
+    password_hash: str
+    created_at: datetime
+    expires_at: datetime
+    phone_ciphertext: str | None = None
+    phone_index: str | None = None
+
+
+def normalize_email(email: str) -> str:
+    """Case-fold the domain and the local part: one mailbox, one account, whatever the casing."""
+    return email.strip().lower()
+
+
+def normalize_password(password: str) -> str:
+    """NFKC so the same password typed on different keyboards hashes the same (800-63B-4)."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is refused, or None; length is counted in code points after NFKC."""
+    length = len(normalize_password(password))
+    if length < PASSWORD_MIN:
+        return f"Password must be at least {PASSWORD_MIN} characters"
+    if length > PASSWORD_MAX:
+        return f"Password must be at most {PASSWORD_MAX} characters"
+    return None
+
+
+def clean_name(name: str) -> str | None:
+    """A display name without control characters (no CR/LF header injection), or None if invalid."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name or len(name) > NAME_MAX:
+        return None
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        return None
+    return name
+
+
+def public_view(user: User, phone: str | None) -> dict[str, Any]:
+    """The user as clients see it: never the hash, phone already decrypted by the caller."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "phone": phone,
+        "image": user.image,
+        "email_verified": user.email_verified_at is not None,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }

@@ -1,0 +1,1 @@
+"""Processes: the HTTP api, the relay, the courier and the command line that starts them."""

@@ -1,0 +1,1 @@
+"""The HTTP api: FastAPI app, wire schemas, one router per flow."""

@@ -1,0 +1,50 @@
+"""The FastAPI application; background roles (relay, courier) run in its lifespan when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from fastapi import FastAPI
+
+from gatehouse import __version__
+from gatehouse.bootstrap import Services
+from gatehouse.entrypoints.api import auth, errors, health
+
+log = logging.getLogger(__name__)
+Background = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def create_app(
+    services: Services, background: Sequence[Background] = (), close_services: bool = True
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(role(stop)) for role in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    log.error("background role failed: %r", result)
+            if close_services:
+                await services.aclose()
+
+    app = FastAPI(
+        title="Gatehouse",
+        version=__version__,
+        summary="User onboarding and identity: registration with codes, login, profiles.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.include_router(auth.router)
+    app.include_router(health.router)
+    return app

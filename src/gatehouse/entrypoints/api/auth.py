@@ -1,0 +1,71 @@
+"""`/api/auth/*`: the routes of seed 002 plus resend, refresh and logout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from gatehouse.entrypoints.api.deps import bearer_token, ctx
+from gatehouse.entrypoints.api.responses import JSON, success
+from gatehouse.entrypoints.api.schemas import (
+    LoginIn,
+    RefreshIn,
+    RegisterIn,
+    ResendOtpIn,
+    VerifyOtpIn,
+)
+from gatehouse.flows import profile, registration, session
+from gatehouse.flows.context import FlowContext
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+Ctx = Annotated[FlowContext, Depends(ctx)]
+Token = Annotated[str, Depends(bearer_token)]
+
+CODE_SENT = "If the address can receive mail, a verification code has been sent to it"
+
+
+@router.post("/register", status_code=202)
+async def register(body: RegisterIn, c: Ctx) -> JSON:
+    accepted = await registration.register(
+        c, name=body.name, email=str(body.email), password=body.password, phone=body.phone
+    )
+    data = {"email": accepted.email, "expires_in": accepted.expires_in}
+    return success(CODE_SENT, data, status=202)
+
+
+@router.post("/resend-otp", status_code=202)
+async def resend_otp(body: ResendOtpIn, c: Ctx) -> JSON:
+    accepted = await registration.resend(c, email=str(body.email))
+    data = {"email": accepted.email, "expires_in": accepted.expires_in}
+    return success(CODE_SENT, data, status=202)
+
+
+@router.post("/verify-otp", status_code=201)
+async def verify_otp(body: VerifyOtpIn, c: Ctx) -> JSON:
+    user = await registration.verify(c, email=str(body.email), otp=body.otp)
+    return success("Email verified; account created", {"user": user}, status=201)
+
+
+@router.post("/login")
+async def login(body: LoginIn, c: Ctx) -> JSON:
+    opened = await session.login(c, email=str(body.email), password=body.password)
+    return success("Logged in successfully", opened.as_data())
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshIn, c: Ctx) -> JSON:
+    opened = await session.refresh(c, refresh_token=body.refresh_token)
+    return success("Session refreshed", opened.as_data())
+
+
+@router.post("/logout")
+async def logout(body: RefreshIn, c: Ctx) -> JSON:
+    await session.logout(c, refresh_token=body.refresh_token)
+    return success("Logged out")
+
+
+@router.get("/profile")
+async def read_profile(c: Ctx, token: Token) -> JSON:
+    user = await profile.read(c, token=token)
+    return success("Profile", {"user": user})

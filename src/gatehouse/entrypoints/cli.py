@@ -1,0 +1,83 @@
+"""The `gatehouse` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import typer
+
+from gatehouse.config import Settings
+from gatehouse.entrypoints import logs, processes
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
+keys = typer.Typer(no_args_is_help=True, help="Secrets and keys.")
+app.add_typer(keys, name="keys")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_json)
+    return settings
+
+
+@app.command()
+def serve() -> None:
+    """Everything in one process: api, relay and courier (embedded defaults when no URL is set)."""
+    settings = _settings()
+    roles = [processes.relay_role, processes.courier_role]
+    processes.run(lambda: processes.serve_http(settings, roles))
+
+
+@app.command()
+def api() -> None:
+    """The HTTP api (and Socket.IO) only."""
+    settings = _settings()
+    processes.run(lambda: processes.serve_http(settings, []))
+
+
+@app.command()
+def relay() -> None:
+    """Publish the outbox to Kafka."""
+    settings = _settings()
+    processes.run(lambda: processes.run_roles(settings, [processes.relay_role]))
+
+
+@app.command()
+def courier() -> None:
+    """Consume `send-otp` and deliver messages."""
+    settings = _settings()
+    processes.run(lambda: processes.run_roles(settings, [processes.courier_role]))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration."""
+    from gatehouse.adapters import sql
+    from gatehouse.adapters.sql_migrations import revisions, upgrade
+
+    settings = _settings()
+
+    async def main() -> None:
+        engine = sql.create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            typer.echo(f"schema at {', '.join((await revisions(engine))['current'])}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new secrets document (for GATEHOUSE_SECRETS_FILE or GATEHOUSE_SECRETS_JSON)."""
+    from gatehouse.domain.crypto import generate_secrets_document
+
+    json.dump(generate_secrets_document(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main() -> None:
+    app()

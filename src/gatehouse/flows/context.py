@@ -1,0 +1,42 @@
+"""What every flow receives: ports, keys and policy numbers, built once by bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from gatehouse.domain.crypto import Keyring, Secrets, keyed_hash
+from gatehouse.domain.tokens import AccessTokens
+from gatehouse.ports import Clock, CodeStore, PasswordHasher, UnitOfWork
+
+
+@dataclass(frozen=True)
+class Policy:
+    code_ttl: timedelta = timedelta(minutes=10)
+    code_attempts: int = 5
+    pending_ttl: timedelta = timedelta(hours=24)
+    refresh_ttl: timedelta = timedelta(days=30)
+    refresh_family_max: timedelta = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    uow: Callable[[], UnitOfWork]
+    codes: CodeStore
+    hasher: PasswordHasher
+    clock: Clock
+    secrets: Secrets
+    keyring: Keyring
+    tokens: AccessTokens
+    policy: Policy
+
+    def code_subject(self, purpose: str, identifier: str) -> str:
+        """Codes are filed under an HMAC of the recipient: no emails or phones in Redis keys."""
+        return keyed_hash(self.secrets.index_key, "code-subject", purpose, identifier)
+
+    def code_hash(self, purpose: str, identifier: str, code: str) -> str:
+        return keyed_hash(self.secrets.code_key, purpose, identifier, code)
+
+    def blind_index(self, field: str, value: str) -> str:
+        return keyed_hash(self.secrets.index_key, "index", field, value)

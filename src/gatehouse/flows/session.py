@@ -1,0 +1,146 @@
+"""Sessions: login, refresh-token rotation with reuse detection, logout, token authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gatehouse.domain import events
+from gatehouse.domain.tokens import RefreshToken, TokenError, hash_refresh_token, new_refresh_token
+from gatehouse.domain.users import User, normalize_email, public_view
+from gatehouse.errors import InvalidCredentials, InvalidToken
+from gatehouse.flows.context import FlowContext
+from gatehouse.ports import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    refresh_token: str
+    user: dict[str, Any]
+    expires_in: int
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "user": self.user,
+        }
+
+
+def phone_of(ctx: FlowContext, user: User) -> str | None:
+    if user.phone_ciphertext is None:
+        return None
+    return ctx.keyring.decrypt(user.phone_ciphertext, "user.phone")
+
+
+async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
+    email = normalize_email(email)
+    async with ctx.uow() as uow:
+        user = await uow.users.get_by_email(email)
+    if user is None:
+        await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
+        raise InvalidCredentials()
+    ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
+    now = ctx.clock()
+    async with ctx.uow() as uow:
+        if not ok:
+            await uow.outbox.add(
+                events.user_event(events.LOGIN_FAILED, user.id, {"factor": "password"}, now)
+            )
+            await uow.commit()
+            raise InvalidCredentials()
+        if needs_rehash:
+            user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
+            await uow.users.update(user)
+        session = await _open_session(ctx, uow, user, family_id=events.new_id(), family_expires=None)
+        await uow.outbox.add(
+            events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
+        )
+        await uow.commit()
+    return session
+
+
+async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
+    """Rotate: the presented token is spent and a new one of the same family is returned. A token
+    presented twice means it was stolen or replayed, so the whole family is revoked."""
+    token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
+    now = ctx.clock()
+    async with ctx.uow() as uow:
+        stored = await uow.refresh_tokens.get_by_hash(token_hash)
+        if stored is None or stored.revoked_at is not None:
+            raise InvalidToken()
+        if stored.used_at is not None or not await uow.refresh_tokens.mark_used(stored.id, now):
+            await uow.refresh_tokens.revoke_family(stored.family_id, now)
+            await uow.outbox.add(
+                events.user_event(
+                    events.SESSION_REVOKED, stored.user_id,
+                    {"reason": "refresh_token_reuse", "session_id": stored.family_id}, now,
+                )
+            )
+            await uow.commit()
+            raise InvalidToken()
+        if stored.expires_at <= now or stored.family_expires_at <= now:
+            raise InvalidToken()
+        user = await uow.users.get(stored.user_id)
+        if user is None:
+            raise InvalidToken()
+        session = await _open_session(
+            ctx, uow, user, family_id=stored.family_id, family_expires=stored.family_expires_at
+        )
+        await uow.commit()
+    return session
+
+
+async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
+    """Revoke the session the refresh token belongs to; unknown tokens are silently accepted."""
+    token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
+    now = ctx.clock()
+    async with ctx.uow() as uow:
+        stored = await uow.refresh_tokens.get_by_hash(token_hash)
+        if stored is None:
+            return
+        if await uow.refresh_tokens.revoke_family(stored.family_id, now):
+            await uow.outbox.add(
+                events.user_event(
+                    events.SESSION_REVOKED, stored.user_id,
+                    {"reason": "logout", "session_id": stored.family_id}, now,
+                )
+            )
+        await uow.commit()
+
+
+def authenticate(ctx: FlowContext, token: str) -> str:
+    """The user id an access token speaks for, or `InvalidToken`."""
+    try:
+        return ctx.tokens.verify(token, ctx.clock()).sub
+    except TokenError as exc:
+        raise InvalidToken() from exc
+
+
+async def _open_session(
+    ctx: FlowContext, uow: UnitOfWork, user: User, *, family_id: str, family_expires: Any
+) -> Session:
+    now = ctx.clock()
+    plaintext, token_hash = new_refresh_token(ctx.secrets.token_key)
+    family_expires = family_expires or now + ctx.policy.refresh_family_max
+    await uow.refresh_tokens.add(
+        RefreshToken(
+            id=events.new_id(),
+            family_id=family_id,
+            user_id=user.id,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=min(now + ctx.policy.refresh_ttl, family_expires),
+            family_expires_at=family_expires,
+        )
+    )
+    access, claims = ctx.tokens.issue(user.id, family_id, now)
+    return Session(
+        token=access,
+        refresh_token=plaintext,
+        user=public_view(user, phone_of(ctx, user)),
+        expires_in=int((claims.exp - now).total_seconds()),
+    )

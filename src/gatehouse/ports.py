@@ -1,0 +1,175 @@
+"""The interfaces flows and entrypoints depend on; adapters implement them, bootstrap picks them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+from gatehouse.domain.codes import CodeCheck
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.tokens import RefreshToken
+from gatehouse.domain.users import PendingRegistration, User
+
+Clock = Callable[[], datetime]
+
+
+class Users(Protocol):
+    async def get(self, user_id: str) -> User | None: ...
+    async def get_by_email(self, email: str) -> User | None: ...
+    async def add(self, user: User) -> None:
+        """Raises `errors.Conflict` when the email (or phone index) is taken."""
+
+    async def update(self, user: User) -> None: ...
+    async def delete(self, user_id: str) -> None: ...
+
+
+class PendingRegistrations(Protocol):
+    async def get_by_email(self, email: str) -> PendingRegistration | None: ...
+    async def put(self, pending: PendingRegistration) -> None:
+        """Insert, or replace the one for the same email."""
+
+    async def delete(self, pending_id: str) -> None: ...
+
+
+class RefreshTokens(Protocol):
+    async def add(self, token: RefreshToken) -> None: ...
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...
+    async def mark_used(self, token_id: str, now: datetime) -> bool:
+        """Set `used_at` only if still unused; False means someone else used it first."""
+
+    async def revoke_family(self, family_id: str, now: datetime) -> int: ...
+    async def revoke_user(self, user_id: str, now: datetime) -> int: ...
+
+
+class Outbox(Protocol):
+    async def add(self, message: OutboxMessage) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction; leaving it without `commit()` rolls everything back."""
+
+    users: Users
+    pending: PendingRegistrations
+    refresh_tokens: RefreshTokens
+    outbox: Outbox
+
+    async def __aenter__(self) -> UnitOfWork: ...
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    async def commit(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    seq: int
+    message: OutboxMessage
+
+
+class OutboxStore(Protocol):
+    """The relay's side of the outbox."""
+
+    async def claim(
+        self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        """Lock up to `limit` unpublished rows in order, await `publish`, mark them published;
+        returns how many. If `publish` raises, nothing is marked."""
+
+    async def pending_count(self) -> int: ...
+    async def prune(self, older_than: datetime) -> int: ...
+
+
+class CodeStore(Protocol):
+    """Holds the HMAC of each live code with its remaining tries; checks are atomic."""
+
+    async def put(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None: ...
+    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
+        """Consumes the code on success; a wrong code spends one try, the last try kills it."""
+
+    async def restore(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        """Put back a consumed code when the step that followed could not be completed."""
+
+    async def ping(self) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+    async def verify(self, password_hash: str, password: str) -> tuple[bool, bool]:
+        """(matches, needs_rehash)"""
+
+    async def burn(self, password: str) -> None:
+        """Spend the time of one verification: unknown accounts cost as much as known ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+class EventPublisher(Protocol):
+    """Where the relay sends outbox rows: Kafka in production, the in-process bus embedded."""
+
+    async def start(self) -> None: ...
+    async def publish(self, records: Sequence[Published]) -> None:
+        """Returns once every record is acknowledged; raises if any is not."""
+
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One consumed message with the means to acknowledge it once handled."""
+
+    value: bytes
+    ack: Callable[[], Awaitable[None]]
+
+
+class DeliverySource(Protocol):
+    """What the courier reads from: the `send-otp` topic or the in-process bus."""
+
+    def deliveries(self) -> AsyncIterator[Delivery]: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    id: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+
+
+class ChannelError(Exception):
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Channel(Protocol):
+    """A delivery technology (SMTP, SendGrid, Twilio SMS/WhatsApp, console)."""
+
+    name: str
+
+    async def send(self, message: OutgoingMessage) -> None:
+        """Raises `ChannelError` with `permanent` telling whether a retry can help."""
+
+
+class Renderer(Protocol):
+    """Message templates: `(subject, body)` for a template name and its variables."""
+
+    def render(self, name: str, variables: dict[str, str]) -> tuple[str, str]: ...
+
+
+Health = Callable[[], Awaitable[Any]]
