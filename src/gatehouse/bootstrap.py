@@ -58,7 +58,9 @@ class Services:
             return self.bus.source(events.SEND_OTP)
         s = self.settings
         return KafkaSource(
-            s.kafka_bootstrap_servers, s.kafka_courier_group, events.SEND_OTP,
+            s.kafka_bootstrap_servers,
+            s.kafka_courier_group,
+            events.SEND_OTP,
             f"{s.kafka_client_id}-courier",
         )
 

@@ -1,4 +1,4 @@
-"""Settings read from GATEHOUSE_* variables and `.env`; empty service URLs select embedded adapters."""
+"""Settings from GATEHOUSE_* variables and `.env`; empty service URLs mean embedded adapters."""
 
 from __future__ import annotations
 

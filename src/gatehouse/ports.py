@@ -51,10 +51,14 @@ class Outbox(Protocol):
 class UnitOfWork(Protocol):
     """One database transaction; leaving it without `commit()` rolls everything back."""
 
-    users: Users
-    pending: PendingRegistrations
-    refresh_tokens: RefreshTokens
-    outbox: Outbox
+    @property
+    def users(self) -> Users: ...
+    @property
+    def pending(self) -> PendingRegistrations: ...
+    @property
+    def refresh_tokens(self) -> RefreshTokens: ...
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(

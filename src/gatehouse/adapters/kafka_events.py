@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from gatehouse.errors import Unavailable
 from gatehouse.ports import Delivery, Published
@@ -48,7 +48,8 @@ class KafkaPublisher:
     copy in the log, and one key's records keep their order."""
 
     def __init__(self, bootstrap: str, client_id: str, delivery_timeout_ms: int = 30000):
-        self._config = {
+        self._flush_timeout = delivery_timeout_ms / 1000 + 5
+        self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
             "enable.idempotence": True,
@@ -87,7 +88,7 @@ class KafkaPublisher:
                         break
                     except BufferError:  # local queue full: let deliveries drain, then go on
                         producer.poll(0.1)
-            return int(producer.flush(self._config["delivery.timeout.ms"] / 1000 + 5))
+            return int(producer.flush(self._flush_timeout))
 
         remaining = await loop.run_in_executor(self._pool, produce_all)
         if errors or remaining:
@@ -138,9 +139,10 @@ class KafkaSource:
         while not self._closed:
             batch = await loop.run_in_executor(self._pool, lambda: consumer.consume(100, 0.2))
             for msg in batch:
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("kafka consumer error: %s", msg.error())
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("kafka consumer error: %s", error)
                     continue
 
                 async def ack(msg: Any = msg) -> None:
@@ -148,7 +150,7 @@ class KafkaSource:
                         self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
                     )
 
-                yield Delivery(msg.value(), ack)
+                yield Delivery(msg.value() or b"", ack)
 
     async def close(self) -> None:
         self._closed = True

@@ -57,7 +57,9 @@ class RedisCodeStore:
     async def restore(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
     ) -> None:
-        await self._run(self._restore, self._key(purpose, subject), code_hash, attempts, ttl_seconds)
+        await self._run(
+            self._restore, self._key(purpose, subject), code_hash, attempts, ttl_seconds
+        )
 
     async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
         result = await self._run(self._check, self._key(purpose, subject), code_hash)

@@ -16,7 +16,7 @@ VERIFIED = "gatehouse.user.verified"
 LOGGED_IN = "gatehouse.user.logged_in"
 LOGIN_FAILED = "gatehouse.user.login_failed"
 UPDATED = "gatehouse.user.updated"
-PASSWORD_RESET = "gatehouse.user.password_reset"
+PASSWORD_RESET = "gatehouse.user.password_reset"  # noqa: S105 - an event name
 DELETED = "gatehouse.user.deleted"
 SESSION_REVOKED = "gatehouse.user.session_revoked"
 

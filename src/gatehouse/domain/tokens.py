@@ -94,7 +94,7 @@ class AccessTokens:
                 algorithm="EdDSA",
                 headers={"kid": self._signing.kid, "typ": "at+jwt"},
             )
-        return token, AccessClaims(user_id, claims["jti"], session_id, exp)
+        return token, AccessClaims(user_id, str(claims["jti"]), session_id, exp)
 
     def verify(self, token: str, now: datetime) -> AccessClaims:
         try:
@@ -102,11 +102,7 @@ class AccessTokens:
             alg = header.get("alg")
             if alg not in self._algorithms or FORBIDDEN_HEADERS & header.keys():
                 raise TokenError("algorithm or header not allowed")
-            key: Any
-            if alg == "HS256":
-                key = self._hs256
-            else:
-                key = self._public.get(header.get("kid", ""))
+            key: Any = self._hs256 if alg == "HS256" else self._public.get(header.get("kid", ""))
             if key is None:
                 raise TokenError("unknown key")
             claims = jwt.decode(
@@ -134,8 +130,14 @@ class AccessTokens:
         for kid, public in self._public.items():
             raw = public.public_bytes_raw()
             keys.append(
-                {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
-                 "x": b64e(raw)}
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "kid": kid,
+                    "use": "sig",
+                    "alg": "EdDSA",
+                    "x": b64e(raw),
+                }
             )
         return {"keys": keys}
 

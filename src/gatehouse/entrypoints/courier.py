@@ -27,7 +27,10 @@ class Courier:
     ):
         self._source = source
         self._keyring, self._renderer, self._channels, self._clock = (
-            keyring, renderer, channels, clock,
+            keyring,
+            renderer,
+            channels,
+            clock,
         )
         self._attempts, self._first_backoff = attempts, first_backoff
         self.outcomes: dict[str, int] = {"sent": 0, "abandoned": 0}

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -51,7 +52,7 @@ async def prepare(services: Services, *, migrate: bool) -> None:
         log.info("created Kafka topics: %s", ", ".join(created))
 
 
-async def serve_http(settings: Settings, roles: list[Callable[[Services], Background]]) -> None:
+async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
     services = build(settings)
     await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
     app = create_app(services, background=[role(services) for role in roles])
@@ -68,7 +69,7 @@ async def serve_http(settings: Settings, roles: list[Callable[[Services], Backgr
     await uvicorn.Server(config).serve()
 
 
-async def run_roles(settings: Settings, roles: list[Callable[[Services], Background]]) -> None:
+async def run_roles(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
     """A headless process (relay, courier): runs until SIGTERM or SIGINT, then drains."""
     services = build(settings)
     await prepare(services, migrate=False)
@@ -82,7 +83,7 @@ async def run_roles(settings: Settings, roles: list[Callable[[Services], Backgro
         await services.aclose()
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable without

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -70,10 +71,8 @@ class Relay:
                 count = 0
                 backoff = min(backoff * 2 if backoff >= 0.5 else 0.5, 10.0)
             if count < self._batch:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
         await self._publisher.close()
         log.info("relay stopped after publishing %d records", self.published)
 

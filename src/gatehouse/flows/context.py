@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from gatehouse.domain.crypto import Keyring, Secrets, keyed_hash
 from gatehouse.domain.tokens import AccessTokens
+from gatehouse.domain.users import User
 from gatehouse.ports import Clock, CodeStore, PasswordHasher, UnitOfWork
 
 
@@ -40,3 +41,13 @@ class FlowContext:
 
     def blind_index(self, field: str, value: str) -> str:
         return keyed_hash(self.secrets.index_key, "index", field, value)
+
+
+PHONE_CONTEXT = "user.phone"
+
+
+def phone_of(ctx: FlowContext, user: User) -> str | None:
+    """The decrypted phone of a user (the ciphertext is bound to its field)."""
+    if user.phone_ciphertext is None:
+        return None
+    return ctx.keyring.decrypt(user.phone_ciphertext, PHONE_CONTEXT)

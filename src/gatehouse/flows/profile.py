@@ -6,8 +6,8 @@ from typing import Any
 
 from gatehouse.domain.users import public_view
 from gatehouse.errors import InvalidToken
-from gatehouse.flows.context import FlowContext
-from gatehouse.flows.session import authenticate, phone_of
+from gatehouse.flows.context import FlowContext, phone_of
+from gatehouse.flows.session import authenticate
 
 
 async def read(ctx: FlowContext, *, token: str) -> dict[str, Any]:

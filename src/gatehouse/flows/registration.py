@@ -9,7 +9,7 @@ from gatehouse.domain import events
 from gatehouse.domain.codes import CodeCheck, Purpose, generate_code, looks_like_code
 from gatehouse.domain.users import PendingRegistration, User, normalize_email, public_view
 from gatehouse.errors import Conflict, InvalidCode
-from gatehouse.flows.context import FlowContext
+from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, phone_of
 from gatehouse.flows.validation import require_name, require_password, require_phone
 from gatehouse.ports import UnitOfWork
 
@@ -39,8 +39,12 @@ async def register(
             # No enumeration: same answer to the caller; the owner learns of the attempt by mail.
             await uow.outbox.add(
                 events.delivery(
-                    key=email, channel="email", to=email, template="account-exists",
-                    now=now, expires_at=now + ctx.policy.code_ttl,
+                    key=email,
+                    channel="email",
+                    to=email,
+                    template="account-exists",
+                    now=now,
+                    expires_at=now + ctx.policy.code_ttl,
                 )
             )
             await uow.commit()
@@ -53,7 +57,7 @@ async def register(
             password_hash=password_hash,
             created_at=now,
             expires_at=now + ctx.policy.pending_ttl,
-            phone_ciphertext=ctx.keyring.encrypt(phone, "user.phone") if phone else None,
+            phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
             phone_index=ctx.blind_index("phone", phone) if phone else None,
         )
         await uow.pending.put(pending)
@@ -121,8 +125,7 @@ async def _create_user(ctx: FlowContext, email: str) -> dict[str, Any]:
             events.user_event(events.VERIFIED, user.id, {"email": user.email}, now)
         )
         await uow.commit()
-    phone = ctx.keyring.decrypt(user.phone_ciphertext, "user.phone") if user.phone_ciphertext else None
-    return public_view(user, phone)
+    return public_view(user, phone_of(ctx, user))
 
 
 async def _send_code(ctx: FlowContext, uow: UnitOfWork, pending: PendingRegistration) -> None:

@@ -9,7 +9,7 @@ from gatehouse.domain import events
 from gatehouse.domain.tokens import RefreshToken, TokenError, hash_refresh_token, new_refresh_token
 from gatehouse.domain.users import User, normalize_email, public_view
 from gatehouse.errors import InvalidCredentials, InvalidToken
-from gatehouse.flows.context import FlowContext
+from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
 
 
@@ -28,12 +28,6 @@ class Session:
             "expires_in": self.expires_in,
             "user": self.user,
         }
-
-
-def phone_of(ctx: FlowContext, user: User) -> str | None:
-    if user.phone_ciphertext is None:
-        return None
-    return ctx.keyring.decrypt(user.phone_ciphertext, "user.phone")
 
 
 async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
@@ -55,7 +49,9 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
             await uow.users.update(user)
-        session = await _open_session(ctx, uow, user, family_id=events.new_id(), family_expires=None)
+        session = await _open_session(
+            ctx, uow, user, family_id=events.new_id(), family_expires=None
+        )
         await uow.outbox.add(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )
@@ -76,8 +72,10 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
             await uow.refresh_tokens.revoke_family(stored.family_id, now)
             await uow.outbox.add(
                 events.user_event(
-                    events.SESSION_REVOKED, stored.user_id,
-                    {"reason": "refresh_token_reuse", "session_id": stored.family_id}, now,
+                    events.SESSION_REVOKED,
+                    stored.user_id,
+                    {"reason": "refresh_token_reuse", "session_id": stored.family_id},
+                    now,
                 )
             )
             await uow.commit()
@@ -105,8 +103,10 @@ async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
         if await uow.refresh_tokens.revoke_family(stored.family_id, now):
             await uow.outbox.add(
                 events.user_event(
-                    events.SESSION_REVOKED, stored.user_id,
-                    {"reason": "logout", "session_id": stored.family_id}, now,
+                    events.SESSION_REVOKED,
+                    stored.user_id,
+                    {"reason": "logout", "session_id": stored.family_id},
+                    now,
                 )
             )
         await uow.commit()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -14,7 +15,7 @@ from gatehouse.bootstrap import Services
 from gatehouse.entrypoints.api import auth, errors, health
 
 log = logging.getLogger(__name__)
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def create_app(

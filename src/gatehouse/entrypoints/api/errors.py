@@ -30,7 +30,7 @@ STATUS: dict[type[errors.GatehouseError], int] = {
 def _status_of(exc: errors.GatehouseError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -57,11 +57,16 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
     problems = exc.errors()
     if any(p.get("type") == "json_invalid" for p in problems):
         return failure(400, "malformed_request", "Request body is not valid JSON")
-    if any(p.get("loc") == ("body",) and p.get("type") == "model_attributes_type" for p in problems):
+    if any(
+        p.get("loc") == ("body",) and p.get("type") == "model_attributes_type" for p in problems
+    ):
         return failure(400, "malformed_request", "Request body must be a JSON object")
     details = [
-        {"field": _field(tuple(p.get("loc", ()))), "message": p.get("msg", "invalid"),
-         "type": p.get("type", "invalid")}
+        {
+            "field": _field(tuple(p.get("loc", ()))),
+            "message": p.get("msg", "invalid"),
+            "type": p.get("type", "invalid"),
+        }
         for p in problems
     ]
     return failure(422, "invalid_input", "Some fields are invalid", details)
@@ -70,7 +75,7 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
 async def on_http_error(_request: Request, exc: Exception) -> JSON:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return failure(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return failure(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
 async def on_unexpected(_request: Request, exc: Exception) -> JSON:
