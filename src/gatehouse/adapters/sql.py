@@ -214,6 +214,12 @@ class SqlOutboxStore:
         self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
     ) -> int:
         async with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # SQLite has no FOR UPDATE: a (no-op) write takes the database write lock first,
+                # so a second relay waits here instead of reading the same rows.
+                await conn.execute(
+                    update(outbox).where(outbox.c.seq == -1).values(published_at=None)
+                )
             query = (
                 select(outbox)
                 .where(outbox.c.published_at.is_(None))

@@ -1,0 +1,113 @@
+"""Fixtures shared by the integration and end-to-end tests: the real services and a mail sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+
+REQUIRED = os.environ.get("GATEHOUSE_TEST_REQUIRE_SERVICES") == "1"
+
+
+def service_env(name: str) -> str:
+    """A service address from `scripts/services start`; missing fails under REQUIRE_SERVICES."""
+    value = os.environ.get(f"GATEHOUSE_TEST_{name}", "")
+    if value:
+        return value
+    message = f"GATEHOUSE_TEST_{name} is not set: run `eval \"$(scripts/services start)\"`"
+    if REQUIRED:
+        pytest.fail(message)
+    pytest.skip(message + " (with GATEHOUSE_TEST_REQUIRE_SERVICES=1 this fails instead)")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return service_env("POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    return service_env("MARIADB_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return service_env("REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return service_env("KAFKA_BOOTSTRAP_SERVERS")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class MailSink:
+    """An aiosmtpd server on loopback that keeps every message it receives."""
+
+    host: str
+    port: int
+    messages: list[Message] = field(default_factory=list)
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
+    received: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+        with self.received:
+            self.messages.append(message_from_bytes(envelope.content))
+            self.envelopes.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos)})
+            self.received.notify_all()
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in list(self.messages) if m["To"] == address]
+
+    async def wait_for(self, address: str, count: int = 1, timeout: float = 30.0) -> list[Message]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.to(address)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{count} mail(s) to {address} not received in {timeout}s")
+            await asyncio.sleep(0.05)
+        return self.to(address)
+
+
+@pytest.fixture
+def mail_sink() -> Iterator[MailSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def body_of(message: Message) -> str:
+    part = message.get_payload(decode=True)
+    if isinstance(part, bytes):
+        return part.decode()
+    return str(message.get_payload())

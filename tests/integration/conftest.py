@@ -1,0 +1,74 @@
+"""Databases for the contract tests: a fresh, migrated database per backend for the session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gatehouse.adapters import sql
+from gatehouse.adapters.sql_migrations import upgrade
+from gatehouse.adapters.sql_schema import metadata
+from tests.conftest import service_env, unique
+
+BACKENDS = ["sqlite", "postgres", "mariadb"]
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = sql.create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def create_database(backend: str, tmp: Path) -> tuple[str, str | None]:
+    """(url of a new empty migrated database, admin url to drop it with or None)."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'contract.db'}"
+        asyncio.run(_migrate(url))
+        return url, None
+    base = service_env("POSTGRES_URL" if backend == "postgres" else "MARIADB_URL")
+    name = unique("gh_test")
+    asyncio.run(_admin(base, f"CREATE DATABASE {name}"))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_migrate(url))
+    return url, base
+
+
+def drop_database(url: str, admin: str | None) -> None:
+    if admin is not None:
+        name = make_url(url).database
+        asyncio.run(_admin(admin, f"DROP DATABASE IF EXISTS {name}"))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, admin = create_database(request.param, tmp_path_factory.mktemp(request.param))
+    yield url
+    drop_database(url, admin)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the backend's database, emptied before each test."""
+    engine = sql.create_engine(database_url)
+    async with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(delete(table))
+    yield engine
+    await engine.dispose()

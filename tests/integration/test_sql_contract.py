@@ -1,0 +1,211 @@
+"""The SQL adapter's contract, run on SQLite, PostgreSQL and MariaDB alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatehouse.adapters import sql
+from gatehouse.adapters.sql_migrations import revisions
+from gatehouse.adapters.sql_schema import metadata, outbox, users
+from gatehouse.domain import events
+from gatehouse.domain.tokens import RefreshToken
+from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.errors import Conflict, Unavailable
+from gatehouse.ports import OutboxRecord
+
+NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def a_user(n: int = 1, **changes: object) -> User:
+    user = User(
+        id=f"00000000-0000-0000-0000-{n:012d}",
+        email=f"user{n}@example.com",
+        name=f"User {n}",
+        password_hash="$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        created_at=NOW,
+        updated_at=NOW,
+        phone_ciphertext=None,
+        phone_index=None,
+    )
+    return user.with_changes(**changes)
+
+
+async def test_migrations_at_head_with_every_table_and_column(engine: AsyncEngine) -> None:
+    state = await revisions(engine)
+    assert state["current"] == state["head"] and state["head"]
+
+    def columns(conn: object) -> dict[str, set[str]]:
+        inspector = inspect(conn)
+        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+
+    async with engine.connect() as conn:
+        found = await conn.run_sync(columns)
+    for table in metadata.sorted_tables:
+        assert {c.name for c in table.columns} <= found[table.name], table.name
+
+
+async def test_users_round_trip_with_aware_microsecond_times(engine: AsyncEngine) -> None:
+    user = a_user(phone_ciphertext="v1.k.abc", phone_index="f" * 64, image="https://x/y.png")
+    async with sql.SqlUnitOfWork(engine) as uow:
+        await uow.users.add(user)
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        assert await uow.users.get(user.id) == user
+        assert await uow.users.get_by_email(user.email) == user
+        assert await uow.users.get_by_email("nobody@example.com") is None
+    changed = user.with_changes(name="Renamed", updated_at=NOW + timedelta(seconds=1))
+    async with sql.SqlUnitOfWork(engine) as uow:
+        await uow.users.update(changed)
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        stored = await uow.users.get(user.id)
+    assert stored == changed and stored is not None and stored.updated_at.tzinfo is not None
+    async with sql.SqlUnitOfWork(engine) as uow:
+        await uow.users.delete(user.id)
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        assert await uow.users.get(user.id) is None
+
+
+@pytest.mark.parametrize("clash", ["email", "phone_index"])
+async def test_duplicate_email_or_phone_is_a_conflict(engine: AsyncEngine, clash: str) -> None:
+    first = a_user(1, phone_index="a" * 64)
+    second = a_user(2, phone_index="b" * 64).with_changes(**{clash: getattr(first, clash)})
+    async with sql.SqlUnitOfWork(engine) as uow:
+        await uow.users.add(first)
+        await uow.commit()
+    with pytest.raises(Conflict):
+        async with sql.SqlUnitOfWork(engine) as uow:
+            await uow.users.add(second)
+            await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        assert await uow.users.get(second.id) is None
+
+
+async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine) -> None:
+    with pytest.raises(RuntimeError):
+        async with sql.SqlUnitOfWork(engine) as uow:
+            await uow.users.add(a_user())
+            await uow.outbox.add(events.user_event(events.VERIFIED, a_user().id, {}, NOW))
+            raise RuntimeError("boom")
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(users))).all() == []
+        assert (await conn.execute(select(outbox))).all() == []
+
+
+async def test_pending_registration_is_replaced_for_the_same_email(engine: AsyncEngine) -> None:
+    def pending(name: str) -> PendingRegistration:
+        return PendingRegistration(
+            id="p-1", email="p@example.com", name=name, password_hash="h",
+            created_at=NOW, expires_at=NOW + timedelta(days=1),
+        )
+
+    for name in ("First", "Second"):
+        async with sql.SqlUnitOfWork(engine) as uow:
+            await uow.pending.put(pending(name))
+            await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        stored = await uow.pending.get_by_email("p@example.com")
+        assert stored == pending("Second")
+        await uow.pending.delete("p-1")
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        assert await uow.pending.get_by_email("p@example.com") is None
+
+
+async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine) -> None:
+    def token(n: int, family: str) -> RefreshToken:
+        return RefreshToken(
+            id=f"t-{n}", family_id=family, user_id="u-1", token_hash=f"{n:064d}",
+            created_at=NOW, expires_at=NOW + timedelta(days=1),
+            family_expires_at=NOW + timedelta(days=2),
+        )
+
+    async with sql.SqlUnitOfWork(engine) as uow:
+        for n, family in ((1, "f-a"), (2, "f-a"), (3, "f-b")):
+            await uow.refresh_tokens.add(token(n, family))
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        assert await uow.refresh_tokens.mark_used("t-1", NOW) is True
+        assert await uow.refresh_tokens.mark_used("t-1", NOW) is False
+        assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 2
+        assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 0
+        assert await uow.refresh_tokens.revoke_user("u-1", NOW) == 1
+        await uow.commit()
+    async with sql.SqlUnitOfWork(engine) as uow:
+        stored = await uow.refresh_tokens.get_by_hash(f"{1:064d}")
+    assert stored is not None and stored.used_at == NOW and stored.revoked_at == NOW
+
+
+async def test_outbox_claims_in_order_and_marks_published(engine: AsyncEngine) -> None:
+    messages = [events.user_event(events.VERIFIED, f"u-{i}", {"n": i}, NOW) for i in range(7)]
+    async with sql.SqlUnitOfWork(engine) as uow:
+        for message in messages:
+            await uow.outbox.add(message)
+        await uow.commit()
+    store = sql.SqlOutboxStore(engine, lambda: NOW)
+    seen: list[OutboxRecord] = []
+
+    async def failing(records: Sequence[OutboxRecord]) -> None:
+        raise ConnectionError("kafka down")
+
+    with pytest.raises(ConnectionError):
+        await store.claim(5, failing)
+    assert await store.pending_count() == 7  # nothing marked when publishing failed
+
+    async def collect(records: Sequence[OutboxRecord]) -> None:
+        seen.extend(records)
+
+    assert await store.claim(5, collect) == 5
+    assert await store.claim(5, collect) == 2
+    assert await store.claim(5, collect) == 0
+    assert [r.message.id for r in seen] == [m.id for m in messages]
+    assert seen[3].message.payload == messages[3].payload
+    assert await store.pending_count() == 0
+    assert await store.prune(NOW + timedelta(seconds=1)) == 7
+
+
+async def test_two_relays_never_publish_a_row_twice(engine: AsyncEngine) -> None:
+    async with sql.SqlUnitOfWork(engine) as uow:
+        for i in range(60):
+            await uow.outbox.add(events.user_event(events.VERIFIED, f"u-{i % 3}", {"n": i}, NOW))
+        await uow.commit()
+    store_a = sql.SqlOutboxStore(engine, lambda: NOW)
+    store_b = sql.SqlOutboxStore(engine, lambda: NOW)
+    published: list[int] = []
+
+    async def slow(records: Sequence[OutboxRecord]) -> None:
+        await asyncio.sleep(0.01)
+        published.extend(r.message.payload["data"]["n"] for r in records)
+
+    async def drain(store: sql.SqlOutboxStore) -> None:
+        while await store.claim(7, slow):
+            pass
+
+    await asyncio.gather(drain(store_a), drain(store_b))
+    assert sorted(published) == list(range(60))
+    assert published == list(range(60))  # and in order, so each user's events stay ordered
+
+
+async def test_unreachable_database_is_unavailable(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        url = "sqlite+aiosqlite:////nonexistent-dir/x.db"
+    else:
+        from sqlalchemy.engine import make_url
+
+        from tests.conftest import free_port
+
+        url = make_url(database_url).set(port=free_port()).render_as_string(hide_password=False)
+    engine = sql.create_engine(url)
+    try:
+        with pytest.raises(Unavailable):
+            async with sql.SqlUnitOfWork(engine) as uow:
+                await uow.users.get("x")
+    finally:
+        await engine.dispose()
