@@ -23,7 +23,7 @@ def service_env(name: str) -> str:
     value = os.environ.get(f"GATEHOUSE_TEST_{name}", "")
     if value:
         return value
-    message = f"GATEHOUSE_TEST_{name} is not set: run `eval \"$(scripts/services start)\"`"
+    message = f'GATEHOUSE_TEST_{name} is not set: run `eval "$(scripts/services start)"`'
     if REQUIRED:
         pytest.fail(message)
     pytest.skip(message + " (with GATEHOUSE_TEST_REQUIRE_SERVICES=1 this fails instead)")
@@ -74,7 +74,7 @@ class MailSink:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         with self.received:
             self.messages.append(message_from_bytes(envelope.content))
             self.envelopes.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos)})

@@ -57,7 +57,9 @@ def drop_database(url: str, admin: str | None) -> None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     url, admin = create_database(request.param, tmp_path_factory.mktemp(request.param))
     yield url
     drop_database(url, admin)

@@ -42,7 +42,9 @@ async def test_migrations_at_head_with_every_table_and_column(engine: AsyncEngin
 
     def columns(conn: object) -> dict[str, set[str]]:
         inspector = inspect(conn)
-        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+        return {
+            t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()
+        }
 
     async with engine.connect() as conn:
         found = await conn.run_sync(columns)
@@ -102,8 +104,12 @@ async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine) -> None:
 async def test_pending_registration_is_replaced_for_the_same_email(engine: AsyncEngine) -> None:
     def pending(name: str) -> PendingRegistration:
         return PendingRegistration(
-            id="p-1", email="p@example.com", name=name, password_hash="h",
-            created_at=NOW, expires_at=NOW + timedelta(days=1),
+            id="p-1",
+            email="p@example.com",
+            name=name,
+            password_hash="h",
+            created_at=NOW,
+            expires_at=NOW + timedelta(days=1),
         )
 
     for name in ("First", "Second"):
@@ -122,8 +128,12 @@ async def test_pending_registration_is_replaced_for_the_same_email(engine: Async
 async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine) -> None:
     def token(n: int, family: str) -> RefreshToken:
         return RefreshToken(
-            id=f"t-{n}", family_id=family, user_id="u-1", token_hash=f"{n:064d}",
-            created_at=NOW, expires_at=NOW + timedelta(days=1),
+            id=f"t-{n}",
+            family_id=family,
+            user_id="u-1",
+            token_hash=f"{n:064d}",
+            created_at=NOW,
+            expires_at=NOW + timedelta(days=1),
             family_expires_at=NOW + timedelta(days=2),
         )
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -52,6 +52,17 @@ async def prepare(services: Services, *, migrate: bool) -> None:
         log.info("created Kafka topics: %s", ", ".join(created))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die by the
+    signal; a drained, orderly stop is a success and exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
 async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
     services = build(settings)
     await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
@@ -66,7 +77,7 @@ async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Ba
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    await uvicorn.Server(config).serve()
+    await _Server(config).serve()
 
 
 async def run_roles(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
