@@ -21,7 +21,7 @@ from gatehouse.adapters.courier.smtp import SmtpChannel
 from gatehouse.adapters.courier.templates import Templates
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore
+from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryNotifier
 from gatehouse.adapters.redis_codes import RedisCodeStore
 from gatehouse.config import Settings
 from gatehouse.domain import events
@@ -130,6 +130,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         refresh_family_max=timedelta(seconds=settings.refresh_family_max_seconds),
     )
+    # Replaced by the Socket.IO notifier once the api or worker wires one (issue 3).
+    notifier = MemoryNotifier()
     ctx = FlowContext(
         uow=lambda: sql.SqlUnitOfWork(engine),
         codes=codes,
@@ -139,6 +141,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         keyring=secrets.keyring(),
         tokens=tokens,
         policy=policy,
+        notifier=notifier,
     )
     bus: MemoryBus | None = None
     publisher: EventPublisher

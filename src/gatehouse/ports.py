@@ -170,6 +170,34 @@ class Channel(Protocol):
         """Raises `ChannelError` with `permanent` telling whether a retry can help."""
 
 
+class Notifier(Protocol):
+    """Pushes an event to a Socket.IO room (`user:<id>` or a client's sid) on any api node."""
+
+    async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    id: str
+    queue: str
+    name: str
+    state: str  # waiting | delayed | active | completed | failed | unknown
+    result: dict[str, Any] | None = None
+    failed_reason: str | None = None
+    attempts_made: int = 0
+
+
+class Jobs(Protocol):
+    """Submits jobs to the named queues and reads their state (BullMQ, or in-process embedded)."""
+
+    async def submit(
+        self, queue: str, name: str, data: dict[str, Any], job_id: str | None = None
+    ) -> str:
+        """Returns the job id; submitting an existing `job_id` again is a no-op."""
+
+    async def get(self, queue: str, job_id: str) -> JobState | None: ...
+
+
 class Renderer(Protocol):
     """Message templates: `(subject, body)` for a template name and its variables."""
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from gatehouse.domain.codes import CodeCheck
 from gatehouse.domain.crypto import same
@@ -218,6 +219,16 @@ class MemoryCodeStore:
 
     async def ping(self) -> None:
         return None
+
+
+class MemoryNotifier:
+    """Records what would be pushed; for unit tests and processes without Socket.IO."""
+
+    def __init__(self) -> None:
+        self.sent: deque[tuple[str, str, dict[str, Any]]] = deque(maxlen=10_000)
+
+    async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None:
+        self.sent.append((room, event, payload))
 
 
 class MemoryBus:

@@ -68,18 +68,26 @@ def delivery(
     locale: str = "en",
     variables: dict[str, str] | None = None,
     message_id: str | None = None,
+    to_ciphertext: str | None = None,
+    fallbacks: list[dict[str, str | None]] | None = None,
 ) -> OutboxMessage:
-    """A command for the courier. The code travels only as ciphertext the courier can open."""
+    """A command for the courier. The code travels only as ciphertext the courier can open.
+
+    For phone channels `to` is only a masked number and the real one is in `to_ciphertext`
+    (see `recipient_context`), so no phone number rests in Kafka in plaintext. `fallbacks` lists
+    `{channel, to, to_ciphertext}` to try in order when a channel fails permanently."""
     message_id = message_id or new_id()
     payload = {
         "id": message_id,
         "channel": channel,
         "to": to,
+        "to_ciphertext": to_ciphertext,
         "template": template,
         "locale": locale,
         "code_ciphertext": code_ciphertext,
         "expires_at": _iso(expires_at),
         "variables": variables or {},
+        "fallbacks": fallbacks or [],
     }
     return OutboxMessage(message_id, SEND_OTP, key, payload, now)
 
@@ -87,3 +95,13 @@ def delivery(
 def code_context(message_id: str) -> str:
     """Associated data binding a code ciphertext to its one delivery message."""
     return f"send-otp:{message_id}"
+
+
+def recipient_context(message_id: str) -> str:
+    """Associated data binding an encrypted phone number to its one delivery message."""
+    return f"send-otp-to:{message_id}"
+
+
+def mask_phone(phone: str) -> str:
+    """`+1415•••0123`: enough to recognise, not enough to use."""
+    return phone[:5] + "\u2022" * 3 + phone[-4:] if len(phone) > 9 else "\u2022" * 6

@@ -9,7 +9,7 @@ from datetime import timedelta
 from gatehouse.domain.crypto import Keyring, Secrets, keyed_hash
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.domain.users import User
-from gatehouse.ports import Clock, CodeStore, PasswordHasher, UnitOfWork
+from gatehouse.ports import Clock, CodeStore, Notifier, PasswordHasher, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class FlowContext:
     keyring: Keyring
     tokens: AccessTokens
     policy: Policy
+    notifier: Notifier
 
     def code_subject(self, purpose: str, identifier: str) -> str:
         """Codes are filed under an HMAC of the recipient: no emails or phones in Redis keys."""
