@@ -19,6 +19,7 @@ Clock = Callable[[], datetime]
 class Users(Protocol):
     async def get(self, user_id: str) -> User | None: ...
     async def get_by_email(self, email: str) -> User | None: ...
+    async def get_by_phone_index(self, phone_index: str) -> User | None: ...
     async def add(self, user: User) -> None:
         """Raises `errors.Conflict` when the email (or phone index) is taken."""
 
@@ -41,6 +42,9 @@ class RefreshTokens(Protocol):
         """Set `used_at` only if still unused; False means someone else used it first."""
 
     async def revoke_family(self, family_id: str, now: datetime) -> int: ...
+    async def family_revoked(self, family_id: str) -> bool:
+        """True once a session was revoked (logout, reuse, password change, deletion)."""
+
     async def revoke_user(self, user_id: str, now: datetime) -> int: ...
 
 

@@ -58,6 +58,9 @@ class MemoryUsers(_Repo):
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._t.users.values() if u.email == email), None)
 
+    async def get_by_phone_index(self, phone_index: str) -> User | None:
+        return next((u for u in self._t.users.values() if u.phone_index == phone_index), None)
+
     def _check_unique(self, user: User) -> None:
         for other in self._t.users.values():
             if other.id != user.id and (
@@ -115,6 +118,11 @@ class MemoryRefreshTokens(_Repo):
 
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         return await self._revoke(lambda t: t.family_id == family_id, now)
+
+    async def family_revoked(self, family_id: str) -> bool:
+        return any(
+            t.family_id == family_id and t.revoked_at is not None for t in self._t.tokens.values()
+        )
 
     async def revoke_user(self, user_id: str, now: datetime) -> int:
         return await self._revoke(lambda t: t.user_id == user_id, now)

@@ -1,4 +1,5 @@
-"""Sign-up: register (pending user + emailed code), verify the code (permanent user), resend."""
+"""Sign-up: register (pending user + emailed code), verify the code (permanent user), resend,
+and create-user (code from the verification service + details in one step, seed 004)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.domain import events
-from gatehouse.domain.codes import CodeCheck, Purpose, generate_code, looks_like_code
+from gatehouse.domain.codes import Purpose
 from gatehouse.domain.users import PendingRegistration, User, normalize_email, public_view
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, phone_of
+from gatehouse.flows.otp import Route, consume_then, send_code
 from gatehouse.flows.validation import require_name, require_password, require_phone
 from gatehouse.ports import UnitOfWork
 
@@ -36,17 +38,7 @@ async def register(
     now = ctx.clock()
     async with ctx.uow() as uow:
         if await uow.users.get_by_email(email) is not None:
-            # No enumeration: same answer to the caller; the owner learns of the attempt by mail.
-            await uow.outbox.add(
-                events.delivery(
-                    key=email,
-                    channel="email",
-                    to=email,
-                    template="account-exists",
-                    now=now,
-                    expires_at=now + ctx.policy.code_ttl,
-                )
-            )
+            await account_exists_notice(ctx, uow, email)
             await uow.commit()
             return _accepted(ctx, email)
         previous = await uow.pending.get_by_email(email)
@@ -61,7 +53,7 @@ async def register(
             phone_index=ctx.blind_index("phone", phone) if phone else None,
         )
         await uow.pending.put(pending)
-        await _send_code(ctx, uow, pending)
+        await _send_code(ctx, uow, pending.email, pending.id, pending.name)
         await uow.outbox.add(
             events.user_event(events.REGISTERED, pending.id, {"email": email}, now)
         )
@@ -69,90 +61,130 @@ async def register(
     return _accepted(ctx, email)
 
 
+async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -> None:
+    """No enumeration: the caller gets the usual answer; the owner learns of the attempt by mail."""
+    now = ctx.clock()
+    await uow.outbox.add(
+        events.delivery(
+            key=email,
+            channel="email",
+            to=email,
+            template="account-exists",
+            now=now,
+            expires_at=now + ctx.policy.code_ttl,
+        )
+    )
+
+
 async def resend(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
     async with ctx.uow() as uow:
         pending = await uow.pending.get_by_email(email)
         if pending is not None and pending.expires_at > ctx.clock():
-            await _send_code(ctx, uow, pending)
+            await _send_code(ctx, uow, pending.email, pending.id, pending.name)
             await uow.commit()
+    return _accepted(ctx, email)
+
+
+async def send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
+    """The verification service's sign-up code, before any details are given (seed 004)."""
+    email = normalize_email(email)
+    async with ctx.uow() as uow:
+        if await uow.users.get_by_email(email) is not None:
+            await account_exists_notice(ctx, uow, email)
+        else:
+            await _send_code(ctx, uow, email, key=email, name="")
+        await uow.commit()
     return _accepted(ctx, email)
 
 
 async def verify(ctx: FlowContext, *, email: str, otp: str) -> dict[str, Any]:
     """Turn the pending registration into a user if the code is right; returns the user view."""
     email = normalize_email(email)
-    otp = otp.strip()
-    if not looks_like_code(otp):
-        raise InvalidCode()
-    subject = ctx.code_subject(PURPOSE, email)
-    code_hash = ctx.code_hash(PURPOSE, email, otp)
-    result = await ctx.codes.check(PURPOSE, subject, code_hash)
-    if result is not CodeCheck.OK:
-        raise InvalidCode()
-    try:
-        return await _create_user(ctx, email)
-    except (InvalidCode, Conflict):
-        raise
-    except Exception:
-        # The code was consumed but the user not created (database down): put the code back so
-        # the person can simply try again once we recover.
-        ttl = int(ctx.policy.code_ttl.total_seconds())
-        await ctx.codes.restore(PURPOSE, subject, code_hash, ttl, ctx.policy.code_attempts)
-        raise
+
+    async def create() -> dict[str, Any]:
+        now = ctx.clock()
+        async with ctx.uow() as uow:
+            pending = await uow.pending.get_by_email(email)
+            if pending is None or pending.expires_at <= now:
+                raise InvalidCode()
+            user = User(
+                id=pending.id,
+                email=pending.email,
+                name=pending.name,
+                password_hash=pending.password_hash,
+                created_at=now,
+                updated_at=now,
+                phone_ciphertext=pending.phone_ciphertext,
+                phone_index=pending.phone_index,
+                email_verified_at=now,
+            )
+            await _add_user(uow, user)
+            await uow.pending.delete(pending.id)
+            await uow.commit()
+        return public_view(user, phone_of(ctx, user))
+
+    return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
 
 
-async def _create_user(ctx: FlowContext, email: str) -> dict[str, Any]:
-    now = ctx.clock()
-    async with ctx.uow() as uow:
-        pending = await uow.pending.get_by_email(email)
-        if pending is None or pending.expires_at <= now:
-            raise InvalidCode()
-        user = User(
-            id=pending.id,
-            email=pending.email,
-            name=pending.name,
-            password_hash=pending.password_hash,
-            created_at=now,
-            updated_at=now,
-            phone_ciphertext=pending.phone_ciphertext,
-            phone_index=pending.phone_index,
-            email_verified_at=now,
-        )
-        await uow.users.add(user)
-        await uow.pending.delete(pending.id)
-        await uow.outbox.add(
-            events.user_event(events.VERIFIED, user.id, {"email": user.email}, now)
-        )
-        await uow.commit()
-    return public_view(user, phone_of(ctx, user))
+async def create_user(
+    ctx: FlowContext, *, email: str, otp: str, password: str, name: str, phone: str | None = None
+) -> dict[str, Any]:
+    """Create a verified user from a sign-up code and the details, in one step."""
+    email = normalize_email(email)
+    name = require_name(name)
+    require_password(password)
+    phone = require_phone(phone)
+
+    async def create() -> dict[str, Any]:
+        password_hash = await ctx.hasher.hash(password)
+        now = ctx.clock()
+        async with ctx.uow() as uow:
+            if await uow.users.get_by_email(email) is not None:
+                raise Conflict("An account with this email already exists")
+            pending = await uow.pending.get_by_email(email)
+            user = User(
+                id=pending.id if pending else events.new_id(),
+                email=email,
+                name=name,
+                password_hash=password_hash,
+                created_at=now,
+                updated_at=now,
+                phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
+                phone_index=ctx.blind_index("phone", phone) if phone else None,
+                email_verified_at=now,
+            )
+            if pending is not None:
+                await uow.pending.delete(pending.id)
+            else:
+                await uow.outbox.add(
+                    events.user_event(events.REGISTERED, user.id, {"email": email}, now)
+                )
+            await _add_user(uow, user)
+            await uow.commit()
+        return public_view(user, phone)
+
+    return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
 
 
-async def _send_code(ctx: FlowContext, uow: UnitOfWork, pending: PendingRegistration) -> None:
-    """Store the code's HMAC and queue its delivery; the plaintext exists only encrypted."""
-    now = ctx.clock()
-    code = generate_code()
-    ttl = int(ctx.policy.code_ttl.total_seconds())
-    await ctx.codes.put(
-        PURPOSE,
-        ctx.code_subject(PURPOSE, pending.email),
-        ctx.code_hash(PURPOSE, pending.email, code),
-        ttl,
-        ctx.policy.code_attempts,
-    )
-    message_id = events.new_id()
+async def _add_user(uow: UnitOfWork, user: User) -> None:
+    await uow.users.add(user)
+    assert user.email_verified_at is not None
     await uow.outbox.add(
-        events.delivery(
-            message_id=message_id,
-            key=pending.id,
-            channel="email",
-            to=pending.email,
-            template="verify-email",
-            now=now,
-            expires_at=now + ctx.policy.code_ttl,
-            code_ciphertext=ctx.keyring.encrypt(code, events.code_context(message_id)),
-            variables={"name": pending.name, "minutes": str(ttl // 60)},
-        )
+        events.user_event(events.VERIFIED, user.id, {"email": user.email}, user.email_verified_at)
+    )
+
+
+async def _send_code(ctx: FlowContext, uow: UnitOfWork, email: str, key: str, name: str) -> None:
+    await send_code(
+        ctx,
+        uow,
+        purpose=PURPOSE,
+        identifier=email,
+        key=key,
+        route=Route("email", email),
+        template="verify-email",
+        variables={"name": name or "there"},
     )
 
 

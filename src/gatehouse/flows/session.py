@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ from gatehouse.domain.users import User, normalize_email, public_view
 from gatehouse.errors import InvalidCredentials, InvalidToken
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
                 )
             )
             await uow.commit()
+            await announce_revoked(ctx, stored.user_id, "refresh_token_reuse")
             raise InvalidToken()
         if stored.expires_at <= now or stored.family_expires_at <= now:
             raise InvalidToken()
@@ -100,7 +104,8 @@ async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
         stored = await uow.refresh_tokens.get_by_hash(token_hash)
         if stored is None:
             return
-        if await uow.refresh_tokens.revoke_family(stored.family_id, now):
+        revoked = await uow.refresh_tokens.revoke_family(stored.family_id, now)
+        if revoked:
             await uow.outbox.add(
                 events.user_event(
                     events.SESSION_REVOKED,
@@ -110,6 +115,28 @@ async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
                 )
             )
         await uow.commit()
+    if revoked:
+        await announce_revoked(ctx, stored.user_id, "logout")
+
+
+async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: str) -> None:
+    """Revoke every session of a user inside the caller's transaction, with its event."""
+    now = ctx.clock()
+    await uow.refresh_tokens.revoke_user(user_id, now)
+    await uow.outbox.add(
+        events.user_event(
+            events.SESSION_REVOKED, user_id, {"reason": reason, "session_id": "*"}, now
+        )
+    )
+
+
+async def announce_revoked(ctx: FlowContext, user_id: str, reason: str) -> None:
+    """Tell the user's open sockets, after the commit. Best effort: the revocation itself is
+    already durable, and a missed push only delays the client noticing."""
+    try:
+        await ctx.notifier.emit(f"user:{user_id}", "session.revoked", {"reason": reason})
+    except Exception as exc:
+        log.warning("could not push session.revoked: %s", type(exc).__name__)
 
 
 def authenticate(ctx: FlowContext, token: str) -> str:

@@ -35,3 +35,12 @@ def require_phone(phone: str | None) -> str | None:
     if not _E164.match(compact):
         raise _invalid("phone", "Phone must be in international format, e.g. +14155550123")
     return compact
+
+
+def require_image(image: str) -> str | None:
+    """An http(s) URL of at most 2048 characters, or "" to remove the image."""
+    if image == "":
+        return None
+    if len(image) > 2048 or not re.match(r"^https?://[^\s/$.?#][^\s]*$", image):
+        raise _invalid("image", "Image must be an http(s) URL of at most 2048 characters")
+    return image

@@ -9,19 +9,24 @@ from fastapi import APIRouter, Depends
 from gatehouse.entrypoints.api.deps import bearer_token, ctx
 from gatehouse.entrypoints.api.responses import JSON, success
 from gatehouse.entrypoints.api.schemas import (
+    ForgotIn,
     LoginIn,
+    ProfileDeleteIn,
+    ProfileUpdateIn,
     RefreshIn,
     RegisterIn,
     ResendOtpIn,
+    ResetIn,
     VerifyOtpIn,
 )
-from gatehouse.flows import profile, registration, session
+from gatehouse.flows import profile, recovery, registration, session
 from gatehouse.flows.context import FlowContext
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 Ctx = Annotated[FlowContext, Depends(ctx)]
 Token = Annotated[str, Depends(bearer_token)]
 
+RESET_SENT = "If an account matches, a reset code has been sent to it"
 CODE_SENT = "If the address can receive mail, a verification code has been sent to it"
 
 
@@ -69,3 +74,35 @@ async def logout(body: RefreshIn, c: Ctx) -> JSON:
 async def read_profile(c: Ctx, token: Token) -> JSON:
     user = await profile.read(c, token=token)
     return success("Profile", {"user": user})
+
+
+@router.patch("/profile")
+async def update_profile(body: ProfileUpdateIn, c: Ctx, token: Token) -> JSON:
+    user = await profile.update(c, token=token, **body.model_dump(exclude_unset=True))
+    return success("User updated successfully", {"user": user})
+
+
+@router.delete("/profile")
+async def delete_profile(body: ProfileDeleteIn, c: Ctx, token: Token) -> JSON:
+    await profile.delete(c, token=token, password=body.password)
+    return success("Account deleted")
+
+
+@router.post("/password/forgot", status_code=202)
+async def forgot_password(body: ForgotIn, c: Ctx) -> JSON:
+    ttl = await recovery.request(
+        c, email=str(body.email) if body.email else None, phone=body.phone, channel=body.channel
+    )
+    return success(RESET_SENT, {"expires_in": ttl}, status=202)
+
+
+@router.post("/password/reset")
+async def reset_password(body: ResetIn, c: Ctx) -> JSON:
+    await recovery.reset(
+        c,
+        otp=body.otp,
+        new_password=body.new_password,
+        email=str(body.email) if body.email else None,
+        phone=body.phone,
+    )
+    return success("Password reset; please log in again")

@@ -3,7 +3,7 @@ slip through to a flow."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -33,6 +33,31 @@ class ResendOtpIn(Body):
 class LoginIn(Body):
     email: EmailStr
     password: Password
+
+
+class ProfileUpdateIn(Body):
+    name: Annotated[str, Field(max_length=200)] | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    image: Annotated[str, Field(max_length=2048)] | None = None
+    password: Password | None = None
+    current_password: Password | None = None
+
+
+class ProfileDeleteIn(Body):
+    password: Password
+
+
+class ForgotIn(Body):
+    email: EmailStr | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    channel: Literal["email", "sms", "whatsapp"] = "email"
+
+
+class ResetIn(Body):
+    email: EmailStr | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    otp: Annotated[str, Field(min_length=1, max_length=16)]
+    new_password: Password
 
 
 class RefreshIn(Body):
