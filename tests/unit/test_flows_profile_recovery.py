@@ -1,0 +1,241 @@
+"""Profile update and delete, password recovery and create-user, on the memory adapters."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatehouse.adapters.memory import MemoryDatabase, MemoryNotifier
+from gatehouse.domain import events
+from gatehouse.errors import Conflict, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
+from gatehouse.flows import profile, recovery, registration, session
+from gatehouse.flows.context import FlowContext
+
+from .helpers import FaultyUow, code_in, deliveries, last_code, other_code, user_events
+
+PASSWORD = "correct horse battery staple"
+PHONE = "+14155550123"
+
+
+async def signed_up(
+    ctx: FlowContext, db: MemoryDatabase, email: str = "ada@example.com", phone: str | None = PHONE
+) -> session.Session:
+    await registration.register(ctx, name="Ada", email=email, password=PASSWORD, phone=phone)
+    await registration.verify(ctx, email=email, otp=last_code(db, ctx.keyring, email))
+    return await session.login(ctx, email=email, password=PASSWORD)
+
+
+def reset_code(db: MemoryDatabase, ctx: FlowContext) -> str:
+    sent = deliveries(db, "password-reset")
+    assert sent, "no reset code queued"
+    return code_in(ctx.keyring, sent[-1].payload)
+
+
+async def test_update_changes_fields_encrypts_phone_and_emits(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    opened = await signed_up(ctx, db, phone=None)
+    user = await profile.update(
+        ctx,
+        token=opened.token,
+        name="Ada L",
+        phone="+44 20 7946 0958",
+        image="https://example.com/a.png",
+    )
+    assert (user["name"], user["phone"], user["image"]) == (
+        "Ada L",
+        "+442079460958",
+        "https://example.com/a.png",
+    )
+    stored = db.tables.users[user["id"]]
+    assert stored.phone_ciphertext is not None and "442079460958" not in stored.phone_ciphertext
+    assert stored.phone_index == ctx.blind_index("phone", "+442079460958")
+    updated = user_events(db, events.UPDATED)[-1].payload
+    assert updated["data"]["fields"] == ["image", "name", "phone"]
+    assert "442079460958" not in str(updated)
+    cleared = await profile.update(ctx, token=opened.token, phone="", image="")
+    assert cleared["phone"] is None and cleared["image"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": "a\r\nBcc: x"}, "name"),
+        ({"phone": "12345"}, "phone"),
+        ({"image": "javascript:alert(1)"}, "image"),
+        ({"password": "short"}, "password"),
+    ],
+)
+async def test_update_refuses_invalid_fields(
+    ctx: FlowContext, db: MemoryDatabase, fields: dict[str, str], field: str
+) -> None:
+    opened = await signed_up(ctx, db)
+    with pytest.raises(InvalidInput) as refused:
+        await profile.update(ctx, token=opened.token, current_password=PASSWORD, **fields)
+    assert refused.value.errors[0]["field"] == field
+
+
+async def test_password_change_needs_current_password_and_revokes_sessions(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    opened = await signed_up(ctx, db)
+    other = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    with pytest.raises(InvalidInput):
+        await profile.update(ctx, token=opened.token, password="a new long password")
+    with pytest.raises(InvalidCredentials):
+        await profile.update(
+            ctx,
+            token=opened.token,
+            password="a new long password",
+            current_password="not the password",
+        )
+    await profile.update(
+        ctx, token=opened.token, password="a new long password", current_password=PASSWORD
+    )
+    for token in (opened.token, other.token):
+        with pytest.raises(InvalidToken):
+            await profile.read(ctx, token=token)
+    with pytest.raises(InvalidToken):
+        await session.refresh(ctx, refresh_token=other.refresh_token)
+    with pytest.raises(InvalidCredentials):
+        await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    await session.login(ctx, email="ada@example.com", password="a new long password")
+    assert isinstance(ctx.notifier, MemoryNotifier)
+    assert (f"user:{opened.user['id']}", "session.revoked", {"reason": "password_changed"}) in list(
+        ctx.notifier.sent
+    )
+
+
+async def test_phone_taken_by_another_account_is_a_conflict(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    await signed_up(ctx, db, "first@example.com", phone=PHONE)
+    second = await signed_up(ctx, db, "second@example.com", phone=None)
+    with pytest.raises(Conflict):
+        await profile.update(ctx, token=second.token, phone=PHONE)
+
+
+async def test_delete_requires_password_erases_and_revokes(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    opened = await signed_up(ctx, db)
+    with pytest.raises(InvalidCredentials):
+        await profile.delete(ctx, token=opened.token, password="wrong password!")
+    assert opened.user["id"] in db.tables.users
+    assert await profile.delete(ctx, token=opened.token, password=PASSWORD) == opened.user["id"]
+    assert db.tables.users == {}
+    assert all(t.revoked_at is not None for t in db.tables.tokens.values())
+    assert user_events(db, events.DELETED)[-1].payload["data"] == {"user_id": opened.user["id"]}
+    with pytest.raises(InvalidToken):
+        await profile.read(ctx, token=opened.token)
+    with pytest.raises(InvalidCredentials):
+        await session.login(ctx, email="ada@example.com", password=PASSWORD)
+
+
+async def test_recovery_by_email_resets_password_and_revokes(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    opened = await signed_up(ctx, db)
+    assert await recovery.request(ctx, email="ADA@example.com") == 600
+    code = reset_code(db, ctx)
+    with pytest.raises(InvalidCode):
+        await recovery.reset(
+            ctx, email="ada@example.com", otp=other_code(code), new_password="brand new password"
+        )
+    user_id = await recovery.reset(
+        ctx, email="ada@example.com", otp=code, new_password="brand new password"
+    )
+    assert user_id == opened.user["id"]
+    with pytest.raises(InvalidCode):  # single use
+        await recovery.reset(
+            ctx, email="ada@example.com", otp=code, new_password="brand new password 2"
+        )
+    with pytest.raises(InvalidToken):
+        await profile.read(ctx, token=opened.token)
+    await session.login(ctx, email="ada@example.com", password="brand new password")
+    assert user_events(db, events.PASSWORD_RESET)
+
+
+async def test_recovery_code_cannot_verify_a_registration(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    await signed_up(ctx, db)
+    await registration.register(ctx, name="Bo", email="bo@example.com", password=PASSWORD)
+    await recovery.request(ctx, email="ada@example.com")
+    with pytest.raises(InvalidCode):  # a recovery code is bound to its purpose and account
+        await registration.verify(ctx, email="bo@example.com", otp=reset_code(db, ctx))
+
+
+async def test_recovery_by_sms_encrypts_the_number_and_falls_back(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    await signed_up(ctx, db)
+    await recovery.request(ctx, phone="+1 (415) 555-0123", channel="sms")
+    command = deliveries(db, "password-reset")[-1].payload
+    assert command["channel"] == "sms"
+    assert PHONE not in str(command) and "4155550123" not in str(command)
+    assert (
+        ctx.keyring.decrypt(command["to_ciphertext"], events.recipient_context(command["id"]))
+        == PHONE
+    )
+    assert [f["channel"] for f in command["fallbacks"]] == ["whatsapp", "email"]
+    assert command["fallbacks"][1]["to"] == "ada@example.com"
+
+
+async def test_recovery_answers_the_same_for_unknown_accounts(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    await signed_up(ctx, db, phone=None)
+    before = len(deliveries(db))
+    assert await recovery.request(ctx, email="nobody@example.com") == 600
+    assert await recovery.request(ctx, email="ada@example.com", channel="whatsapp") == 600
+    assert len(deliveries(db)) == before  # no account, or no phone for WhatsApp: nothing sent
+    with pytest.raises(InvalidCode):
+        await recovery.reset(
+            ctx, email="nobody@example.com", otp="123456", new_password="brand new password"
+        )
+    with pytest.raises(InvalidInput):
+        await recovery.request(ctx, email="a@example.com", phone=PHONE)
+    with pytest.raises(InvalidInput):
+        await recovery.request(ctx, email="a@example.com", channel="pigeon")
+
+
+async def test_reset_restores_the_code_when_the_database_fails(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    await signed_up(ctx, db)
+    await recovery.request(ctx, email="ada@example.com")
+    code = reset_code(db, ctx)
+    import dataclasses
+
+    flaky = dataclasses.replace(ctx, uow=FaultyUow(db.uow, fail_at="commit"))
+    from gatehouse.errors import Unavailable
+
+    with pytest.raises(Unavailable):
+        await recovery.reset(
+            flaky, email="ada@example.com", otp=code, new_password="brand new password"
+        )
+    await recovery.reset(
+        flaky, email="ada@example.com", otp=code, new_password="brand new password"
+    )
+    await session.login(ctx, email="ada@example.com", password="brand new password")
+
+
+async def test_create_user_from_a_signup_code(ctx: FlowContext, db: MemoryDatabase) -> None:
+    await registration.send_signup_code(ctx, email="cy@example.com")
+    code = last_code(db, ctx.keyring, "cy@example.com")
+    with pytest.raises(InvalidInput):  # details are checked before the code is spent
+        await registration.create_user(
+            ctx, email="cy@example.com", otp=code, password="short", name="Cy"
+        )
+    user = await registration.create_user(
+        ctx, email="cy@example.com", otp=code, password=PASSWORD, name="Cy", phone=PHONE
+    )
+    assert user["email_verified"] is True and user["phone"] == PHONE
+    kinds = [m.payload["type"] for m in user_events(db) if m.key == user["id"]]
+    assert kinds == [events.REGISTERED, events.VERIFIED]
+    with pytest.raises(InvalidCode):
+        await registration.create_user(
+            ctx, email="cy@example.com", otp=code, password=PASSWORD, name="Cy"
+        )
+    await registration.send_signup_code(ctx, email="cy@example.com")
+    assert deliveries(db, "account-exists")[-1].payload["to"] == "cy@example.com"
