@@ -111,8 +111,13 @@ class AccessTokens:
                 algorithms=[alg],  # exactly the one algorithm this key is for: no key confusion
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"]},
-                leeway=0,
+                # Time is judged below against the injected `now`, not PyJWT's own clock.
+                options={
+                    "require": ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except TokenError:
             raise
@@ -120,9 +125,15 @@ class AccessTokens:
             raise TokenError("invalid token") from exc
         if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
             raise TokenError("not an access token")
-        exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
+        try:
+            exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
+            nbf = datetime.fromtimestamp(claims["nbf"], tz=now.tzinfo)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TokenError("bad time claims") from exc
         if exp <= now:
             raise TokenError("expired")
+        if nbf > now:
+            raise TokenError("not yet valid")
         return AccessClaims(claims["sub"], claims["jti"], str(claims.get("sid", "")), exp)
 
     def jwks(self) -> dict[str, Any]:
