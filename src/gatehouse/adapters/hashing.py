@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import bcrypt
 from argon2 import PasswordHasher as Argon2
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gatehouse.domain.users import normalize_password
+
+# Hashes imported from legacy systems: verified once, then re-hashed to argon2id at that login.
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+
+
+def _bcrypt_matches(password_hash: str, password: str) -> bool:
+    # bcrypt only ever used the first 72 bytes; legacy hashes were made that way, so compare so.
+    try:
+        return bcrypt.checkpw(password.encode()[:72], password_hash.encode())
+    except ValueError:  # malformed hash
+        return False
 
 
 class Argon2Hasher:
@@ -41,6 +53,9 @@ class Argon2Hasher:
         return result
 
     def _verify_sync(self, password_hash: str, password: str) -> tuple[bool, bool]:
+        if password_hash.startswith(BCRYPT_PREFIXES):
+            matches = _bcrypt_matches(password_hash, normalize_password(password))
+            return matches, matches
         try:
             self._argon.verify(password_hash, normalize_password(password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):

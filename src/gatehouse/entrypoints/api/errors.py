@@ -74,7 +74,9 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
 
 async def on_http_error(_request: Request, exc: Exception) -> JSON:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
     return failure(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
