@@ -19,6 +19,18 @@ from gatehouse.flows.context import FlowContext, Policy
 from .helpers import FakeClock
 
 ISSUER = AUDIENCE = "gatehouse"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the slow import probe of test_architecture in the background if it will run."""
+    from . import test_architecture as architecture
+
+    if any(item.name == architecture.PROBE_TEST for item in session.items):
+        probe = architecture.start_import_probe()
+        session.config.stash[architecture.PROBE] = probe
+        session.config.add_cleanup(probe.close)
+
+
 ACCESS_TTL = timedelta(minutes=15)
 
 

@@ -20,8 +20,7 @@ from gatehouse.ports import ChannelError, Delivery, OutgoingMessage, UnitOfWork
 class FakeClock:
     """A wall clock and a monotonic clock that only move when told to.
 
-    It starts at the real current time (to the second) because access tokens are also checked by
-    PyJWT against the system clock (see test_domain_tokens)."""
+    It starts at the real current time (to the second), so what it stamps looks like real data."""
 
     def __init__(self, start: datetime | None = None):
         self.now = start or datetime.now(UTC).replace(microsecond=0)

@@ -49,7 +49,6 @@ def access_tokens(
 
 
 def now() -> datetime:
-    # PyJWT also checks exp/nbf against the system clock, so tests sign at the real time.
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -361,11 +360,16 @@ class TestRefreshTokens:
 
 
 class TestClockInjection:
-    def test_bug_verify_judges_expiry_by_the_given_now(self, tokens: AccessTokens) -> None:
-        """BUG (reported): `verify(token, now)` takes the time to judge by, and its own expiry
-        check uses it, but PyJWT also checks exp/nbf/iat against the *system* clock. A token
-        issued at `t` must verify at `t + 1 min` whatever the wall clock says; with an injected
-        clock two hours behind, PyJWT calls it expired (and one ahead: not yet valid)."""
-        issued_at = now() - timedelta(hours=2)
+    @pytest.mark.parametrize("shift", [timedelta(hours=-2), timedelta(hours=2)])
+    def test_verify_judges_time_by_the_given_now(
+        self, tokens: AccessTokens, shift: timedelta
+    ) -> None:
+        """`verify(token, now)` judges exp and nbf at `now`, not by the system clock (PyJWT's
+        own checks used to call a token from an injected clock expired or not yet valid)."""
+        issued_at = now() + shift
         token, _ = tokens.issue("user-1", "family-1", issued_at)
         assert tokens.verify(token, issued_at + timedelta(minutes=1)).sub == "user-1"
+        with pytest.raises(TokenError):
+            tokens.verify(token, issued_at + TTL)
+        with pytest.raises(TokenError):
+            tokens.verify(token, issued_at - timedelta(minutes=1))  # not yet valid

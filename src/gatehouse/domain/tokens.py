@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash
 
 ACCESS_TYPE = "at+jwt"
+CLOCK_SKEW = timedelta(seconds=5)
 REFRESH_PREFIX = "rt_"
 # Headers that would let a token name its own verification key: never honoured.
 FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
@@ -102,6 +103,8 @@ class AccessTokens:
             alg = header.get("alg")
             if alg not in self._algorithms or FORBIDDEN_HEADERS & header.keys():
                 raise TokenError("algorithm or header not allowed")
+            if str(header.get("typ", "")).lower() not in ("at+jwt", "application/at+jwt"):
+                raise TokenError("not an access token")  # RFC 9068: an ID token is not one
             key: Any = self._hs256 if alg == "HS256" else self._public.get(header.get("kid", ""))
             if key is None:
                 raise TokenError("unknown key")
@@ -132,7 +135,7 @@ class AccessTokens:
             raise TokenError("bad time claims") from exc
         if exp <= now:
             raise TokenError("expired")
-        if nbf > now:
+        if nbf > now + CLOCK_SKEW:  # nodes' clocks drift a little: do not refuse fresh tokens
             raise TokenError("not yet valid")
         return AccessClaims(claims["sub"], claims["jti"], str(claims.get("sid", "")), exp)
 

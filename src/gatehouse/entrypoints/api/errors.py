@@ -61,6 +61,8 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
         p.get("loc") == ("body",) and p.get("type") == "model_attributes_type" for p in problems
     ):
         return failure(400, "malformed_request", "Request body must be a JSON object")
+    if any(p.get("loc") == ("body",) and p.get("type") == "missing" for p in problems):
+        return failure(400, "malformed_request", "Request body is required")
     details = [
         {
             "field": _field(tuple(p.get("loc", ()))),
