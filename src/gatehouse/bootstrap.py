@@ -16,19 +16,35 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.adapters import sql
+from gatehouse.adapters.bullmq_jobs import BullmqJobs, BullmqWorkers
 from gatehouse.adapters.courier.console import ConsoleChannel
+from gatehouse.adapters.courier.sendgrid import SendGridChannel
 from gatehouse.adapters.courier.smtp import SmtpChannel
 from gatehouse.adapters.courier.templates import Templates
+from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
+from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryNotifier
+from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore
+from gatehouse.adapters.memory_jobs import MemoryJobs
 from gatehouse.adapters.redis_codes import RedisCodeStore
+from gatehouse.adapters.socketio_notifier import SocketIONotifier, socket_server
+from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
 from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.flows.context import FlowContext, Policy
-from gatehouse.ports import Channel, CodeStore, DeliverySource, EventPublisher, OutboxStore
+from gatehouse.ports import (
+    Channel,
+    CodeStore,
+    DeliveryLog,
+    DeliverySource,
+    EventPublisher,
+    Jobs,
+    JobWorker,
+    OutboxStore,
+)
 
 log = logging.getLogger(__name__)
 TOPICS = (events.SEND_OTP, events.USER_EVENTS)
@@ -47,6 +63,9 @@ class Services:
     publisher: EventPublisher
     templates: Templates
     channels: dict[str, Channel]
+    jobs: Jobs  # submit and read jobs (BullMQ, or the in-process queue embedded)
+    job_worker: JobWorker  # consume them
+    sockets: Any  # the socketio.AsyncServer api processes mount at /socket.io
     bus: MemoryBus | None = None
     redis: Redis | None = None
     checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
@@ -63,6 +82,10 @@ class Services:
             events.SEND_OTP,
             f"{s.kafka_client_id}-courier",
         )
+
+    def delivery_log(self) -> DeliveryLog:
+        """The courier's record of each message, in the service database."""
+        return SqlDeliveryLog(self.engine)
 
     def ensure_topics(self) -> list[str]:
         s = self.settings
@@ -99,6 +122,67 @@ def load_secrets(settings: Settings) -> Secrets:
     return parse_secrets(json.loads(path.read_text()))
 
 
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    """The courier's channels by name (`email`, `sms`, `whatsapp`), from configuration."""
+    s = settings
+    channels: dict[str, Channel] = {}
+    provider = s.email_provider or ("smtp" if s.smtp_url else "")
+    if provider == "smtp":
+        if not s.smtp_url:
+            raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=smtp needs GATEHOUSE_SMTP_URL")
+        channels["email"] = SmtpChannel(s.smtp_url, s.mail_from, s.smtp_timeout_seconds)
+    elif provider == "sendgrid":
+        if not s.sendgrid_api_key:
+            raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=sendgrid needs GATEHOUSE_SENDGRID_API_KEY")
+        channels["email"] = SendGridChannel(
+            s.sendgrid_api_key,
+            s.mail_from,
+            base_url=s.sendgrid_base_url,
+            timeout=s.courier_http_timeout_seconds,
+        )
+    # The console prints codes and phone numbers: a development tool, refused in production.
+    elif provider == "console" or s.env == "development":
+        if s.env == "production":
+            raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=console is for development only")
+        channels["email"] = ConsoleChannel("console")
+    twilio = bool(s.twilio_account_sid and s.twilio_auth_token)
+    for name, kind, sender in (
+        ("sms", TwilioSmsChannel, s.twilio_sms_from),
+        ("whatsapp", TwilioWhatsAppChannel, s.twilio_whatsapp_from),
+    ):
+        if twilio and (sender or s.twilio_messaging_service_sid):
+            channels[name] = kind(
+                s.twilio_account_sid,
+                s.twilio_auth_token,
+                from_number=sender,
+                messaging_service_sid=s.twilio_messaging_service_sid,
+                base_url=s.twilio_base_url,
+                timeout=s.courier_http_timeout_seconds,
+            )
+        elif not twilio and s.env == "development":
+            channels[name] = ConsoleChannel(name)  # `gatehouse serve` shows SMS codes too
+    return channels
+
+
+def build_jobs(settings: Settings) -> tuple[Jobs, JobWorker]:
+    """BullMQ queues with Redis; embedded, one in-process queue is both producer and consumer."""
+    s = settings
+    if s.redis_url:
+        jobs = BullmqJobs(
+            s.redis_url,
+            attempts=s.job_attempts,
+            backoff_ms=s.job_backoff_ms,
+            retention_seconds=s.job_retention_seconds,
+            retention_count=s.job_retention_count,
+            timeout=s.job_submit_timeout_seconds,
+        )
+        return jobs, BullmqWorkers(s.redis_url)
+    memory = MemoryJobs(
+        attempts=s.job_attempts, backoff_ms=s.job_backoff_ms, capacity=s.job_retention_count
+    )
+    return memory, memory
+
+
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Services:
     secrets = load_secrets(settings)
     engine = sql.create_engine(settings.database_url, settings.database_pool_size)
@@ -130,8 +214,10 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         refresh_family_max=timedelta(seconds=settings.refresh_family_max_seconds),
     )
-    # Replaced by the Socket.IO notifier once the api or worker wires one (issue 3).
-    notifier = MemoryNotifier()
+    # Built before the flows' context, which holds the notifier: with Redis every process
+    # publishes to every api node's Socket.IO server; embedded, the in-process server emits.
+    sockets = socket_server(settings.redis_url, settings.socketio_cors_origins)
+    notifier = SocketIONotifier(sockets, settings.redis_url)
     ctx = FlowContext(
         uow=lambda: sql.SqlUnitOfWork(engine),
         codes=codes,
@@ -150,13 +236,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     else:
         bus = MemoryBus()
         publisher = bus
-    channels: dict[str, Channel] = {}
-    if settings.smtp_url:
-        channels["email"] = SmtpChannel(
-            settings.smtp_url, settings.mail_from, settings.smtp_timeout_seconds
-        )
-    elif settings.env == "development":
-        channels["email"] = ConsoleChannel("console")
+    channels = build_channels(settings)
+    jobs, job_worker = build_jobs(settings)
     services = Services(
         settings=settings,
         engine=engine,
@@ -165,6 +246,9 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         publisher=publisher,
         templates=Templates(),
         channels=channels,
+        jobs=jobs,
+        job_worker=job_worker,
+        sockets=sockets,
         bus=bus,
         redis=redis,
     )
@@ -180,4 +264,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         hasher.close()
 
     services._closers.append(_close_hasher)
+    services._closers.append(notifier.close)
+    if isinstance(jobs, BullmqJobs):
+        services._closers.append(jobs.close)
     return services

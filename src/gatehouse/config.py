@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
 
+    # Courier channels and retries. Email goes by `smtp` (the default when GATEHOUSE_SMTP_URL is
+    # set), `sendgrid` or `console` (development only: it prints codes); empty picks from what is
+    # set. SMS and WhatsApp go through Twilio once its account SID and auth token are set, sent
+    # from the channel's number or else the Messaging Service. Base URLs are overridable so tests
+    # run the real SDKs against a local server. A transient failure is retried up to
+    # `courier_attempts` times per channel, `courier_backoff_seconds` apart and doubling.
+    email_provider: Literal["", "smtp", "sendgrid", "console"] = ""
+    sendgrid_api_key: str = ""
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_sms_from: str = ""
+    twilio_whatsapp_from: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    courier_http_timeout_seconds: float = 10.0
+    courier_attempts: int = Field(default=5, ge=1)
+    courier_backoff_seconds: float = Field(default=0.5, ge=0)
+
     # Secrets: a JSON document (see `gatehouse keys generate`) given inline or as a file. In
     # development a missing file is generated; in production it must exist.
     secrets_json: str = ""
@@ -59,6 +78,15 @@ class Settings(BaseSettings):
 
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 0.05
+
+    # Jobs (BullMQ on Redis, in-process when GATEHOUSE_REDIS_URL is empty) and Socket.IO.
+    worker_concurrency: int = 10
+    job_attempts: int = 5
+    job_backoff_ms: int = 1000
+    job_retention_seconds: int = 24 * 3600  # finished jobs (and their results) kept this long
+    job_retention_count: int = 10_000  # ... and at most this many per queue
+    job_submit_timeout_seconds: float = 5.0
+    socketio_cors_origins: list[str] = Field(default_factory=list)  # empty: same origin only
 
     @property
     def embedded_bus(self) -> bool:

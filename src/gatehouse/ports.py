@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,6 +142,7 @@ class Delivery:
 
     value: bytes
     ack: Callable[[], Awaitable[None]]
+    key: str | None = None  # the record's key (Kafka), when the source has one
 
 
 class DeliverySource(Protocol):
@@ -202,10 +204,71 @@ class Jobs(Protocol):
     async def get(self, queue: str, job_id: str) -> JobState | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One attempt at a job, as the queue hands it to the processor."""
+
+    id: str
+    queue: str
+    name: str
+    data: Any
+    attempt: int  # 1 for the first try
+    final: bool  # True when no retry follows if this attempt raises
+
+
+JobProcessor = Callable[[JobRun], Awaitable[dict[str, Any]]]
+
+
+class JobWorker(Protocol):
+    """The consuming side of `Jobs`: BullMQ workers, or the in-process queue embedded."""
+
+    async def work(
+        self, queues: Sequence[str], process: JobProcessor, stop: asyncio.Event, concurrency: int
+    ) -> None:
+        """Runs `process` on the jobs of `queues` until `stop` is set, then lets in-flight jobs
+        finish. A returned value completes the job; an exception fails this attempt (retried
+        with backoff unless `final`)."""
+
+
 class Renderer(Protocol):
     """Message templates: `(subject, body)` for a template name and its variables."""
 
-    def render(self, name: str, variables: dict[str, str]) -> tuple[str, str]: ...
+    def render(
+        self, name: str, variables: dict[str, str], *, short: bool = False
+    ) -> tuple[str, str]:
+        """`short`: the one-line plain text for SMS and WhatsApp (its `.sms` variant, else the
+        body), with an empty subject."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """What the courier knows of one message: `status` is `sending`, `sent` or `abandoned`."""
+
+    id: str
+    status: str
+    channel: str | None
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryLog(Protocol):
+    """The courier's record of each message, keyed by message id: it de-duplicates redelivered
+    commands and keeps each outcome."""
+
+    async def get(self, message_id: str) -> DeliveryRecord | None: ...
+    async def record(
+        self,
+        message_id: str,
+        status: str,
+        channel: str | None,
+        attempts: int,
+        error: str | None,
+        event: OutboxMessage | None,
+        now: datetime,
+    ) -> None:
+        """Insert or update the record and add `event` to the outbox, in one transaction."""
 
 
 Health = Callable[[], Awaitable[Any]]

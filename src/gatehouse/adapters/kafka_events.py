@@ -150,7 +150,10 @@ class KafkaSource:
                         self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
                     )
 
-                yield Delivery(msg.value() or b"", ack)
+                key = msg.key()
+                yield Delivery(
+                    msg.value() or b"", ack, key.decode(errors="replace") if key else None
+                )
 
     async def close(self) -> None:
         self._closed = True

@@ -18,7 +18,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict
-from gatehouse.ports import Clock, Delivery, OutboxRecord, Published
+from gatehouse.ports import Clock, Delivery, DeliveryRecord, OutboxRecord, Published
 
 
 @dataclass
@@ -239,6 +239,37 @@ class MemoryNotifier:
         self.sent.append((room, event, payload))
 
 
+class MemoryDeliveryLog:
+    """The courier's delivery records in a dict; events go to the database's outbox under its
+    lock, like one transaction."""
+
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db or MemoryDatabase()
+        self.records: dict[str, DeliveryRecord] = {}
+
+    async def get(self, message_id: str) -> DeliveryRecord | None:
+        return self.records.get(message_id)
+
+    async def record(
+        self,
+        message_id: str,
+        status: str,
+        channel: str | None,
+        attempts: int,
+        error: str | None,
+        event: OutboxMessage | None,
+        now: datetime,
+    ) -> None:
+        async with self.db.lock:
+            previous = self.records.get(message_id)
+            created = previous.created_at if previous else now
+            self.records[message_id] = DeliveryRecord(
+                message_id, status, channel, attempts, error, created, now
+            )
+            if event is not None:
+                self.db.tables.outbox.append((self.db.next_seq(), event, None))
+
+
 class MemoryBus:
     """The in-process stand-in for Kafka: the relay publishes, the courier consumes."""
 
@@ -280,7 +311,7 @@ class MemorySource:
             async def ack(done: Callable[[], None] = done) -> None:
                 done()
 
-            yield Delivery(record.value, ack)
+            yield Delivery(record.value, ack, record.key)
 
     async def close(self) -> None:
         return None

@@ -111,3 +111,17 @@ outbox = Table(
     # The relay scans unpublished rows in order: this index serves exactly that query.
     Index("ix_outbox_published_at_seq", "published_at", "seq"),
 )
+
+# The courier's record of each `send-otp` message (id = message id): de-duplicates redelivered
+# commands and keeps the outcome. `last_error` is a short provider status, never a body or number.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("status", String(16), nullable=False),  # sending | sent | abandoned
+    Column("channel", String(32), nullable=True),  # the channel finally used (or last tried)
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(200), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -19,6 +19,9 @@ UPDATED = "gatehouse.user.updated"
 PASSWORD_RESET = "gatehouse.user.password_reset"  # noqa: S105 - an event name
 DELETED = "gatehouse.user.deleted"
 SESSION_REVOKED = "gatehouse.user.session_revoked"
+# The courier's outcome for one `send-otp` command (data: message_id, channel, template, reason?).
+MESSAGE_SENT = "gatehouse.message.sent"
+MESSAGE_ABANDONED = "gatehouse.message.abandoned"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Annotated
 
 import typer
 
 from gatehouse.config import Settings
 from gatehouse.entrypoints import logs, processes
+from gatehouse.entrypoints.jobs import QUEUES
+from gatehouse.entrypoints.worker import worker_role
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
 keys = typer.Typer(no_args_is_help=True, help="Secrets and keys.")
@@ -24,9 +27,10 @@ def _settings() -> Settings:
 
 @app.command()
 def serve() -> None:
-    """Everything in one process: api, relay and courier (embedded defaults when no URL is set)."""
+    """Everything in one process: api, worker, relay and courier (embedded defaults when no URL
+    is set)."""
     settings = _settings()
-    roles = [processes.relay_role, processes.courier_role]
+    roles = [worker_role(), processes.relay_role, processes.courier_role]
     processes.run(lambda: processes.serve_http(settings, roles))
 
 
@@ -35,6 +39,31 @@ def api() -> None:
     """The HTTP api (and Socket.IO) only."""
     settings = _settings()
     processes.run(lambda: processes.serve_http(settings, []))
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to consume (default: every queue).")
+    ] = "",
+) -> None:
+    """Consume the job queues (BullMQ on Redis) and push each result over Socket.IO."""
+    names = [q.strip() for q in queues.split(",") if q.strip()] or list(QUEUES)
+    unknown = sorted(set(names) - set(QUEUES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}",
+            param_hint="--queues",
+        )
+    settings = _settings()
+    if not settings.redis_url:
+        typer.echo(
+            "gatehouse worker needs GATEHOUSE_REDIS_URL (embedded, `gatehouse serve` runs the "
+            "jobs in its own process)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    processes.run(lambda: processes.run_roles(settings, [worker_role(names)]))
 
 
 @app.command()

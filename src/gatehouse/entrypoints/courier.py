@@ -7,8 +7,9 @@ import logging
 from collections.abc import Mapping
 
 from gatehouse.domain.crypto import Keyring
-from gatehouse.flows.delivery import deliver
-from gatehouse.ports import Channel, ChannelError, Clock, Delivery, DeliverySource, Renderer
+from gatehouse.errors import Unavailable
+from gatehouse.flows.delivery import ABANDONED, deliver
+from gatehouse.ports import Channel, Clock, Delivery, DeliveryLog, DeliverySource, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class Courier:
         clock: Clock,
         attempts: int = 5,
         first_backoff: float = 0.5,
+        deliveries: DeliveryLog | None = None,
+        max_pause: float = 30.0,
     ):
         self._source = source
         self._keyring, self._renderer, self._channels, self._clock = (
@@ -33,13 +36,17 @@ class Courier:
             clock,
         )
         self._attempts, self._first_backoff = attempts, first_backoff
+        self._deliveries, self._max_pause = deliveries, max_pause
+        # `duplicate` appears once a redelivered command is met.
         self.outcomes: dict[str, int] = {"sent": 0, "abandoned": 0}
 
     async def handle(self, delivery: Delivery) -> str:
-        """Deliver with bounded exponential backoff on transient failures, then acknowledge."""
-        backoff = self._first_backoff
-        outcome = "abandoned"
-        for attempt in range(1, self._attempts + 1):
+        """Deliver (retries, fallbacks and the record are the flow's), then acknowledge.
+
+        While the database is unreachable the command is kept and tried again: it is
+        acknowledged only once its outcome is recorded (at least once; the record de-duplicates)."""
+        pause = max(self._first_backoff, 0.1)
+        while True:
             try:
                 outcome = await deliver(
                     delivery.value,
@@ -47,14 +54,22 @@ class Courier:
                     renderer=self._renderer,
                     channels=self._channels,
                     clock=self._clock,
+                    deliveries=self._deliveries,
+                    key=delivery.key,
+                    attempts=self._attempts,
+                    first_backoff=self._first_backoff,
                 )
                 break
-            except ChannelError as exc:
-                log.warning("delivery attempt %d/%d failed: %s", attempt, self._attempts, exc)
-                if attempt < self._attempts:
-                    await asyncio.sleep(backoff)
-                    backoff *= 2
-        self.outcomes[outcome] += 1
+            except Unavailable as exc:
+                log.warning("delivery log unavailable (%s): trying again in %.1fs", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self._max_pause)
+            except Exception:
+                # A bug must not stop the courier on one poison message: drop it, loudly.
+                log.exception("delivery failed unexpectedly: abandoned")
+                outcome = ABANDONED
+                break
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         await delivery.ack()
         return outcome
 

@@ -1,4 +1,4 @@
-"""Runs each role (api, relay, courier, or all of them) as a process until SIGTERM."""
+"""Runs each role (api, worker, relay, courier, or all of them) as a process until SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import uvicorn
 from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
+from gatehouse.entrypoints.api import sockets
 from gatehouse.entrypoints.api.app import Background, create_app
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.entrypoints.relay import Relay
@@ -34,12 +35,16 @@ def relay_role(services: Services) -> Background:
 
 
 def courier_role(services: Services) -> Background:
+    s = services.settings
     courier = Courier(
         services.delivery_source(),
         keyring=services.ctx.keyring,
         renderer=services.templates,
         channels=services.channels,
         clock=services.ctx.clock,
+        deliveries=services.delivery_log(),
+        attempts=s.courier_attempts,
+        first_backoff=s.courier_backoff_seconds,
     )
     return courier.run
 
@@ -66,7 +71,9 @@ class _Server(uvicorn.Server):
 async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
     services = build(settings)
     await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
-    app = create_app(services, background=[role(services) for role in roles])
+    background = [sockets.sockets_role(services), *(role(services) for role in roles)]
+    # Socket.IO at /socket.io around the FastAPI app (create_app stays plain for tests).
+    app = sockets.mount(create_app(services, background=background))
     config = uvicorn.Config(
         app,
         host=settings.host,

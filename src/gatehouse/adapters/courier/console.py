@@ -16,8 +16,9 @@ class ConsoleChannel:
     async def send(self, message: OutgoingMessage) -> None:
         stream = self._stream or sys.stdout
         rule = "-" * 60
+        subject = f"Subject: {message.subject}\n\n" if message.subject else ""  # SMS have none
         stream.write(
             f"\n{rule}\n[gatehouse courier] {message.channel} to {message.to}\n"
-            f"Subject: {message.subject}\n\n{message.body.rstrip()}\n{rule}\n"
+            f"{subject}{message.body.rstrip()}\n{rule}\n"
         )
         stream.flush()

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from gatehouse import __version__
 from gatehouse.bootstrap import Services
-from gatehouse.entrypoints.api import auth, errors, health
+from gatehouse.entrypoints.api import auth, errors, health, jobs
 
 log = logging.getLogger(__name__)
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -48,4 +48,5 @@ def create_app(
     errors.install(app)
     app.include_router(auth.router)
     app.include_router(health.router)
+    app.include_router(jobs.router)
     return app

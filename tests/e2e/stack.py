@@ -1,0 +1,213 @@
+"""Gatehouse roles as subprocesses on the real services, for the end-to-end job tests: start them,
+wait until each is ready, stop them all (SIGTERM, then kill), and drive the Node interop scripts
+(answering their requests for mailed codes on stdin)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gatehouse.domain.crypto import generate_secrets_document
+from tests.conftest import MailSink, body_of, free_port, unique
+
+INTEROP = Path(__file__).resolve().parents[1] / "interop"
+CODE = re.compile(r"code is: (\d{6})")
+
+
+def node_modules() -> Path:
+    """npm bullmq and socket.io-client, installed by tests/interop/install (scripts/test runs it;
+    run here too when the link is missing, so a lone pytest works on a fresh clone)."""
+    if not (INTEROP / "node_modules" / "bullmq" / "package.json").exists():
+        subprocess.run([str(INTEROP / "install")], check=True, timeout=600)
+    return INTEROP / "node_modules"
+
+
+def own_redis_db(redis_url: str) -> str:
+    """The same Redis on a database of its own: BullMQ keys (queue names are fixed) do not meet
+    those of another stack or test run; Socket.IO pub/sub is server-wide, but addressed by
+    room."""
+    return urlsplit(redis_url)._replace(path=f"/{random.randint(1, 15)}").geturl()
+
+
+@pytest.fixture(scope="module")
+def module_mail_sink() -> Iterator[MailSink]:
+    """Like the `mail_sink` fixture, for a module that starts its processes once."""
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+async def mailed_code(sink: MailSink, to: str, nth: int) -> str:
+    """The code in the `nth` (1-based) message sent to `to`."""
+    message = (await sink.wait_for(to, nth))[nth - 1]
+    match = CODE.search(body_of(message))
+    assert match, body_of(message)
+    return match.group(1)
+
+
+@dataclass
+class Role:
+    name: str
+    command: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    """A set of gatehouse processes sharing one configuration (database, Redis, Kafka, SMTP)."""
+
+    tmp: Path
+    env: dict[str, str]
+    roles: dict[str, Role] = field(default_factory=dict)
+
+    @classmethod
+    def configure(
+        cls, tmp: Path, database_url: str, redis_url: str, kafka: str, smtp_url: str
+    ) -> Stack:
+        secrets = tmp / "secrets.json"  # written once, before any process could race for it
+        secrets.write_text(json.dumps(generate_secrets_document()))
+        secrets.chmod(0o600)
+        env = {
+            "GATEHOUSE_DATABASE_URL": database_url,
+            "GATEHOUSE_REDIS_URL": redis_url,
+            "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "GATEHOUSE_SMTP_URL": smtp_url,
+            "GATEHOUSE_SECRETS_FILE": str(secrets),
+            "GATEHOUSE_KAFKA_COURIER_GROUP": unique("e2e-courier"),
+            "GATEHOUSE_LOG_LEVEL": "INFO",
+        }
+        return cls(tmp, env)
+
+    def start(self, name: str, command: str, port: int | None = None) -> Role:
+        log = self.tmp / f"{name}.log"
+        env = {**os.environ, **self.env}
+        if port is not None:
+            env["GATEHOUSE_PORT"] = str(port)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "gatehouse", command],
+            env=env,
+            cwd=self.tmp,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        role = Role(name, command, popen, log, port)
+        self.roles[name] = role
+        return role
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Each api answers /health/ready (Socket.IO subscription included); each worker has
+        said it consumes its queues."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.roles)
+        while pending:
+            for name, role in list(pending.items()):
+                if role.popen.poll() is not None:
+                    raise AssertionError(f"{name} exited:\n{role.text()}")
+                if self._ready(role):
+                    del pending[name]
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {n}\n{r.text()}" for n, r in pending.items())
+                raise AssertionError(f"not ready in {timeout}s: {list(pending)}\n{logs}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _ready(role: Role) -> bool:
+        if role.command == "api":
+            try:
+                return httpx.get(f"{role.url}/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+        if role.command == "worker":
+            return "worker consuming" in role.text()
+        return True
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to every process, then their exit codes (a process that does not drain in
+        30 s is killed and reported as -9)."""
+        for role in self.roles.values():
+            if role.popen.poll() is None:
+                role.popen.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for name, role in self.roles.items():
+            try:
+                codes[name] = role.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                role.popen.kill()
+                role.popen.wait()
+                codes[name] = -9
+        return codes
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{role.text()}" for name, role in self.roles.items())
+
+
+async def run_node(
+    script: str, env: dict[str, str], sink: MailSink, tmp: Path, timeout: float = 120
+) -> list[dict[str, Any]]:
+    """Runs a Node interop script; answers its `{"need": {"code": …, "to": …}}` lines with the
+    code of the next message mailed to that address; returns every line it printed."""
+    node_modules()
+    stderr = (tmp / f"{Path(script).stem}.stderr").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(INTEROP / script),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, **env},
+        cwd=INTEROP,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    lines: list[dict[str, Any]] = []
+    mails: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while raw := await process.stdout.readline():
+                line = json.loads(raw)
+                lines.append(line)
+                need = line.get("need")
+                if need and "code" in need:
+                    mails[need["to"]] = mails.get(need["to"], 0) + 1
+                    code = await mailed_code(sink, need["to"], mails[need["to"]])
+                    process.stdin.write(json.dumps({"code": code}).encode() + b"\n")
+                    await process.stdin.drain()
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        stderr.close()
+    errors = (tmp / f"{Path(script).stem}.stderr").read_text(errors="replace")
+    assert process.returncode == 0, f"{script} failed: {lines}\n{errors}"
+    assert lines and lines[-1] == {"done": True}, f"{lines}\n{errors}"
+    return lines
