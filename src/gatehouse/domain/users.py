@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Container
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -54,13 +55,17 @@ def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None; length is counted in code points after NFKC."""
-    length = len(normalize_password(password))
-    if length < PASSWORD_MIN:
+def password_problem(password: str, common: Container[str] = frozenset()) -> str | None:
+    """Why a new password is refused, or None. Length is counted in code points after NFKC; the
+    whole password (case-folded) must not be in the list of common ones. No composition rules:
+    NIST 800-63B-4 found they make passwords worse, not stronger."""
+    normalized = normalize_password(password)
+    if len(normalized) < PASSWORD_MIN:
         return f"Password must be at least {PASSWORD_MIN} characters"
-    if length > PASSWORD_MAX:
+    if len(normalized) > PASSWORD_MAX:
         return f"Password must be at most {PASSWORD_MAX} characters"
+    if normalized.lower() in common:
+        return "This password is one of the most common ones; choose another"
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +32,8 @@ class FlowContext:
     tokens: AccessTokens
     policy: Policy
     notifier: Notifier
+    # The common-password list (bootstrap loads the shipped one); empty means no list check.
+    common_passwords: Container[str] = frozenset()
 
     def code_subject(self, purpose: str, identifier: str) -> str:
         """Codes are filed under an HMAC of the recipient: no emails or phones in Redis keys."""

@@ -54,7 +54,7 @@ async def update(
     if image is not None:
         changes["image"] = require_image(image)
     if password is not None:
-        require_password(password)
+        require_password(password, common=ctx.common_passwords)
         if not current_password:
             raise InvalidInput(
                 "The current password is required to set a new one",

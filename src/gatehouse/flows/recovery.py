@@ -67,7 +67,7 @@ async def reset(
     phone: str | None = None,
 ) -> str:
     """Set a new password with a recovery code; every session ends. Returns the user id."""
-    require_password(new_password, "new_password")
+    require_password(new_password, "new_password", ctx.common_passwords)
     async with ctx.uow() as uow:
         user = await _find(ctx, uow, email, phone)
     if user is None:

@@ -31,7 +31,7 @@ async def register(
 ) -> Accepted:
     email = normalize_email(email)
     name = require_name(name)
-    require_password(password)
+    require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
     # Hash before looking anything up: existing and new emails take the same time.
     password_hash = await ctx.hasher.hash(password)
@@ -133,7 +133,7 @@ async def create_user(
     """Create a verified user from a sign-up code and the details, in one step."""
     email = normalize_email(email)
     name = require_name(name)
-    require_password(password)
+    require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
 
     async def create() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 
 from gatehouse.domain.users import clean_name, password_problem
 from gatehouse.errors import InvalidInput
@@ -22,8 +23,10 @@ def require_name(name: str) -> str:
     return cleaned
 
 
-def require_password(password: str, field: str = "password") -> None:
-    problem = password_problem(password)
+def require_password(
+    password: str, field: str = "password", common: Container[str] = frozenset()
+) -> None:
+    problem = password_problem(password, common)
     if problem:
         raise _invalid(field, problem)
 
