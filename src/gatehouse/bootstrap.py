@@ -25,9 +25,12 @@ from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
 from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore
+from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryFailureCounter
 from gatehouse.adapters.memory_jobs import MemoryJobs
+from gatehouse.adapters.password_list import load_common_passwords
+from gatehouse.adapters.ratelimit import LimitsRateLimiter
 from gatehouse.adapters.redis_codes import RedisCodeStore
+from gatehouse.adapters.redis_throttle import RedisFailureCounter
 from gatehouse.adapters.socketio_notifier import SocketIONotifier, socket_server
 from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
 from gatehouse.config import Settings
@@ -41,6 +44,7 @@ from gatehouse.ports import (
     DeliveryLog,
     DeliverySource,
     EventPublisher,
+    FailureCounter,
     Jobs,
     JobWorker,
     OutboxStore,
@@ -218,6 +222,9 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     # publishes to every api node's Socket.IO server; embedded, the in-process server emits.
     sockets = socket_server(settings.redis_url, settings.socketio_cors_origins)
     notifier = SocketIONotifier(sockets, settings.redis_url)
+    # Limits and failure counts live in Redis when there is one, so every process shares them.
+    limiter = LimitsRateLimiter(settings.rate_limits, settings.redis_url)
+    failures: FailureCounter = RedisFailureCounter(redis) if redis else MemoryFailureCounter()
     ctx = FlowContext(
         uow=lambda: sql.SqlUnitOfWork(engine),
         codes=codes,
@@ -228,6 +235,9 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         tokens=tokens,
         policy=policy,
         notifier=notifier,
+        limiter=limiter,
+        failures=failures,
+        common_passwords=load_common_passwords(),
     )
     bus: MemoryBus | None = None
     publisher: EventPublisher

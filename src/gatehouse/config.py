@@ -9,6 +9,25 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Moving-window limits per rule (`limits` syntax; "" switches a rule off). `*_ip` rules count
+# per client address, `*_account` per email or phone, `otp_*` per code recipient and per
+# destination country. Override all of them at once with GATEHOUSE_RATE_LIMITS='{...}'.
+DEFAULT_RATE_LIMITS = {
+    "otp_recipient": "1/minute;10/hour",
+    "otp_country": "200/hour",
+    "register_ip": "20/minute;200/hour",
+    "resend_ip": "20/minute",
+    "verify_ip": "60/minute",
+    "verify_account": "10/minute;50/hour",
+    "login_ip": "60/minute;600/hour",
+    "login_account": "20/minute",
+    "refresh_ip": "120/minute",
+    "forgot_ip": "20/minute",
+    "reset_ip": "20/minute",
+    "reset_account": "10/minute;50/hour",
+    "jobs_ip": "600/minute",
+}
+
 
 class Settings(BaseSettings):
     """Every knob of every process; built once by the entrypoint and handed to `bootstrap.build`."""
@@ -75,6 +94,11 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+
+    rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    # Proxies whose X-Forwarded-For is believed (CIDRs); the client address is otherwise the
+    # socket's peer, so nobody can pick their own rate-limit bucket.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 0.05

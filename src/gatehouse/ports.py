@@ -176,6 +176,22 @@ class Channel(Protocol):
         """Raises `ChannelError` with `permanent` telling whether a retry can help."""
 
 
+class RateLimiter(Protocol):
+    async def hit(self, rule: str, key: str) -> int | None:
+        """Count one request; the seconds to wait if `key` is over the rule's limits, else None.
+        Raises `errors.Unavailable` when the limits cannot be checked (fail closed)."""
+
+
+class FailureCounter(Protocol):
+    """Consecutive failures per key (failed logins), forgotten a window after the last one."""
+
+    async def get(self, key: str, now: float) -> tuple[int, float]:
+        """(failures, epoch seconds of the last one); (0, 0.0) when none in the window."""
+
+    async def add(self, key: str, now: float, window_seconds: int) -> int: ...
+    async def clear(self, key: str) -> None: ...
+
+
 class Notifier(Protocol):
     """Pushes an event to a Socket.IO room (`user:<id>` or a client's sid) on any api node."""
 

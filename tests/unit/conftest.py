@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
@@ -12,6 +11,7 @@ import pytest
 from gatehouse.adapters import memory
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.memory import MemoryCodeStore, MemoryDatabase
+from gatehouse.adapters.ratelimit import LimitsRateLimiter
 from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.flows.context import FlowContext, Policy
@@ -91,12 +91,10 @@ def ctx(
     tokens: AccessTokens,
     policy: Policy,
 ) -> FlowContext:
-    extra = {}
-    if "notifier" in {f.name for f in dataclasses.fields(FlowContext)}:
-        # Added for Socket.IO pushes (issue 3); the flows of this suite do not depend on it.
-        extra["notifier"] = memory.MemoryNotifier()
     return FlowContext(
-        **extra,
+        notifier=memory.MemoryNotifier(),
+        limiter=LimitsRateLimiter({}),  # no limits: the rules have tests of their own
+        failures=memory.MemoryFailureCounter(),
         uow=db.uow,
         codes=codes,
         hasher=hasher,

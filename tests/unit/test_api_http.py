@@ -111,6 +111,7 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         argon2_time_cost=1,
         argon2_parallelism=1,
         hash_workers=2,
+        rate_limits={},  # off here: tests/unit/test_abuse.py exercises them
     )
     clock = FakeClock()
     # The embedded code store keeps time with time.monotonic: make it follow the same clock.

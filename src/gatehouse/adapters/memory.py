@@ -229,6 +229,28 @@ class MemoryCodeStore:
         return None
 
 
+class MemoryFailureCounter:
+    """Failure counts in a dict; each entry is forgotten `window` seconds after its last failure."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, float, float]] = {}
+
+    async def get(self, key: str, now: float) -> tuple[int, float]:
+        entry = self._entries.get(key)
+        if entry is None or entry[2] <= now:
+            self._entries.pop(key, None)
+            return 0, 0.0
+        return entry[0], entry[1]
+
+    async def add(self, key: str, now: float, window_seconds: int) -> int:
+        count, _last = await self.get(key, now)
+        self._entries[key] = (count + 1, now, now + window_seconds)
+        return count + 1
+
+    async def clear(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+
 class MemoryNotifier:
     """Records what would be pushed; for unit tests and processes without Socket.IO."""
 

@@ -9,7 +9,15 @@ from datetime import timedelta
 from gatehouse.domain.crypto import Keyring, Secrets, keyed_hash
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.domain.users import User
-from gatehouse.ports import Clock, CodeStore, Notifier, PasswordHasher, UnitOfWork
+from gatehouse.ports import (
+    Clock,
+    CodeStore,
+    FailureCounter,
+    Notifier,
+    PasswordHasher,
+    RateLimiter,
+    UnitOfWork,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class FlowContext:
     tokens: AccessTokens
     policy: Policy
     notifier: Notifier
+    limiter: RateLimiter
+    failures: FailureCounter
     # The common-password list (bootstrap loads the shipped one); empty means no list check.
     common_passwords: Container[str] = frozenset()
 

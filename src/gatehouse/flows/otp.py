@@ -8,8 +8,9 @@ from typing import TypeVar
 
 from gatehouse.domain import events
 from gatehouse.domain.codes import CodeCheck, generate_code, looks_like_code
+from gatehouse.domain.throttle import country_prefix
 from gatehouse.domain.users import User
-from gatehouse.errors import GatehouseError, InvalidCode, Unavailable
+from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
 
@@ -89,6 +90,19 @@ async def send_code(
             fallbacks=fallbacks,
         )
     )
+
+
+async def limit_sends(ctx: FlowContext, channel: str, address: str) -> None:
+    """At most one code per recipient a minute and a bounded number an hour (rule
+    `otp_recipient`), and SMS/WhatsApp sends per destination country (`otp_country`) against
+    SMS pumping. Callers apply it to the address they were given, before looking anything up,
+    so known and unknown accounts are limited alike and a 429 reveals nothing."""
+    recipient = ctx.blind_index("otp-recipient", address)
+    wait = await ctx.limiter.hit("otp_recipient", recipient)
+    if not wait and channel in PHONE_CHANNELS:
+        wait = await ctx.limiter.hit("otp_country", country_prefix(address))
+    if wait:
+        raise RateLimited(wait, "A code was sent recently; wait before asking for another")
 
 
 async def consume_then(

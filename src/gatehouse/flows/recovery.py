@@ -7,7 +7,7 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.domain.users import User, normalize_email
 from gatehouse.errors import InvalidCode, InvalidInput
 from gatehouse.flows.context import FlowContext
-from gatehouse.flows.otp import consume_then, route_for, send_code
+from gatehouse.flows.otp import consume_then, limit_sends, route_for, send_code
 from gatehouse.flows.session import announce_revoked, revoke_all
 from gatehouse.flows.validation import require_password, require_phone
 from gatehouse.ports import UnitOfWork
@@ -40,6 +40,9 @@ async def request(
         raise InvalidInput(
             "Unknown channel", errors=[{"field": "channel", "message": "email, sms or whatsapp"}]
         )
+    given = normalize_email(email) if email else require_phone(phone)
+    if given and not (email and phone):
+        await limit_sends(ctx, channel if phone else "email", given)
     async with ctx.uow() as uow:
         user = await _find(ctx, uow, email, phone)
         route = route_for(user, ctx, channel) if user else None
@@ -88,6 +91,8 @@ async def reset(
             await revoke_all(ctx, uow, current.id, "password_reset")
             await uow.commit()
         await announce_revoked(ctx, found.id, "password_reset")
+        # The account's owner proved control of it: earlier failed logins no longer count.
+        await ctx.failures.clear(ctx.blind_index("login", found.email))
         return found.id
 
     return await consume_then(ctx, purpose=PURPOSE, identifier=user.id, otp=otp, action=apply)

@@ -11,7 +11,7 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.domain.users import PendingRegistration, User, normalize_email, public_view
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, phone_of
-from gatehouse.flows.otp import Route, consume_then, send_code
+from gatehouse.flows.otp import Route, consume_then, limit_sends, send_code
 from gatehouse.flows.validation import require_name, require_password, require_phone
 from gatehouse.ports import UnitOfWork
 
@@ -33,6 +33,7 @@ async def register(
     name = require_name(name)
     require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
+    await limit_sends(ctx, "email", email)
     # Hash before looking anything up: existing and new emails take the same time.
     password_hash = await ctx.hasher.hash(password)
     now = ctx.clock()
@@ -78,6 +79,7 @@ async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -
 
 async def resend(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
+    await limit_sends(ctx, "email", email)
     async with ctx.uow() as uow:
         pending = await uow.pending.get_by_email(email)
         if pending is not None and pending.expires_at > ctx.clock():
@@ -89,6 +91,7 @@ async def resend(ctx: FlowContext, *, email: str) -> Accepted:
 async def send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
     """The verification service's sign-up code, before any details are given (seed 004)."""
     email = normalize_email(email)
+    await limit_sends(ctx, "email", email)
     async with ctx.uow() as uow:
         if await uow.users.get_by_email(email) is not None:
             await account_exists_notice(ctx, uow, email)

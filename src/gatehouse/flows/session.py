@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.domain import events
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import RefreshToken, TokenError, hash_refresh_token, new_refresh_token
 from gatehouse.domain.users import User, normalize_email, public_view
-from gatehouse.errors import InvalidCredentials, InvalidToken
+from gatehouse.errors import InvalidCredentials, InvalidToken, RateLimited
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
 
@@ -35,13 +36,26 @@ class Session:
 
 async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
     email = normalize_email(email)
+    # Failures are counted per email whether or not an account exists, so the growing waits
+    # reveal nothing about which emails are registered.
+    throttle_key = ctx.blind_index("login", email)
+    started = ctx.clock().timestamp()
+    failures, last_failure = await ctx.failures.get(throttle_key, started)
+    wait = login_wait(failures, last_failure, started)
+    if wait:
+        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
     async with ctx.uow() as uow:
         user = await uow.users.get_by_email(email)
     if user is None:
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
+        await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
         raise InvalidCredentials()
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
+    if not ok:
+        await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
+    elif failures:
+        await ctx.failures.clear(throttle_key)
     async with ctx.uow() as uow:
         if not ok:
             await uow.outbox.add(

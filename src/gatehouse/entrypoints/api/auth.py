@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from gatehouse.entrypoints.api.deps import bearer_token, ctx
+from gatehouse.entrypoints.api.limits import guard
 from gatehouse.entrypoints.api.responses import JSON, success
 from gatehouse.entrypoints.api.schemas import (
     ForgotIn,
@@ -31,7 +32,8 @@ CODE_SENT = "If the address can receive mail, a verification code has been sent 
 
 
 @router.post("/register", status_code=202)
-async def register(body: RegisterIn, c: Ctx) -> JSON:
+async def register(body: RegisterIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "register")
     accepted = await registration.register(
         c, name=body.name, email=str(body.email), password=body.password, phone=body.phone
     )
@@ -40,26 +42,30 @@ async def register(body: RegisterIn, c: Ctx) -> JSON:
 
 
 @router.post("/resend-otp", status_code=202)
-async def resend_otp(body: ResendOtpIn, c: Ctx) -> JSON:
+async def resend_otp(body: ResendOtpIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "resend")
     accepted = await registration.resend(c, email=str(body.email))
     data = {"email": accepted.email, "expires_in": accepted.expires_in}
     return success(CODE_SENT, data, status=202)
 
 
 @router.post("/verify-otp", status_code=201)
-async def verify_otp(body: VerifyOtpIn, c: Ctx) -> JSON:
+async def verify_otp(body: VerifyOtpIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "verify", account=str(body.email).lower())
     user = await registration.verify(c, email=str(body.email), otp=body.otp)
     return success("Email verified; account created", {"user": user}, status=201)
 
 
 @router.post("/login")
-async def login(body: LoginIn, c: Ctx) -> JSON:
+async def login(body: LoginIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "login", account=str(body.email).lower())
     opened = await session.login(c, email=str(body.email), password=body.password)
     return success("Logged in successfully", opened.as_data())
 
 
 @router.post("/refresh")
-async def refresh(body: RefreshIn, c: Ctx) -> JSON:
+async def refresh(body: RefreshIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "refresh")
     opened = await session.refresh(c, refresh_token=body.refresh_token)
     return success("Session refreshed", opened.as_data())
 
@@ -89,7 +95,8 @@ async def delete_profile(body: ProfileDeleteIn, c: Ctx, token: Token) -> JSON:
 
 
 @router.post("/password/forgot", status_code=202)
-async def forgot_password(body: ForgotIn, c: Ctx) -> JSON:
+async def forgot_password(body: ForgotIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "forgot")
     ttl = await recovery.request(
         c, email=str(body.email) if body.email else None, phone=body.phone, channel=body.channel
     )
@@ -97,7 +104,8 @@ async def forgot_password(body: ForgotIn, c: Ctx) -> JSON:
 
 
 @router.post("/password/reset")
-async def reset_password(body: ResetIn, c: Ctx) -> JSON:
+async def reset_password(body: ResetIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "reset", account=str(body.email or body.phone).lower())
     await recovery.reset(
         c,
         otp=body.otp,
