@@ -230,7 +230,8 @@ async def test_create_user_from_a_signup_code(ctx: FlowContext, db: MemoryDataba
     user = await registration.create_user(
         ctx, email="cy@example.com", otp=code, password=PASSWORD, name="Cy", phone=PHONE
     )
-    assert user["email_verified"] is True and user["phone"] == PHONE
+    assert user["email_verified"] is True
+    assert user["phone"] == "+1415\u2022\u2022\u20220123"  # masked outside the profile
     kinds = [m.payload["type"] for m in user_events(db) if m.key == user["id"]]
     assert kinds == [events.REGISTERED, events.VERIFIED]
     with pytest.raises(InvalidCode):
@@ -239,3 +240,11 @@ async def test_create_user_from_a_signup_code(ctx: FlowContext, db: MemoryDataba
         )
     await registration.send_signup_code(ctx, email="cy@example.com")
     assert deliveries(db, "account-exists")[-1].payload["to"] == "cy@example.com"
+
+
+async def test_phone_is_masked_except_in_the_owners_profile(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    opened = await signed_up(ctx, db)
+    assert opened.user["phone"] == "+1415\u2022\u2022\u20220123"
+    assert (await profile.read(ctx, token=opened.token))["phone"] == PHONE

@@ -199,7 +199,7 @@ class TestVerify:
         assert view["id"] == pending.id
         assert view["email"] == EMAIL
         assert view["email_verified"] is True
-        assert view["phone"] == "+14155550123"
+        assert view["phone"] == "+1415\u2022\u2022\u20220123"  # masked: only the profile reveals it
         assert "password_hash" not in view
         user = db.tables.users[pending.id]
         assert user.email_verified_at == clock.now

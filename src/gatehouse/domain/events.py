@@ -105,6 +105,3 @@ def recipient_context(message_id: str) -> str:
     return f"send-otp-to:{message_id}"
 
 
-def mask_phone(phone: str) -> str:
-    """`+1415•••0123`: enough to recognise, not enough to use."""
-    return phone[:5] + "\u2022" * 3 + phone[-4:] if len(phone) > 9 else "\u2022" * 6

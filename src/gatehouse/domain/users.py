@@ -79,13 +79,19 @@ def clean_name(name: str) -> str | None:
     return name
 
 
-def public_view(user: User, phone: str | None) -> dict[str, Any]:
-    """The user as clients see it: never the hash, phone already decrypted by the caller."""
+def mask_phone(phone: str) -> str:
+    """`+1415•••0123`: enough to recognise, not enough to use."""
+    return phone[:5] + "\u2022" * 3 + phone[-4:] if len(phone) > 9 else "\u2022" * 6
+
+
+def public_view(user: User, phone: str | None, *, reveal_phone: bool = True) -> dict[str, Any]:
+    """The user as clients see it: never the hash; the phone (decrypted by the caller) in full
+    only where the owner asks for their profile, masked in every other answer."""
     return {
         "id": user.id,
         "name": user.name,
         "email": user.email,
-        "phone": phone,
+        "phone": phone if reveal_phone or phone is None else mask_phone(phone),
         "image": user.image,
         "email_verified": user.email_verified_at is not None,
         "created_at": user.created_at.isoformat(),

@@ -9,7 +9,7 @@ from typing import TypeVar
 from gatehouse.domain import events
 from gatehouse.domain.codes import CodeCheck, generate_code, looks_like_code
 from gatehouse.domain.throttle import country_prefix
-from gatehouse.domain.users import User
+from gatehouse.domain.users import User, mask_phone
 from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
@@ -67,7 +67,7 @@ async def send_code(
     def address(channel: str, value: str) -> tuple[str, str | None]:
         if channel in PHONE_CHANNELS:
             sealed = ctx.keyring.encrypt(value, events.recipient_context(message_id))
-            return events.mask_phone(value), sealed
+            return mask_phone(value), sealed
         return value, None
 
     to, to_ciphertext = address(route.channel, route.address)

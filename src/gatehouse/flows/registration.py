@@ -125,7 +125,7 @@ async def verify(ctx: FlowContext, *, email: str, otp: str) -> dict[str, Any]:
             await _add_user(uow, user)
             await uow.pending.delete(pending.id)
             await uow.commit()
-        return public_view(user, phone_of(ctx, user))
+        return public_view(user, phone_of(ctx, user), reveal_phone=False)
 
     return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
 
@@ -165,7 +165,7 @@ async def create_user(
                 )
             await _add_user(uow, user)
             await uow.commit()
-        return public_view(user, phone)
+        return public_view(user, phone, reveal_phone=False)
 
     return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
 

@@ -182,6 +182,6 @@ async def _open_session(
     return Session(
         token=access,
         refresh_token=plaintext,
-        user=public_view(user, phone_of(ctx, user)),
+        user=public_view(user, phone_of(ctx, user), reveal_phone=False),
         expires_in=int((claims.exp - now).total_seconds()),
     )
