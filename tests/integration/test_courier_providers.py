@@ -33,6 +33,7 @@ from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.users import mask_phone
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.entrypoints.relay import to_published
 from gatehouse.flows.delivery import deliver
@@ -293,7 +294,7 @@ def phone_command(
         message_id=message_id,
         key=key,
         channel=channel,
-        to=events.mask_phone(PHONE),
+        to=mask_phone(PHONE),
         to_ciphertext=sealed(),
         template="verify",
         now=now,
@@ -301,7 +302,7 @@ def phone_command(
         code_ciphertext=keyring.encrypt(CODE, events.code_context(message_id)),
         variables={"minutes": "10"},
         fallbacks=[
-            {"channel": c, "to": events.mask_phone(PHONE), "to_ciphertext": sealed()}
+            {"channel": c, "to": mask_phone(PHONE), "to_ciphertext": sealed()}
             for c in fallbacks
         ],
     )

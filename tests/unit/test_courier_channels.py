@@ -27,6 +27,7 @@ from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.users import mask_phone
 from gatehouse.entrypoints import courier as courier_module
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.errors import Unavailable
@@ -100,7 +101,7 @@ def command(
         if name == "email":
             return {"channel": name, "to": EMAIL, "to_ciphertext": None}
         sealed = keyring.encrypt(PHONE, events.recipient_context(message_id))
-        return {"channel": name, "to": events.mask_phone(PHONE), "to_ciphertext": sealed}
+        return {"channel": name, "to": mask_phone(PHONE), "to_ciphertext": sealed}
 
     first = route(channel)
     return events.delivery(
