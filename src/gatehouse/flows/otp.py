@@ -11,6 +11,7 @@ from gatehouse.domain.codes import CodeCheck, generate_code, looks_like_code
 from gatehouse.domain.throttle import country_prefix
 from gatehouse.domain.users import User, mask_phone
 from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
+from gatehouse.flows.audit import audit
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
 
@@ -120,8 +121,11 @@ async def consume_then(
         raise InvalidCode()
     subject = ctx.code_subject(purpose, identifier)
     code_hash = ctx.code_hash(purpose, identifier, otp)
-    if await ctx.codes.check(purpose, subject, code_hash) is not CodeCheck.OK:
+    result = await ctx.codes.check(purpose, subject, code_hash)
+    if result is not CodeCheck.OK:
+        audit(f"code.{purpose}", "failure", factor="otp", reason=result.value)
         raise InvalidCode()
+    audit(f"code.{purpose}", "success", factor="otp")
     try:
         return await action()
     except GatehouseError as exc:

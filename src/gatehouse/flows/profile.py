@@ -7,6 +7,7 @@ from typing import Any
 from gatehouse.domain import events
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidCredentials, InvalidInput, InvalidToken
+from gatehouse.flows.audit import audit
 from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, phone_of
 from gatehouse.flows.session import announce_revoked, revoke_all
 from gatehouse.flows.validation import require_image, require_name, require_password, require_phone
@@ -19,9 +20,11 @@ async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
     try:
         claims = ctx.tokens.verify(token, ctx.clock())
     except Exception as exc:
+        audit("token", "failure", factor="access_token", reason="invalid")
         raise InvalidToken() from exc
     user = await uow.users.get(claims.sub)
     if user is None or await uow.refresh_tokens.family_revoked(claims.sid):
+        audit("token", "failure", factor="access_token", user_id=claims.sub, reason="revoked")
         raise InvalidToken()
     return user
 
@@ -65,6 +68,7 @@ async def update(
     if password is not None:
         assert current_password is not None
         ok, _ = await ctx.hasher.verify(user.password_hash, current_password)
+        audit("password.change", "success" if ok else "failure", factor="password", user_id=user.id)
         if not ok:
             raise InvalidCredentials("The current password is wrong")
         changes["password_hash"] = await ctx.hasher.hash(password)
@@ -90,6 +94,7 @@ async def delete(ctx: FlowContext, *, token: str, password: str) -> str:
     async with ctx.uow() as uow:
         user = await current_user(ctx, uow, token)
     ok, _ = await ctx.hasher.verify(user.password_hash, password)
+    audit("account.delete", "success" if ok else "failure", factor="password", user_id=user.id)
     if not ok:
         raise InvalidCredentials("The password is wrong")
     now = ctx.clock()

@@ -6,6 +6,7 @@ from gatehouse.domain import events
 from gatehouse.domain.codes import Purpose
 from gatehouse.domain.users import User, normalize_email
 from gatehouse.errors import InvalidCode, InvalidInput
+from gatehouse.flows.audit import audit
 from gatehouse.flows.context import FlowContext
 from gatehouse.flows.otp import consume_then, limit_sends, route_for, send_code
 from gatehouse.flows.session import announce_revoked, revoke_all
@@ -93,6 +94,7 @@ async def reset(
         await announce_revoked(ctx, found.id, "password_reset")
         # The account's owner proved control of it: earlier failed logins no longer count.
         await ctx.failures.clear(ctx.blind_index("login", found.email))
+        audit("password.reset", "success", factor="otp", user_id=found.id)
         return found.id
 
     return await consume_then(ctx, purpose=PURPOSE, identifier=user.id, otp=otp, action=apply)

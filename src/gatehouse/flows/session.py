@@ -11,6 +11,7 @@ from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import RefreshToken, TokenError, hash_refresh_token, new_refresh_token
 from gatehouse.domain.users import User, normalize_email, public_view
 from gatehouse.errors import InvalidCredentials, InvalidToken, RateLimited
+from gatehouse.flows.audit import audit
 from gatehouse.flows.context import FlowContext, phone_of
 from gatehouse.ports import UnitOfWork
 
@@ -43,12 +44,14 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
     failures, last_failure = await ctx.failures.get(throttle_key, started)
     wait = login_wait(failures, last_failure, started)
     if wait:
+        audit("login", "throttled", factor="password")
         raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
     async with ctx.uow() as uow:
         user = await uow.users.get_by_email(email)
     if user is None:
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
         await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
+        audit("login", "failure", factor="password", reason="unknown_account")
         raise InvalidCredentials()
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
@@ -62,6 +65,7 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
                 events.user_event(events.LOGIN_FAILED, user.id, {"factor": "password"}, now)
             )
             await uow.commit()
+            audit("login", "failure", factor="password", user_id=user.id, reason="wrong_password")
             raise InvalidCredentials()
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
@@ -73,6 +77,7 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )
         await uow.commit()
+    audit("login", "success", factor="password", user_id=user.id)
     return session
 
 
@@ -97,6 +102,13 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
             )
             await uow.commit()
             await announce_revoked(ctx, stored.user_id, "refresh_token_reuse")
+            audit(
+                "refresh",
+                "failure",
+                factor="refresh_token",
+                user_id=stored.user_id,
+                reason="reuse_detected_family_revoked",
+            )
             raise InvalidToken()
         if stored.expires_at <= now or stored.family_expires_at <= now:
             raise InvalidToken()
@@ -107,6 +119,7 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
             ctx, uow, user, family_id=stored.family_id, family_expires=stored.family_expires_at
         )
         await uow.commit()
+    audit("refresh", "success", factor="refresh_token", user_id=user.id)
     return session
 
 
@@ -131,6 +144,7 @@ async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
         await uow.commit()
     if revoked:
         await announce_revoked(ctx, stored.user_id, "logout")
+    audit("logout", "success", factor="refresh_token", user_id=stored.user_id)
 
 
 async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: str) -> None:
