@@ -21,6 +21,9 @@ class Users(Protocol):
     async def get(self, user_id: str) -> User | None: ...
     async def get_by_email(self, email: str) -> User | None: ...
     async def get_by_phone_index(self, phone_index: str) -> User | None: ...
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
+        """Users with a ciphertext not starting with `prefix` (key rotation), oldest first."""
+
     async def add(self, user: User) -> None:
         """Raises `errors.Conflict` when the email (or phone index) is taken."""
 
@@ -30,6 +33,7 @@ class Users(Protocol):
 
 class PendingRegistrations(Protocol):
     async def get_by_email(self, email: str) -> PendingRegistration | None: ...
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[PendingRegistration]: ...
     async def put(self, pending: PendingRegistration) -> None:
         """Insert, or replace the one for the same email."""
 

@@ -58,6 +58,14 @@ class MemoryUsers(_Repo):
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._t.users.values() if u.email == email), None)
 
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
+        stale = [
+            u
+            for u in self._t.users.values()
+            if u.phone_ciphertext and not u.phone_ciphertext.startswith(prefix)
+        ]
+        return sorted(stale, key=lambda u: (u.created_at, u.id))[:limit]
+
     async def get_by_phone_index(self, phone_index: str) -> User | None:
         return next((u for u in self._t.users.values() if u.phone_index == phone_index), None)
 
@@ -86,6 +94,14 @@ class MemoryUsers(_Repo):
 class MemoryPending(_Repo):
     async def get_by_email(self, email: str) -> PendingRegistration | None:
         return self._t.pending.get(email)
+
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[PendingRegistration]:
+        stale = [
+            p
+            for p in self._t.pending.values()
+            if p.phone_ciphertext and not p.phone_ciphertext.startswith(prefix)
+        ]
+        return sorted(stale, key=lambda p: (p.created_at, p.id))[:limit]
 
     async def put(self, pending: PendingRegistration) -> None:
         self._t.pending[pending.email] = pending

@@ -73,6 +73,16 @@ class SqlUsers:
     async def get_by_phone_index(self, phone_index: str) -> User | None:
         return await self._one(users.c.phone_index == phone_index)
 
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
+        query = (
+            select(users)
+            .where(users.c.phone_ciphertext.is_not(None))
+            .where(users.c.phone_ciphertext.not_like(f"{prefix}%"))
+            .order_by(users.c.created_at, users.c.id)
+            .limit(limit)
+        )
+        return [User(**row._mapping) for row in await self._conn.execute(query)]
+
     async def add(self, user: User) -> None:
         try:
             await self._conn.execute(insert(users).values(**asdict(user)))
@@ -99,6 +109,17 @@ class SqlPending:
         query = select(pending_registrations).where(pending_registrations.c.email == email)
         row = (await self._conn.execute(query)).first()
         return None if row is None else PendingRegistration(**row._mapping)
+
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[PendingRegistration]:
+        table = pending_registrations
+        query = (
+            select(table)
+            .where(table.c.phone_ciphertext.is_not(None))
+            .where(table.c.phone_ciphertext.not_like(f"{prefix}%"))
+            .order_by(table.c.created_at, table.c.id)
+            .limit(limit)
+        )
+        return [PendingRegistration(**row._mapping) for row in await self._conn.execute(query)]
 
     async def put(self, pending: PendingRegistration) -> None:
         # Delete-then-insert is the one upsert all three dialects share.

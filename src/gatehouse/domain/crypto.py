@@ -8,6 +8,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -142,3 +143,24 @@ def keyed_hash(key: bytes, *parts: str) -> str:
 
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def rotate_signing_keys(
+    doc: dict[str, Any], now: datetime, keep_retired_for: timedelta
+) -> dict[str, Any]:
+    """A new document whose newest signing key is fresh. The previous one is marked retired and
+    still verifies (tokens it signed live on until they expire); keys retired longer ago than
+    `keep_retired_for` (the access-token lifetime) are dropped, as nothing they signed is valid."""
+    kept = []
+    for item in doc["signing_keys"]:
+        retired = item.get("retired_at")
+        if retired and datetime.fromisoformat(retired) + keep_retired_for < now:
+            continue
+        kept.append({**item, "retired_at": retired or now.isoformat()})
+    return {**doc, "signing_keys": [*kept, _new_signing_key()]}
+
+
+def add_data_key(doc: dict[str, Any]) -> dict[str, Any]:
+    """A new document whose newest data key encrypts from now on; older keys still decrypt."""
+    new = {"kid": f"k{secrets.token_hex(4)}", "key": b64e(os.urandom(32))}
+    return {**doc, "data_keys": [*doc["data_keys"], new]}

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from typing import Annotated
 
 import typer
 
 from gatehouse.config import Settings
-from gatehouse.entrypoints import logs, processes
+from gatehouse.entrypoints import admin, logs, processes
 from gatehouse.entrypoints.jobs import QUEUES
 from gatehouse.entrypoints.worker import worker_role
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
-keys = typer.Typer(no_args_is_help=True, help="Secrets and keys.")
-app.add_typer(keys, name="keys")
+app.add_typer(admin.keys, name="keys")
+app.add_typer(admin.users, name="users")
 
 
 def _settings() -> Settings:
@@ -97,15 +95,6 @@ def migrate() -> None:
             await engine.dispose()
 
     asyncio.run(main())
-
-
-@keys.command("generate")
-def keys_generate() -> None:
-    """Print a new secrets document (for GATEHOUSE_SECRETS_FILE or GATEHOUSE_SECRETS_JSON)."""
-    from gatehouse.domain.crypto import generate_secrets_document
-
-    json.dump(generate_secrets_document(), sys.stdout, indent=2)
-    sys.stdout.write("\n")
 
 
 def main() -> None:
