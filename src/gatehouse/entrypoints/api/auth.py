@@ -10,6 +10,7 @@ from gatehouse.entrypoints.api.deps import bearer_token, ctx
 from gatehouse.entrypoints.api.limits import guard
 from gatehouse.entrypoints.api.responses import JSON, success
 from gatehouse.entrypoints.api.schemas import (
+    ERRORS,
     ForgotIn,
     LoginIn,
     ProfileDeleteIn,
@@ -23,7 +24,7 @@ from gatehouse.entrypoints.api.schemas import (
 from gatehouse.flows import profile, recovery, registration, session
 from gatehouse.flows.context import FlowContext
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERRORS)
 Ctx = Annotated[FlowContext, Depends(ctx)]
 Token = Annotated[str, Depends(bearer_token)]
 

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends
 from gatehouse.bootstrap import Services
 from gatehouse.entrypoints.api.deps import services
 from gatehouse.entrypoints.api.responses import JSON, failure, success
+from gatehouse.entrypoints.api.schemas import ERRORS
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses={503: ERRORS[503]})
 Svc = Annotated[Services, Depends(services)]
 CHECK_TIMEOUT = 3.0
 

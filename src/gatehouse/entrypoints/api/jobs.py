@@ -10,16 +10,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehouse.bootstrap import Services
 from gatehouse.entrypoints.api.deps import services
+from gatehouse.entrypoints.api.limits import guard
 from gatehouse.entrypoints.api.responses import JSON, success
+from gatehouse.entrypoints.api.schemas import ERRORS
 from gatehouse.entrypoints.jobs import QUEUES
 from gatehouse.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)
 Svc = Annotated[Services, Depends(services)]
 # Letters, digits, `-` and `_`: BullMQ refuses `:` in ids and treats all-digit ones as its own.
 JobId = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -49,10 +51,12 @@ async def submit(
     queue: str,
     body: JobIn,
     svc: Svc,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JSON:
     """Queue a job; its result comes over Socket.IO (`data.notify`) or from the GET below."""
     _queue(queue)
+    await guard(request, "jobs")  # per client address (`jobs_ip`)
     job_id = body.job_id
     if idempotency_key is not None:
         key = _idempotency_key(idempotency_key)

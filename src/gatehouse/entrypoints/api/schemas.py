@@ -3,11 +3,13 @@ slip through to a flow."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
+# A password being set: the policy's bounds, so the schema says what the server accepts.
+NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
 
 
 class Body(BaseModel):
@@ -17,7 +19,7 @@ class Body(BaseModel):
 class RegisterIn(Body):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     email: EmailStr
-    password: Password
+    password: NewPassword
     phone: Annotated[str, Field(max_length=32)] | None = None
 
 
@@ -39,7 +41,7 @@ class ProfileUpdateIn(Body):
     name: Annotated[str, Field(max_length=200)] | None = None
     phone: Annotated[str, Field(max_length=32)] | None = None
     image: Annotated[str, Field(max_length=2048)] | None = None
-    password: Password | None = None
+    password: NewPassword | None = None
     current_password: Password | None = None
 
 
@@ -57,8 +59,33 @@ class ResetIn(Body):
     email: EmailStr | None = None
     phone: Annotated[str, Field(max_length=32)] | None = None
     otp: Annotated[str, Field(min_length=1, max_length=16)]
-    new_password: Password
+    new_password: NewPassword
 
 
 class RefreshIn(Body):
     refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class ErrorOut(BaseModel):
+    """The error envelope every failure answers with."""
+
+    status: Literal["error"]
+    message: str
+    code: str
+    errors: list[dict[str, Any]]
+
+
+_MEANING = {
+    400: "Malformed request (not JSON, not an object) or a wrong or expired code",
+    401: "Bad credentials, or a missing, invalid, expired or revoked token",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict with an existing account",
+    413: "Request body too large",
+    422: "Invalid fields, listed in `errors`",
+    429: "Rate limited; see the Retry-After header",
+    503: "A dependency is unavailable; retry after Retry-After",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": meaning} for status, meaning in _MEANING.items()
+}
