@@ -1,0 +1,253 @@
+"""Attacks on a running Gatehouse on PostgreSQL, Redis, Kafka and SMTP: 50 simultaneous
+submissions of the right code, and known secrets planted through every flow then searched for in
+the logs, both Kafka topics, every Redis key and value, and every database column."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from gatehouse.adapters import sql
+from gatehouse.adapters.sql_schema import metadata
+from gatehouse.domain.crypto import generate_secrets_document
+from tests.conftest import MailSink, body_of, free_port, unique
+from tests.e2e.test_serve_e2e import high_watermarks, start_serve, wait_ready
+from tests.integration.conftest import create_database, drop_database
+
+pytestmark = pytest.mark.e2e
+CODE = re.compile(r"code is: (\d{6})")
+PASSWORD = "Planted-Secret-Passw0rd-7731"
+PHONE = "+14155557731"
+
+
+@dataclass
+class Running:
+    base: str
+    database_url: str
+    log: Path
+    marks: dict[str, list[TopicPartition]]
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    url, admin = create_database("postgres", tmp_path)
+    yield url
+    drop_database(url, admin)
+
+
+@pytest.fixture
+async def running(
+    postgres_database: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    mail_sink: MailSink,
+    tmp_path: Path,
+) -> AsyncIterator[Running]:
+    port = free_port()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps(generate_secrets_document()))
+    env = {
+        "GATEHOUSE_ENV": "production",  # no console channel: nothing prints codes on purpose
+        "GATEHOUSE_DATABASE_URL": postgres_database,
+        "GATEHOUSE_REDIS_URL": redis_url,
+        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GATEHOUSE_SMTP_URL": mail_sink.url,
+        "GATEHOUSE_PORT": str(port),
+        "GATEHOUSE_SECRETS_FILE": str(secrets),
+        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("sec-courier"),
+        "GATEHOUSE_RATE_LIMITS": "{}",
+        "GATEHOUSE_LOG_JSON": "true",
+    }
+    # Production does not migrate on start: the release step does, as here.
+    subprocess.run(
+        [sys.executable, "-m", "gatehouse", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+    )
+    marks = {t: high_watermarks(kafka_bootstrap, t) for t in ("send-otp", "user-events")}
+    process = start_serve(env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, tmp_path / "serve.log")
+        yield Running(base, postgres_database, tmp_path / "serve.log", marks, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+async def code_for(sink: MailSink, email: str, nth: int = 1) -> str:
+    mails = await sink.wait_for(email, nth)
+    match = CODE.search(body_of(mails[nth - 1]))
+    assert match, body_of(mails[nth - 1])
+    return match.group(1)
+
+
+async def test_fifty_simultaneous_right_codes_create_one_user(
+    running: Running, mail_sink: MailSink
+) -> None:
+    email = f"{unique('race')}@example.com"
+    async with httpx.AsyncClient(base_url=running.base, timeout=60) as client:
+        reply = await client.post(
+            "/api/auth/register", json={"name": "Race", "email": email, "password": PASSWORD}
+        )
+        assert reply.status_code == 202
+        code = await code_for(mail_sink, email)
+        replies = await asyncio.gather(
+            *(
+                client.post("/api/auth/verify-otp", json={"email": email, "otp": code})
+                for _ in range(50)
+            )
+        )
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses.count(201) == 1, statuses
+    assert statuses.count(400) == 49, statuses
+    engine = sql.create_engine(running.database_url)
+    async with engine.connect() as conn:
+        count = (
+            await conn.execute(text("SELECT count(*) FROM users WHERE email = :e"), {"e": email})
+        ).scalar_one()
+    await engine.dispose()
+    assert count == 1
+
+
+def kafka_values(bootstrap: str, marks: list[TopicPartition]) -> list[bytes]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": unique("scan"), "enable.auto.commit": False}
+    )
+    ends = {
+        m.partition: consumer.get_watermark_offsets(TopicPartition(m.topic, m.partition))[1]
+        for m in marks
+    }
+    consumer.assign(marks)
+    found: list[bytes] = []
+    positions = {m.partition: m.offset for m in marks}
+    deadline = time.monotonic() + 20
+    while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+        for msg in consumer.consume(200, 0.5):
+            if msg.error() is None:
+                found.append((msg.key() or b"") + b" " + (msg.value() or b""))
+                positions[msg.partition()] = msg.offset() + 1
+    consumer.close()
+    return found
+
+
+async def redis_dump(redis_url: str) -> list[bytes]:
+    client = Redis.from_url(redis_url)
+    dump: list[bytes] = []
+    async for key in client.scan_iter(count=1000):
+        dump.append(key)
+        kind = (await client.type(key)).decode()
+        if kind == "string":
+            dump.append(await client.get(key) or b"")
+        elif kind == "hash":
+            for field, value in (await client.hgetall(key)).items():
+                dump.extend([field, value])
+        elif kind == "list":
+            dump.extend(await client.lrange(key, 0, -1))
+        elif kind == "set":
+            dump.extend(await client.smembers(key))
+        elif kind == "zset":
+            dump.extend(await client.zrange(key, 0, -1))
+        elif kind == "stream":
+            for _id, fields in await client.xrange(key, count=10000):
+                for field, value in fields.items():
+                    dump.extend([field, value])
+    await client.aclose()
+    return dump
+
+
+async def database_dump(url: str) -> list[str]:
+    engine = sql.create_engine(url)
+    rows: list[str] = []
+    async with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in await conn.execute(table.select()):
+                rows.extend(str(value) for value in row)
+    await engine.dispose()
+    return rows
+
+
+async def test_planted_secrets_appear_nowhere(
+    running: Running, mail_sink: MailSink, redis_url: str, kafka_bootstrap: str
+) -> None:
+    email = f"{unique('plant')}@example.com"
+    secrets: list[str] = [PASSWORD, PHONE, PHONE.lstrip("+"), "NewPlanted-Passw0rd-9921"]
+    async with httpx.AsyncClient(base_url=running.base, timeout=30) as client:
+
+        async def ok(method: str, path: str, status: int, **kwargs: Any) -> dict[str, Any]:
+            reply = await client.request(method, path, **kwargs)
+            assert reply.status_code == status, reply.text
+            return reply.json()
+
+        await ok(
+            "POST",
+            "/api/auth/register",
+            202,
+            json={"name": "Plant", "email": email, "password": PASSWORD, "phone": PHONE},
+        )
+        code = await code_for(mail_sink, email)
+        await ok("POST", "/api/auth/verify-otp", 201, json={"email": email, "otp": code})
+        login = await ok(
+            "POST", "/api/auth/login", 200, json={"email": email, "password": PASSWORD}
+        )
+        token, refresh = login["data"]["token"], login["data"]["refresh_token"]
+        refreshed = await ok("POST", "/api/auth/refresh", 200, json={"refresh_token": refresh})
+        auth = {"Authorization": f"Bearer {refreshed['data']['token']}"}
+        profile = await ok("GET", "/api/auth/profile", 200, headers=auth)
+        assert profile["data"]["user"]["phone"] == PHONE  # the owner sees it; nothing else does
+        await client.post("/api/auth/login", json={"email": email, "password": "wrong " + PASSWORD})
+        await ok("POST", "/api/auth/password/forgot", 202, json={"email": email})
+        reset_code = await code_for(mail_sink, email, 2)
+        await ok(
+            "POST",
+            "/api/auth/password/reset",
+            200,
+            json={"email": email, "otp": reset_code, "new_password": secrets[3]},
+        )
+        secrets += [
+            code,
+            reset_code,
+            token,
+            refresh,
+            refreshed["data"]["token"],
+            refreshed["data"]["refresh_token"],
+        ]
+    await asyncio.sleep(1.5)  # let the relay publish the last rows
+
+    running.process.send_signal(signal.SIGTERM)
+    running.process.wait(timeout=30)
+    places: dict[str, list[str]] = {
+        "logs": [running.log.read_text()],
+        "kafka": [
+            v.decode(errors="replace")
+            for t in running.marks.values()
+            for v in kafka_values(kafka_bootstrap, t)
+        ],
+        "redis": [v.decode(errors="replace") for v in await redis_dump(redis_url)],
+        "database": await database_dump(running.database_url),
+    }
+    assert any(email in v for v in places["kafka"])  # the scan does read what was written
+    assert any(v.startswith("gatehouse:") for v in places["redis"])
+    assert len(places["database"]) > 10
+    for where, values in places.items():
+        blob = "\n".join(values)
+        for secret in secrets:
+            assert secret not in blob, f"a planted secret ({secret[:4]}…) was found in {where}"
