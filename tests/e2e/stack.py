@@ -5,6 +5,7 @@ wait until each is ready, stop them all (SIGTERM, then kill), and drive the Node
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
+from gatehouse.config import DEFAULT_RATE_LIMITS
 from gatehouse.domain.crypto import generate_secrets_document
 from tests.conftest import MailSink, body_of, free_port, unique
 
@@ -37,11 +41,32 @@ def node_modules() -> Path:
     return INTEROP / "node_modules"
 
 
-def own_redis_db(redis_url: str) -> str:
-    """The same Redis on a database of its own: BullMQ keys (queue names are fixed) do not meet
-    those of another stack or test run; Socket.IO pub/sub is server-wide, but addressed by
-    room."""
-    return urlsplit(redis_url)._replace(path=f"/{random.randint(1, 15)}").geturl()
+@contextlib.contextmanager
+def own_redis_db(redis_url: str) -> Iterator[str]:
+    """The same Redis on a database of its own (1 to 15), leased for the test: queue names are
+    fixed, so two runs of the suite on one Redis must not consume each other's jobs. A lease is
+    a key in database 0 that expires if a run dies. (Socket.IO pub/sub is server-wide, but
+    every push is addressed to a room.)"""
+    lease = f"gatehouse-test:redis-db-lease:{uuid.uuid4().hex}"
+    with redis.Redis.from_url(urlsplit(redis_url)._replace(path="/0").geturl()) as admin:
+        deadline = time.monotonic() + 120
+        db = 0
+        while not db:
+            for n in random.sample(range(1, 16), 15):
+                if admin.set(f"gatehouse-test:redis-db:{n}", lease, nx=True, ex=900):
+                    db = n
+                    break
+            else:
+                assert time.monotonic() < deadline, "no free Redis database for the test"
+                time.sleep(0.5)
+        url = urlsplit(redis_url)._replace(path=f"/{db}").geturl()
+        try:
+            with redis.Redis.from_url(url) as own:
+                own.flushdb()  # what a dead run may have left behind
+            yield url
+        finally:
+            if admin.get(f"gatehouse-test:redis-db:{db}") == lease.encode():
+                admin.delete(f"gatehouse-test:redis-db:{db}")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +113,7 @@ class Stack:
 
     tmp: Path
     env: dict[str, str]
+    secrets: dict[str, Any]  # the processes' keys (a test may sign its own tokens)
     roles: dict[str, Role] = field(default_factory=dict)
 
     @classmethod
@@ -95,7 +121,8 @@ class Stack:
         cls, tmp: Path, database_url: str, redis_url: str, kafka: str, smtp_url: str
     ) -> Stack:
         secrets = tmp / "secrets.json"  # written once, before any process could race for it
-        secrets.write_text(json.dumps(generate_secrets_document()))
+        document = generate_secrets_document()
+        secrets.write_text(json.dumps(document))
         secrets.chmod(0o600)
         env = {
             "GATEHOUSE_DATABASE_URL": database_url,
@@ -105,8 +132,13 @@ class Stack:
             "GATEHOUSE_SECRETS_FILE": str(secrets),
             "GATEHOUSE_KAFKA_COURIER_GROUP": unique("e2e-courier"),
             "GATEHOUSE_LOG_LEVEL": "INFO",
+            # One journey mails a sign-up code, then a reset code, seconds apart: the default
+            # of one code per recipient a minute would refuse the second.
+            "GATEHOUSE_RATE_LIMITS": json.dumps(
+                {**DEFAULT_RATE_LIMITS, "otp_recipient": "10/minute;50/hour"}
+            ),
         }
-        return cls(tmp, env)
+        return cls(tmp, env, document)
 
     def start(self, name: str, command: str, port: int | None = None) -> Role:
         log = self.tmp / f"{name}.log"

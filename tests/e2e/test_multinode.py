@@ -33,21 +33,20 @@ def stack(
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("multinode")
     database, admin = create_database("postgres", tmp)
-    stack = Stack.configure(
-        tmp, database, own_redis_db(redis_url), kafka_bootstrap, module_mail_sink.url
-    )
-    try:
-        stack.start("api1", "api", port=free_port())
-        stack.start("api2", "api", port=free_port())
-        stack.start("worker1", "worker")
-        stack.start("worker2", "worker")
-        stack.start("relay", "relay")
-        stack.start("courier", "courier")
-        stack.wait_ready()
-        yield stack
-    finally:
-        codes = stack.stop()
-        drop_database(database, admin)
+    with own_redis_db(redis_url) as own_redis:
+        stack = Stack.configure(tmp, database, own_redis, kafka_bootstrap, module_mail_sink.url)
+        try:
+            stack.start("api1", "api", port=free_port())
+            stack.start("api2", "api", port=free_port())
+            stack.start("worker1", "worker")
+            stack.start("worker2", "worker")
+            stack.start("relay", "relay")
+            stack.start("courier", "courier")
+            stack.wait_ready()
+            yield stack
+        finally:
+            codes = stack.stop()
+            drop_database(database, admin)
     assert codes == dict.fromkeys(stack.roles, 0), stack.logs()
 
 
@@ -86,7 +85,11 @@ async def test_a_client_on_one_node_gets_results_from_either_worker(
         for burst in range(10):
             ids = [unique(f"multi{burst}") for _ in range(30)]
             for job_id in ids:
-                data = {"email": f"{job_id}@nowhere.test", "password": "x", "notify": client.sid}
+                data = {
+                    "email": f"{job_id}@example.com",
+                    "password": "x",
+                    "notify": client.get_sid(),
+                }
                 await queue.add("verify-user", data, {"jobId": job_id})
             submitted += ids
             received: dict[str, dict[str, object]] = {}

@@ -302,8 +302,7 @@ def phone_command(
         code_ciphertext=keyring.encrypt(CODE, events.code_context(message_id)),
         variables={"minutes": "10"},
         fallbacks=[
-            {"channel": c, "to": mask_phone(PHONE), "to_ciphertext": sealed()}
-            for c in fallbacks
+            {"channel": c, "to": mask_phone(PHONE), "to_ciphertext": sealed()} for c in fallbacks
         ],
     )
 

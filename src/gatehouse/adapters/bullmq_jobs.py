@@ -30,6 +30,11 @@ STATES = {"prioritized": "waiting", "waiting-children": "waiting", "wait": "wait
 T = TypeVar("T")
 
 
+def _attempts(job: Job) -> int:
+    """A producer that sets no `attempts` gets one (BullMQ's default)."""
+    return max(int(job.opts.get("attempts") or 1), 1)
+
+
 def redact(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: REDACTED if k in SECRET_FIELDS else redact(v) for k, v in data.items()}
@@ -88,8 +93,10 @@ class BullmqJobs:
         q = self._queue(queue)
 
         async def read() -> tuple[Job, str] | None:
+            # The state first: a job read before its state is final may lack its result.
+            state = await q.getJobState(job_id)
             job = await Job.fromId(q, job_id)
-            return None if job is None else (job, await job.getState())
+            return None if job is None else (job, state)
 
         found = await self._call(read())
         if found is None:
@@ -134,15 +141,40 @@ class BullmqWorkers:
             if starting.done():
                 starting.result()  # a start-up failure ends the role
                 runs = [asyncio.ensure_future(w.run()) for w in workers]
+                # A worker closed before its run loop is up reconnects in that loop and leaks
+                # the connection: wait until every loop runs (moments, unless Redis is away).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        while not all(w.running for w in workers):  # noqa: ASYNC110 (a library flag)
+                            await asyncio.sleep(0.005)
                 log.info("worker consuming %s (concurrency %d)", ", ".join(queues), concurrency)
                 await stopping
         finally:
-            starting.cancel()
             stopping.cancel()
-            # close() stops taking jobs and waits for the ones in flight (SIGTERM drains).
+            if not starting.done():
+                # Stopped while starting: let the start finish (milliseconds) so no connection is
+                # cut mid-command, unless Redis is away and the start keeps retrying.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(starting), 5)
+                starting.cancel()
+            # SIGTERM drains: pause() stops taking jobs and waits for the ones in flight; their
+            # data is blanked while the connections are still open; then close.
+            await asyncio.gather(*(self._drain(w) for w in workers), return_exceptions=True)
+            await asyncio.gather(*self._pending, return_exceptions=True)
             await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
             await asyncio.gather(*runs, return_exceptions=True)
-            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    @staticmethod
+    async def _drain(worker: Worker) -> None:
+        """`pause()` cancels the idle wait for new jobs only if that wait has begun; one that
+        begins just after would hold the drain for the whole blocking timeout (seconds)."""
+        pausing = asyncio.ensure_future(worker.pause())
+        while not pausing.done():
+            waiting = worker.waiting
+            if waiting is not None and not waiting.done():
+                waiting.cancel()  # the worker reads this cancellation as "paused": no job lost
+            await asyncio.wait({pausing}, timeout=0.05)
+        pausing.result()
 
     async def _start(
         self,
@@ -175,24 +207,14 @@ class BullmqWorkers:
     @staticmethod
     def _processor(queue: str, process: JobProcessor) -> Any:
         async def run(job: Job, _token: str) -> dict[str, Any]:
-            attempts = max(int(job.opts.get("attempts") or 1), 1)
             attempt = job.attemptsMade + 1
-            return await process(
-                JobRun(
-                    id=str(job.id),
-                    queue=queue,
-                    name=job.name,
-                    data=job.data,
-                    attempt=attempt,
-                    final=attempt >= attempts,
-                )
-            )
+            final = attempt >= _attempts(job)
+            return await process(JobRun(str(job.id), queue, job.name, job.data, attempt, final))
 
         return run
 
     def _failed(self, worker: Worker, job: Job, err: BaseException) -> None:
-        attempts = max(int(job.opts.get("attempts") or 1), 1)
-        if job.attemptsMade < attempts:
+        if job.attemptsMade < _attempts(job):
             log.warning(
                 "job %s/%s attempt %d failed (%s); retried with backoff",
                 worker.name,

@@ -103,5 +103,3 @@ def code_context(message_id: str) -> str:
 def recipient_context(message_id: str) -> str:
     """Associated data binding an encrypted phone number to its one delivery message."""
     return f"send-otp-to:{message_id}"
-
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -43,10 +44,14 @@ class JobProcessor:
             # of it only when no retry is left.
             reason = exc.message if isinstance(exc, GatehouseError) else type(exc).__name__
             if run.final:
-                log.error("job %s/%s gave up", run.queue, run.id, exc_info=exc)
+                # Where it failed, not the error's text: that may quote the job's data.
+                where = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("job %s/%s gave up (%s)\n%s", run.queue, run.id, reason, where)
                 failure = {"success": False, "message": GAVE_UP, "code": "job_failed", "data": {}}
                 await self._notify(run, failure)
-            raise JobFailed(reason) from exc
+            # `from None`: BullMQ keeps the traceback in Redis, and the chained error's text
+            # could quote the job's data.
+            raise JobFailed(reason) from None
         # Ids only: the multi-node test counts these lines per worker.
         log.info("processed job %s/%s (success=%s)", run.queue, run.id, result.get("success"))
         await self._notify(run, result)

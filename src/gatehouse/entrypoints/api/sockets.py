@@ -4,6 +4,7 @@ reached through their own sid. Events pushed: `notification` (job results), `ses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -75,9 +76,15 @@ def sockets_role(services: Services) -> Any:
         start_listening(services)
         await stop.wait()
         await services.sockets.shutdown()
-        listener = getattr(services.sockets.manager, "thread", None)  # the Redis subscription
+        manager = services.sockets.manager
+        listener = getattr(manager, "thread", None)  # the Redis subscription
         if isinstance(listener, asyncio.Task):
             listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        for client in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     return run
 
