@@ -72,6 +72,7 @@ def test_no_server_error_and_no_schema_violation(tmp_path: Path) -> None:
             text=True,
             timeout=240,
             env={**os.environ, "NO_COLOR": "1"},
+            cwd=tmp_path,  # its reports land there, not in the work tree
         )
     finally:
         server.terminate()
