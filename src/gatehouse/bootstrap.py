@@ -220,10 +220,12 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     )
     # Built before the flows' context, which holds the notifier: with Redis every process
     # publishes to every api node's Socket.IO server; embedded, the in-process server emits.
-    sockets = socket_server(settings.redis_url, settings.socketio_cors_origins)
+    sockets = socket_server(settings.redis_url, settings.cors_origins)
     notifier = SocketIONotifier(sockets, settings.redis_url)
     # Limits and failure counts live in Redis when there is one, so every process shares them.
-    limiter = LimitsRateLimiter(settings.rate_limits, settings.redis_url)
+    limiter = LimitsRateLimiter(
+        settings.rate_limits, settings.redis_url, pool=redis.connection_pool if redis else None
+    )
     failures: FailureCounter = RedisFailureCounter(redis) if redis else MemoryFailureCounter()
     ctx = FlowContext(
         uow=lambda: sql.SqlUnitOfWork(engine),

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # socket's peer, so nobody can pick their own rate-limit bucket.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    max_body_bytes: int = 64 * 1024  # no request of this API needs more
+
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 0.05
 
@@ -110,7 +112,9 @@ class Settings(BaseSettings):
     job_retention_seconds: int = 24 * 3600  # finished jobs (and their results) kept this long
     job_retention_count: int = 10_000  # ... and at most this many per queue
     job_submit_timeout_seconds: float = 5.0
-    socketio_cors_origins: list[str] = Field(default_factory=list)  # empty: same origin only
+    # Browser origins allowed to call the API and to open Socket.IO connections (checked on the
+    # handshake's Origin); empty means same-origin only.
+    cors_origins: list[str] = Field(default_factory=list)
 
     @property
     def embedded_bus(self) -> bool:

@@ -31,6 +31,7 @@ from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db
 
 PASSWORD = "correct horse battery staple"
+ALLOWED_ORIGIN = "https://app.example.com"
 Heard = asyncio.Queue[tuple[str, Any]]
 
 
@@ -103,6 +104,7 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             kafka_bootstrap_servers="",
             smtp_url="",
             rate_limits={},
+            cors_origins=[ALLOWED_ORIGIN],
             argon2_memory_kib=1024,
             argon2_time_cost=1,
             hash_workers=1,
@@ -190,3 +192,21 @@ async def test_a_job_from_the_http_door_pushes_its_result_to_the_sid_it_names(
         assert note["success"] is True and note["data"]["user"]["id"] == user_id
         state = (await http.get(f"/api/jobs/read-user/{job_id}")).json()["data"]
     assert state["state"] == "completed" and state["result"]["data"]["user"]["id"] == user_id
+
+
+async def test_the_handshake_origin_is_checked_against_the_allowlist(served: Served) -> None:
+    allowed = socketio.AsyncClient(reconnection=False)
+    await allowed.connect(
+        served.url, headers={"Origin": ALLOWED_ORIGIN}, transports=["websocket"], wait_timeout=10
+    )
+    served.clients.append(allowed)
+    assert allowed.connected
+    foreign = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await foreign.connect(
+            served.url,
+            headers={"Origin": "https://evil.example"},
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+    assert not foreign.connected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -16,11 +17,19 @@ from gatehouse.errors import Unavailable
 class LimitsRateLimiter:
     """`rules` maps a rule name to a limits string such as `"5/minute;20/hour"`."""
 
-    def __init__(self, rules: dict[str, str], redis_url: str = "", prefix: str = "gatehouse:rl"):
+    def __init__(
+        self,
+        rules: dict[str, str],
+        redis_url: str = "",
+        prefix: str = "gatehouse:rl",
+        pool: Any = None,
+    ):
         storage: Storage
         if redis_url:
             uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            storage = RedisStorage(uri, implementation="redispy", key_prefix=prefix)
+            # Sharing the service's connection pool: one set of connections, closed with it.
+            extra = {"connection_pool": pool} if pool is not None else {}
+            storage = RedisStorage(uri, implementation="redispy", key_prefix=prefix, **extra)
         else:
             storage = MemoryStorage()
         self._storage = storage

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from gatehouse import __version__
 from gatehouse.bootstrap import Services
 from gatehouse.entrypoints.api import auth, errors, health, jobs
+from gatehouse.entrypoints.api.middleware import BodyLimit, SecurityHeaders
 
 log = logging.getLogger(__name__)
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -45,6 +47,19 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    settings = services.settings
+    # The last added runs outermost: security headers wrap every answer, 413s included.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     errors.install(app)
     app.include_router(auth.router)
     app.include_router(health.router)
