@@ -217,6 +217,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         pending_ttl=timedelta(seconds=settings.pending_registration_ttl_seconds),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         refresh_family_max=timedelta(seconds=settings.refresh_family_max_seconds),
+        answer_floor=timedelta(milliseconds=settings.answer_floor_ms),
     )
     # Built before the flows' context, which holds the notifier: with Redis every process
     # publishes to every api node's Socket.IO server; embedded, the in-process server emits.

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     code_ttl_seconds: int = 600
     code_max_attempts: int = 5
     pending_registration_ttl_seconds: int = 24 * 3600
+    # Register, resend and forgot-password take at least this long, for every email: an existing
+    # account's shorter path cannot be told apart by timing. Above their slowest normal path.
+    answer_floor_ms: int = 150
 
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2

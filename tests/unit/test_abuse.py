@@ -201,3 +201,29 @@ async def test_forwarded_for_counts_only_from_trusted_proxies(tmp_path: Path) ->
     # ...and a client cannot escape it by prepending a forged hop.
     assert await forgot("10.1.2.3", "1.1.1.1, 192.0.2.50") == 429
     await services.aclose()
+
+
+async def test_no_enumeration_answers_wait_for_the_floor(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    import time
+    from datetime import timedelta
+
+    floored = dataclasses.replace(
+        ctx, policy=dataclasses.replace(ctx.policy, answer_floor=timedelta(milliseconds=120))
+    )
+    await make_user(ctx, db, "ada@example.com")
+    for call in (
+        lambda: registration.register(
+            floored, name="A", email="ada@example.com", password=PASSWORD
+        ),
+        lambda: registration.register(
+            floored, name="B", email="new@example.com", password=PASSWORD
+        ),
+        lambda: recovery.request(floored, email="ada@example.com"),
+        lambda: recovery.request(floored, email="nobody@example.com"),
+        lambda: registration.resend(floored, email="nobody@example.com"),
+    ):
+        start = time.monotonic()
+        await call()
+        assert time.monotonic() - start >= 0.12

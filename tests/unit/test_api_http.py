@@ -112,6 +112,7 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         argon2_parallelism=1,
         hash_workers=2,
         rate_limits={},  # off here: tests/unit/test_abuse.py exercises them
+        answer_floor_ms=0,  # likewise: tests/unit/test_abuse.py checks the floor
     )
     clock = FakeClock()
     # The embedded code store keeps time with time.monotonic: make it follow the same clock.

@@ -27,6 +27,9 @@ class Policy:
     pending_ttl: timedelta = timedelta(hours=24)
     refresh_ttl: timedelta = timedelta(days=30)
     refresh_family_max: timedelta = timedelta(days=90)
+    # Register, resend and forgot-password answer no sooner than this, whichever path they took
+    # (new or existing account), so their timing tells nothing. Zero turns it off.
+    answer_floor: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from gatehouse.flows.audit import audit
 from gatehouse.flows.context import FlowContext
 from gatehouse.flows.otp import consume_then, limit_sends, route_for, send_code
 from gatehouse.flows.session import announce_revoked, revoke_all
+from gatehouse.flows.timing import no_sooner_than
 from gatehouse.flows.validation import require_password, require_phone
 from gatehouse.ports import UnitOfWork
 
@@ -36,7 +37,13 @@ async def request(
     ctx: FlowContext, *, email: str | None = None, phone: str | None = None, channel: str = "email"
 ) -> int:
     """Send a reset code if the account exists and can be reached on `channel` (or a fallback).
-    The answer is the same either way: no account enumeration. Returns the code lifetime."""
+    The answer is the same, in the same time, either way: no account enumeration. Returns the
+    code lifetime."""
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _request(ctx, email=email, phone=phone, channel=channel)
+
+
+async def _request(ctx: FlowContext, *, email: str | None, phone: str | None, channel: str) -> int:
     if channel not in CHANNELS:
         raise InvalidInput(
             "Unknown channel", errors=[{"field": "channel", "message": "email, sms or whatsapp"}]

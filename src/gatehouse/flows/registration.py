@@ -12,6 +12,7 @@ from gatehouse.domain.users import PendingRegistration, User, normalize_email, p
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, phone_of
 from gatehouse.flows.otp import Route, consume_then, limit_sends, send_code
+from gatehouse.flows.timing import no_sooner_than
 from gatehouse.flows.validation import require_name, require_password, require_phone
 from gatehouse.ports import UnitOfWork
 
@@ -28,6 +29,13 @@ class Accepted:
 
 async def register(
     ctx: FlowContext, *, name: str, email: str, password: str, phone: str | None = None
+) -> Accepted:
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _register(ctx, name=name, email=email, password=password, phone=phone)
+
+
+async def _register(
+    ctx: FlowContext, *, name: str, email: str, password: str, phone: str | None
 ) -> Accepted:
     email = normalize_email(email)
     name = require_name(name)
@@ -78,6 +86,11 @@ async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -
 
 
 async def resend(ctx: FlowContext, *, email: str) -> Accepted:
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _resend(ctx, email=email)
+
+
+async def _resend(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
     await limit_sends(ctx, "email", email)
     async with ctx.uow() as uow:
@@ -90,6 +103,11 @@ async def resend(ctx: FlowContext, *, email: str) -> Accepted:
 
 async def send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
     """The verification service's sign-up code, before any details are given (seed 004)."""
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _send_signup_code(ctx, email=email)
+
+
+async def _send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
     await limit_sends(ctx, "email", email)
     async with ctx.uow() as uow:
