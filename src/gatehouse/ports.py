@@ -100,7 +100,10 @@ class CodeStore(Protocol):
 
     async def put(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
-    ) -> None: ...
+    ) -> int:
+        """Store a new code; its tries are `attempts` less the subject's recent wrong tries.
+        Returns them; 0 means none are left and no code was stored."""
+
     async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
         """Consumes the code on success; a wrong code spends one try, the last try kills it."""
 

@@ -105,3 +105,21 @@ async def test_redis_down_fails_closed() -> None:
     with pytest.raises(Unavailable):
         await store.ping()
     await client.aclose()
+
+
+async def test_a_new_code_does_not_reset_the_wrong_try_count(store: RedisCodeStore) -> None:
+    assert await store.put("register", "subj", GOOD, 60, 5) == 5
+    for _ in range(3):
+        assert await store.check("register", "subj", BAD) is CodeCheck.MISMATCH
+    assert await store.put("register", "subj", GOOD, 60, 5) == 2  # three already spent
+    assert await store.check("register", "subj", BAD) is CodeCheck.MISMATCH
+    assert await store.check("register", "subj", BAD) is CodeCheck.EXHAUSTED
+    assert await store.put("register", "subj", GOOD, 60, 5) == 0  # none left this window
+    assert await store.check("register", "subj", GOOD) is CodeCheck.MISSING
+
+
+async def test_the_right_code_clears_the_wrong_try_count(store: RedisCodeStore) -> None:
+    await store.put("register", "subj", GOOD, 60, 5)
+    await store.check("register", "subj", BAD)
+    assert await store.check("register", "subj", GOOD) is CodeCheck.OK
+    assert await store.put("register", "subj", GOOD, 60, 5) == 5

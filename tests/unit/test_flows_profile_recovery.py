@@ -248,3 +248,19 @@ async def test_phone_is_masked_except_in_the_owners_profile(
     opened = await signed_up(ctx, db)
     assert opened.user["phone"] == "+1415\u2022\u2022\u20220123"
     assert (await profile.read(ctx, token=opened.token))["phone"] == PHONE
+
+
+async def test_asking_for_new_codes_does_not_buy_more_guesses(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    from gatehouse.errors import RateLimited
+
+    await registration.register(ctx, name="Ada", email="ada@example.com", password=PASSWORD)
+    for round_ in range(5):
+        code = last_code(db, ctx.keyring, "ada@example.com")
+        with pytest.raises(InvalidCode):
+            await registration.verify(ctx, email="ada@example.com", otp=other_code(code))
+        if round_ < 4:
+            await registration.resend(ctx, email="ada@example.com")
+    with pytest.raises(RateLimited):  # five wrong tries across five codes: no sixth code
+        await registration.resend(ctx, email="ada@example.com")

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from gatehouse.domain.codes import CodeCheck
+from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck
 from gatehouse.domain.crypto import same
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
@@ -208,15 +208,27 @@ class MemoryOutboxStore:
 
 
 class MemoryCodeStore:
-    """Codes in a dict with monotonic expiry; the event loop makes each check atomic."""
+    """Codes in a dict with monotonic expiry; the event loop makes each check atomic. Wrong tries
+    are also counted per subject across codes, for the failure window."""
 
     def __init__(self) -> None:
         self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
+        self._fails: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def _recent_fails(self, key: tuple[str, str]) -> int:
+        count, until = self._fails.get(key, (0, 0.0))
+        return count if until > time.monotonic() else 0
 
     async def put(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
-    ) -> None:
-        self._codes[(purpose, subject)] = (code_hash, attempts, time.monotonic() + ttl_seconds)
+    ) -> int:
+        key = (purpose, subject)
+        left = attempts - self._recent_fails(key)
+        self._codes.pop(key, None)
+        if left <= 0:
+            return 0
+        self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds)
+        return left
 
     async def restore(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
@@ -234,7 +246,12 @@ class MemoryCodeStore:
         stored, attempts, deadline = entry
         if same(stored, code_hash):
             del self._codes[key]
+            self._fails.pop(key, None)
             return CodeCheck.OK
+        self._fails[key] = (
+            self._recent_fails(key) + 1,
+            time.monotonic() + FAILURE_WINDOW_SECONDS,
+        )
         if attempts <= 1:
             del self._codes[key]
             return CodeCheck.EXHAUSTED

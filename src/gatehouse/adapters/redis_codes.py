@@ -7,19 +7,32 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gatehouse.domain.codes import CodeCheck
+from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck
 from gatehouse.errors import Unavailable
 
 # Atomic on the server: concurrent submissions of the right code see exactly one OK, and wrong
 # tries are counted without lost updates. Comparing HMACs (not codes) needs no constant time:
 # the attacker cannot compute the HMAC of a guess without the key.
+# KEYS: the code, the subject's wrong-try counter. A right code clears the counter; a wrong one
+# spends a try of this code and counts against every later code within the failure window.
 _CHECK = """
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h then return 'missing' end
-if h == ARGV[1] then redis.call('DEL', KEYS[1]) return 'ok' end
+if h == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) return 'ok' end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 local left = redis.call('HINCRBY', KEYS[1], 'a', -1)
 if left <= 0 then redis.call('DEL', KEYS[1]) return 'exhausted' end
 return 'mismatch'
+"""
+
+_PUT = """
+local left = tonumber(ARGV[2]) - tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('DEL', KEYS[1])
+if left <= 0 then return 0 end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', left)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return left
 """
 
 _RESTORE = """
@@ -35,6 +48,7 @@ class RedisCodeStore:
         self._redis = redis
         self._prefix = prefix
         self._check = redis.register_script(_CHECK)
+        self._put = redis.register_script(_PUT)
         self._restore = redis.register_script(_RESTORE)
 
     def _key(self, purpose: str, subject: str) -> str:
@@ -43,31 +57,27 @@ class RedisCodeStore:
 
     async def put(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
-    ) -> None:
-        key = self._key(purpose, subject)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping={"h": code_hash, "a": attempts})
-                pipe.expire(key, ttl_seconds)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise Unavailable("Code store unavailable") from exc
+    ) -> int:
+        keys = [self._key(purpose, subject), self._fails(purpose, subject)]
+        return int(await self._run(self._put, keys, code_hash, attempts, ttl_seconds))
 
     async def restore(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
     ) -> None:
-        await self._run(
-            self._restore, self._key(purpose, subject), code_hash, attempts, ttl_seconds
-        )
+        keys = [self._key(purpose, subject)]
+        await self._run(self._restore, keys, code_hash, attempts, ttl_seconds)
 
     async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
-        result = await self._run(self._check, self._key(purpose, subject), code_hash)
+        keys = [self._key(purpose, subject), self._fails(purpose, subject)]
+        result = await self._run(self._check, keys, code_hash, FAILURE_WINDOW_SECONDS)
         return CodeCheck(result.decode() if isinstance(result, bytes) else result)
 
-    async def _run(self, script: Any, key: str, *args: Any) -> Any:
+    def _fails(self, purpose: str, subject: str) -> str:
+        return f"{self._prefix}fails:{purpose}:{subject}"
+
+    async def _run(self, script: Any, keys: list[str], *args: Any) -> Any:
         try:
-            return await script(keys=[key], args=list(args))
+            return await script(keys=keys, args=list(args))
         except (RedisError, OSError) as exc:
             raise Unavailable("Code store unavailable") from exc
 

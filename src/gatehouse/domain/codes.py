@@ -6,6 +6,9 @@ import enum
 import secrets
 
 CODE_DIGITS = 6
+# Wrong tries are also counted per recipient for this long, across codes: asking for a new code
+# does not buy five more guesses.
+FAILURE_WINDOW_SECONDS = 3600
 
 
 class Purpose(enum.StrEnum):

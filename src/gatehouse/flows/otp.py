@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gatehouse.domain import events
-from gatehouse.domain.codes import CodeCheck, generate_code, looks_like_code
+from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck, generate_code, looks_like_code
 from gatehouse.domain.throttle import country_prefix
 from gatehouse.domain.users import User, mask_phone
 from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
@@ -56,13 +56,15 @@ async def send_code(
     now = ctx.clock()
     code = generate_code()
     ttl = int(ctx.policy.code_ttl.total_seconds())
-    await ctx.codes.put(
+    tries = await ctx.codes.put(
         purpose,
         ctx.code_subject(purpose, identifier),
         ctx.code_hash(purpose, identifier, code),
         ttl,
         ctx.policy.code_attempts,
     )
+    if tries == 0:  # every try of the window was spent on wrong codes: a new one would not help
+        raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")
     message_id = events.new_id()
 
     def address(channel: str, value: str) -> tuple[str, str | None]:
