@@ -264,3 +264,25 @@ async def test_asking_for_new_codes_does_not_buy_more_guesses(
             await registration.resend(ctx, email="ada@example.com")
     with pytest.raises(RateLimited):  # five wrong tries across five codes: no sixth code
         await registration.resend(ctx, email="ada@example.com")
+
+
+async def test_logout_everywhere_ends_every_session(ctx: FlowContext, db: MemoryDatabase) -> None:
+    first = await signed_up(ctx, db)
+    second = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    await session.logout(ctx, refresh_token=second.refresh_token, everywhere=True)
+    for opened in (first, second):
+        with pytest.raises(InvalidToken):
+            await profile.read(ctx, token=opened.token)
+        with pytest.raises(InvalidToken):
+            await session.refresh(ctx, refresh_token=opened.refresh_token)
+    third = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    assert (await profile.read(ctx, token=third.token))["email"] == "ada@example.com"
+
+
+async def test_logout_ends_only_this_session(ctx: FlowContext, db: MemoryDatabase) -> None:
+    first = await signed_up(ctx, db)
+    second = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    await session.logout(ctx, refresh_token=second.refresh_token)
+    with pytest.raises(InvalidToken):
+        await profile.read(ctx, token=second.token)
+    assert (await profile.read(ctx, token=first.token))["email"] == "ada@example.com"

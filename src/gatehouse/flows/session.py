@@ -123,13 +123,20 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
     return session
 
 
-async def logout(ctx: FlowContext, *, refresh_token: str) -> None:
-    """Revoke the session the refresh token belongs to; unknown tokens are silently accepted."""
+async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = False) -> None:
+    """Revoke the session the refresh token belongs to, or with `everywhere` every session of
+    its user (a live session proves who asks). Unknown tokens are silently accepted."""
     token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
     now = ctx.clock()
     async with ctx.uow() as uow:
         stored = await uow.refresh_tokens.get_by_hash(token_hash)
         if stored is None:
+            return
+        if everywhere and stored.revoked_at is None:
+            await revoke_all(ctx, uow, stored.user_id, "logout_everywhere")
+            await uow.commit()
+            await announce_revoked(ctx, stored.user_id, "logout_everywhere")
+            audit("logout_everywhere", "success", factor="refresh_token", user_id=stored.user_id)
             return
         revoked = await uow.refresh_tokens.revoke_family(stored.family_id, now)
         if revoked:

@@ -13,6 +13,7 @@ from gatehouse.entrypoints.api.schemas import (
     ERRORS,
     ForgotIn,
     LoginIn,
+    LogoutIn,
     ProfileDeleteIn,
     ProfileUpdateIn,
     RefreshIn,
@@ -72,9 +73,9 @@ async def refresh(body: RefreshIn, c: Ctx, request: Request) -> JSON:
 
 
 @router.post("/logout")
-async def logout(body: RefreshIn, c: Ctx) -> JSON:
-    await session.logout(c, refresh_token=body.refresh_token)
-    return success("Logged out")
+async def logout(body: LogoutIn, c: Ctx) -> JSON:
+    await session.logout(c, refresh_token=body.refresh_token, everywhere=body.everywhere)
+    return success("Logged out everywhere" if body.everywhere else "Logged out")
 
 
 @router.get("/profile")

@@ -62,6 +62,11 @@ class ResetIn(Body):
     new_password: NewPassword
 
 
+class LogoutIn(Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+    everywhere: bool = False
+
+
 class RefreshIn(Body):
     refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
 
