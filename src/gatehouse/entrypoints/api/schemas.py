@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 # A password being set: the policy's bounds, so the schema says what the server accepts.
@@ -64,7 +64,7 @@ class ResetIn(Body):
 
 class LogoutIn(Body):
     refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
-    everywhere: bool = False
+    everywhere: StrictBool = False
 
 
 class RefreshIn(Body):
