@@ -13,7 +13,7 @@ NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RegisterIn(Body):
