@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.adapters import sql
-from gatehouse.adapters.bullmq_jobs import BullmqJobs, BullmqWorkers
+from gatehouse.adapters.bullmq_jobs import BullmqJobs
+from gatehouse.adapters.bullmq_workers import BullmqWorkers
 from gatehouse.adapters.courier.console import ConsoleChannel
 from gatehouse.adapters.courier.sendgrid import SendGridChannel
 from gatehouse.adapters.courier.smtp import SmtpChannel
@@ -35,7 +36,7 @@ from gatehouse.adapters.socketio_notifier import SocketIONotifier, socket_server
 from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
 from gatehouse.config import Settings
 from gatehouse.domain import events
-from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_secrets
+from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.flows.context import FlowContext, Policy
 from gatehouse.ports import (
@@ -51,7 +52,7 @@ from gatehouse.ports import (
 )
 
 log = logging.getLogger(__name__)
-TOPICS = (events.SEND_OTP, events.USER_EVENTS)
+TOPICS = (events.SEND_OTP, events.USER_EVENTS, events.SEND_OTP_DLQ)
 
 
 def utcnow() -> datetime:
@@ -90,6 +91,14 @@ class Services:
     def delivery_log(self) -> DeliveryLog:
         """The courier's record of each message, in the service database."""
         return SqlDeliveryLog(self.engine)
+
+    def dead_letters(self) -> EventPublisher:
+        """Where one courier sets aside what it cannot process (`send-otp.dlq`): a producer of
+        its own (the relay closes the shared one when it stops), or the in-process bus."""
+        if self.bus is not None:
+            return self.bus
+        s = self.settings
+        return KafkaPublisher(s.kafka_bootstrap_servers, f"{s.kafka_client_id}-courier")
 
     def ensure_topics(self) -> list[str]:
         s = self.settings
@@ -168,8 +177,9 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
-def build_jobs(settings: Settings) -> tuple[Jobs, JobWorker]:
-    """BullMQ queues with Redis; embedded, one in-process queue is both producer and consumer."""
+def build_jobs(settings: Settings, keyring: Keyring | None = None) -> tuple[Jobs, JobWorker]:
+    """BullMQ queues with Redis; embedded, one in-process queue is both producer and consumer.
+    `keyring` seals the secrets of failed BullMQ jobs, so that they can be re-driven."""
     s = settings
     if s.redis_url:
         jobs = BullmqJobs(
@@ -180,7 +190,14 @@ def build_jobs(settings: Settings) -> tuple[Jobs, JobWorker]:
             retention_count=s.job_retention_count,
             timeout=s.job_submit_timeout_seconds,
         )
-        return jobs, BullmqWorkers(s.redis_url)
+        workers = BullmqWorkers(
+            s.redis_url,
+            lock_duration_ms=s.job_lock_duration_ms,
+            stalled_interval_ms=s.job_stalled_interval_ms,
+            max_stalled_count=s.job_max_stalled_count,
+            keyring=keyring,
+        )
+        return jobs, workers
     memory = MemoryJobs(
         attempts=s.job_attempts, backoff_ms=s.job_backoff_ms, capacity=s.job_retention_count
     )
@@ -247,10 +264,10 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     if settings.kafka_bootstrap_servers:
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers, settings.kafka_client_id)
     else:
-        bus = MemoryBus()
+        bus = MemoryBus(TOPICS)
         publisher = bus
     channels = build_channels(settings)
-    jobs, job_worker = build_jobs(settings)
+    jobs, job_worker = build_jobs(settings, ctx.keyring)
     services = Services(
         settings=settings,
         engine=engine,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Moving-window limits per rule (`limits` syntax; "" switches a rule off). `*_ip` rules count
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     courier_http_timeout_seconds: float = 10.0
     courier_attempts: int = Field(default=5, ge=1)
     courier_backoff_seconds: float = Field(default=0.5, ge=0)
+    # A courier leases each message it sends for `courier_lease_seconds` (renewed before every
+    # try): longer than one provider call, or another courier could take the message over while
+    # it is still being sent. A command the database keeps refusing for
+    # `courier_retry_budget_seconds` goes to `send-otp.dlq`.
+    courier_lease_seconds: float = Field(default=60.0, gt=0)
+    courier_retry_budget_seconds: float = Field(default=120.0, ge=0)
 
     # Secrets: a JSON document (see `gatehouse keys generate`) given inline or as a file. In
     # development a missing file is generated; in production it must exist.
@@ -115,9 +121,23 @@ class Settings(BaseSettings):
     job_retention_seconds: int = 24 * 3600  # finished jobs (and their results) kept this long
     job_retention_count: int = 10_000  # ... and at most this many per queue
     job_submit_timeout_seconds: float = 5.0
+    # A worker killed mid-job (SIGKILL, OOM, lost host) stops renewing its job's lock; once it
+    # expires, another worker's stalled-job check (every `job_stalled_interval_ms`) puts the job
+    # back to waiting. A job stalled more than `job_max_stalled_count` times is failed instead.
+    job_lock_duration_ms: int = Field(default=30_000, ge=1000)
+    job_stalled_interval_ms: int = Field(default=30_000, ge=100)
+    job_max_stalled_count: int = Field(default=1, ge=0)
+    # Bearer key of the admin API (/api/admin: failed jobs, re-drive); empty turns it off (404).
+    admin_token: SecretStr = SecretStr("")
     # Browser origins allowed to call the API and to open Socket.IO connections (checked on the
     # handshake's Origin); empty means same-origin only.
     cors_origins: list[str] = Field(default_factory=list)
+
+    def model_post_init(self, _context: Any) -> None:
+        # Checked here, not in a validator: a ValidationError would quote the value.
+        token = self.admin_token.get_secret_value()
+        if token and len(token) < 32:
+            raise RuntimeError("GATEHOUSE_ADMIN_TOKEN must be at least 32 characters (or empty)")
 
     @property
     def embedded_bus(self) -> bool:

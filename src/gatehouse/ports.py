@@ -104,8 +104,20 @@ class CodeStore(Protocol):
         """Store a new code; its tries are `attempts` less the subject's recent wrong tries.
         Returns them; 0 means none are left and no code was stored."""
 
-    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
-        """Consumes the code on success; a wrong code spends one try, the last try kills it."""
+    async def check(
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        *,
+        receipt: str | None = None,
+        receipt_ttl_seconds: int = 0,
+    ) -> CodeCheck:
+        """Consumes the code on success; a wrong code spends one try, the last try kills it.
+
+        With `receipt` (an opaque HMAC of the code and of who presents it), a success leaves the
+        receipt behind for `receipt_ttl_seconds`, and a later check with the same receipt is OK
+        again though the code is spent: the same job, run again after its worker died."""
 
     async def restore(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
@@ -150,6 +162,10 @@ class Delivery:
     value: bytes
     ack: Callable[[], Awaitable[None]]
     key: str | None = None  # the record's key (Kafka), when the source has one
+    # Where it was read from, for the dead-letter headers (-1: the source has no such notion).
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
 
 
 class DeliverySource(Protocol):
@@ -214,6 +230,7 @@ class JobState:
     result: dict[str, Any] | None = None
     failed_reason: str | None = None
     attempts_made: int = 0
+    finished_at: datetime | None = None
 
 
 class Jobs(Protocol):
@@ -225,6 +242,12 @@ class Jobs(Protocol):
         """Returns the job id; submitting an existing `job_id` again is a no-op."""
 
     async def get(self, queue: str, job_id: str) -> JobState | None: ...
+    async def failed(self, queue: str, limit: int = 100) -> list[JobState]:
+        """The failed set, most recent first: ids, names, attempts and reasons, never data."""
+
+    async def retry(self, queue: str, job_ids: Sequence[str] | None = None) -> list[str]:
+        """Move failed jobs back to waiting with their attempts reset (`None`: every job failed
+        at the time of the call); returns the ids moved. Ids not in the failed set are skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +286,16 @@ class Renderer(Protocol):
         body), with an empty subject."""
 
 
+# A message's states: `queued` (known, nobody on it: released by a stopping courier; no row at
+# all means the same), `sending` (a courier holds its lease), then `sent` or `abandoned`, final.
+QUEUED, SENDING, SENT, ABANDONED = "queued", "sending", "sent", "abandoned"
+FINAL = frozenset({SENT, ABANDONED})
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    """What the courier knows of one message: `status` is `sending`, `sent` or `abandoned`."""
+    """What the courier knows of one message; while `sending`, `lease_owner` holds it until
+    `lease_until`."""
 
     id: str
     status: str
@@ -274,13 +304,34 @@ class DeliveryRecord:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to a claim: `won` means the caller now holds the lease; otherwise `record`
+    says why not (a final status, or someone else's live lease)."""
+
+    won: bool
+    record: DeliveryRecord
 
 
 class DeliveryLog(Protocol):
     """The courier's record of each message, keyed by message id: it de-duplicates redelivered
-    commands and keeps each outcome."""
+    commands, leases each message to one courier at a time, and keeps each outcome. The
+    database is the arbiter: conditional statements decide who holds a message."""
 
     async def get(self, message_id: str) -> DeliveryRecord | None: ...
+    async def claim(self, message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
+        """Take the message (`sending`, leased to `owner` until `until`) if it is unknown,
+        `queued`, `sending` under an expired lease or no lease, or already `owner`'s (a
+        renewal). Of several couriers claiming at once exactly one wins."""
+
+    async def release(self, message_id: str, owner: str, now: datetime) -> None:
+        """Give back a lease `owner` holds (status `queued`), so another courier needs not wait
+        for it to expire."""
+
     async def record(
         self,
         message_id: str,
@@ -290,8 +341,13 @@ class DeliveryLog(Protocol):
         error: str | None,
         event: OutboxMessage | None,
         now: datetime,
-    ) -> None:
-        """Insert or update the record and add `event` to the outbox, in one transaction."""
+        owner: str | None = None,
+    ) -> bool:
+        """Insert or update the record and add `event` to the outbox, in one transaction.
+
+        Never over a final status: the first outcome recorded wins, with its one event. A final
+        status clears the lease; `sending` with `owner` is written only while `owner` holds it.
+        False when nothing was written."""
 
 
 Health = Callable[[], Awaitable[Any]]

@@ -28,26 +28,30 @@ async def _admin(url: str, statement: str) -> None:
         await engine.dispose()
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, revision: str) -> None:
     engine = sql.create_engine(url)
     try:
-        await upgrade(engine)
+        await upgrade(engine, revision)
     finally:
         await engine.dispose()
 
 
-def create_database(backend: str, tmp: Path) -> tuple[str, str | None]:
-    """(url of a new empty migrated database, admin url to drop it with or None)."""
+def create_database(
+    backend: str, tmp: Path, revision: str | None = "head"
+) -> tuple[str, str | None]:
+    """(url of a new empty database migrated to `revision` (None: not at all), admin url to drop
+    it with or None)."""
+    admin: str | None = None
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp / 'contract.db'}"
-        asyncio.run(_migrate(url))
-        return url, None
-    base = service_env("POSTGRES_URL" if backend == "postgres" else "MARIADB_URL")
-    name = unique("gh_test")
-    asyncio.run(_admin(base, f"CREATE DATABASE {name}"))
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_migrate(url))
-    return url, base
+        url = f"sqlite+aiosqlite:///{tmp / unique('contract')}.db"
+    else:
+        admin = service_env("POSTGRES_URL" if backend == "postgres" else "MARIADB_URL")
+        name = unique("gh_test")
+        asyncio.run(_admin(admin, f"CREATE DATABASE {name}"))
+        url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    if revision is not None:
+        asyncio.run(_migrate(url, revision))
+    return url, admin
 
 
 def drop_database(url: str, admin: str | None) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from bullmq import Job, Queue
+from bullmq import Job, Queue, Worker
 
-from gatehouse.adapters.bullmq_jobs import BullmqJobs, BullmqWorkers
+from gatehouse.adapters.bullmq_jobs import BullmqJobs
+from gatehouse.adapters.bullmq_workers import BullmqWorkers
+from gatehouse.bootstrap import build_jobs
+from gatehouse.config import Settings
 from gatehouse.errors import Unavailable
 from gatehouse.ports import JobRun, JobState
 from tests.conftest import free_port, unique
@@ -215,3 +219,36 @@ async def test_redis_down_is_unavailable_not_a_hang() -> None:
             await dead.get("read-user", "1")
     finally:
         await dead.close()
+
+
+async def test_lock_and_stalled_check_settings_reach_the_bullmq_workers(
+    redis_url: str, queue: str, tmp_path: Path
+) -> None:
+    """A dead worker's jobs come back after the lock and the stalled check configured (the
+    worker-kill fault test in tests/e2e/test_job_faults.py shows them coming back)."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=redis_url,
+        job_lock_duration_ms=4321,
+        job_stalled_interval_ms=1234,
+        job_max_stalled_count=2,
+    )
+    _jobs, consumer = build_jobs(settings)
+    assert isinstance(consumer, BullmqWorkers)
+
+    async def process(run: JobRun) -> dict[str, Any]:
+        return {"success": True, "message": "ok", "data": {}}
+
+    started: list[Worker] = []
+    try:
+        await consumer._start([queue], process, 3, started)
+        [worker] = started
+        assert worker.opts["lockDuration"] == 4321 and worker.opts["lockRenewTime"] == 2160
+        assert worker.opts["stalledInterval"] == 1234 and worker.opts["maxStalledCount"] == 2
+        assert worker.opts["concurrency"] == 3
+    finally:
+        for worker in started:
+            await worker.close()
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (defaults.job_lock_duration_ms, defaults.job_stalled_interval_ms) == (30_000, 30_000)
+    assert defaults.job_max_stalled_count == 1

@@ -61,7 +61,9 @@ class Door:
 async def door(tmp_path: Path, redis_url: str) -> AsyncIterator[Door]:
     calls: list[tuple[str, str, Any]] = []
 
-    async def handler(_ctx: FlowContext, queue: str, name: str, data: Any) -> dict[str, Any]:
+    async def handler(
+        _ctx: FlowContext, queue: str, name: str, data: Any, _job_id: str
+    ) -> dict[str, Any]:
         calls.append((queue, name, data))
         return {"success": True, "message": "Profile", "data": {"user": USER}}
 

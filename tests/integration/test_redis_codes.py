@@ -123,3 +123,25 @@ async def test_the_right_code_clears_the_wrong_try_count(store: RedisCodeStore) 
     await store.check("register", "subj", BAD)
     assert await store.check("register", "subj", GOOD) is CodeCheck.OK
     assert await store.put("register", "subj", GOOD, 60, 5) == 5
+
+
+async def test_a_receipt_lets_the_same_job_through_again_and_nobody_else(
+    store: RedisCodeStore, redis: Redis
+) -> None:
+    """A job whose worker died after the check runs again; its receipt passes, others do not."""
+    await store.put("register", "subj", GOOD, 60, 5)
+    wrong = await store.check("register", "subj", BAD, receipt="r1", receipt_ttl_seconds=60)
+    assert wrong is CodeCheck.MISMATCH  # a wrong code leaves no receipt
+    assert await store.check("register", "subj", BAD, receipt="r1") is CodeCheck.MISMATCH
+    ok = await store.check("register", "subj", GOOD, receipt="r1", receipt_ttl_seconds=60)
+    assert ok is CodeCheck.OK
+    assert await store.check("register", "subj", GOOD) is CodeCheck.MISSING
+    assert await store.check("register", "subj", GOOD, receipt="r2") is CodeCheck.MISSING
+    assert await store.check("recovery", "subj", GOOD, receipt="r1") is CodeCheck.MISSING
+    await store.put("register", "subj", BAD, 60, 5)  # a newer code is not touched by the replay
+    assert await store.check("register", "subj", GOOD, receipt="r1") is CodeCheck.OK
+    assert await store.check("register", "subj", BAD) is CodeCheck.OK
+    # It lives for the time given, under a key that names no person.
+    keys = [k.decode() async for k in redis.scan_iter(match=f"{store._prefix}receipt:*")]
+    assert keys == [f"{store._prefix}receipt:register:r1"]
+    assert 0 < await redis.ttl(keys[0]) <= 60

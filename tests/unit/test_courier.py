@@ -19,7 +19,7 @@ from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.entrypoints.relay import to_published
-from gatehouse.flows.delivery import deliver
+from gatehouse.flows.delivery import Unreadable, deliver
 from gatehouse.ports import ChannelError, OutboxRecord, OutgoingMessage, Published
 
 from .helpers import FakeClock, RecordingChannel, acked_delivery
@@ -172,8 +172,8 @@ class TestDeliver:
         moved["id"] = events.new_id()  # the ciphertext is bound to the original id
         foreign = command(Keyring([("k1", os.urandom(32))]), clock)
         for payload in (moved, foreign):
-            outcome = await run_deliver(raw(payload), keyring, templates, clock, {"email": email})
-            assert outcome == "abandoned"
+            with pytest.raises(Unreadable):
+                await run_deliver(raw(payload), keyring, templates, clock, {"email": email})
         assert email.attempts == 0
 
     @pytest.mark.parametrize(
@@ -198,15 +198,16 @@ class TestDeliver:
             b' "channel": "email", "to": "a@example.com"}',
         ],
     )
-    async def test_garbage_is_abandoned(
+    async def test_garbage_is_unreadable(
         self, keyring: Keyring, templates: Templates, clock: FakeClock, value: bytes
     ) -> None:
         email = RecordingChannel("email")
-        assert await run_deliver(value, keyring, templates, clock, {"email": email}) == "abandoned"
+        with pytest.raises(Unreadable):  # the courier dead-letters it
+            await run_deliver(value, keyring, templates, clock, {"email": email})
         assert email.attempts == 0
 
     @pytest.mark.parametrize("expires_at", ["2999-01-01T00:00:00", "2999-01-01"])
-    async def test_expiry_without_time_zone_is_abandoned(
+    async def test_expiry_without_time_zone_is_unreadable(
         self, keyring: Keyring, templates: Templates, clock: FakeClock, expires_at: str
     ) -> None:
         """A naive `expires_at` compared with the aware clock raised TypeError out of `deliver`:
@@ -214,9 +215,9 @@ class TestDeliver:
         email = RecordingChannel("email")
         payload = command(keyring, clock)
         payload["expires_at"] = expires_at
-        assert await run_deliver(raw(payload), keyring, templates, clock, {"email": email}) == (
-            "abandoned"
-        )
+        with pytest.raises(Unreadable):
+            await run_deliver(raw(payload), keyring, templates, clock, {"email": email})
+        assert email.attempts == 0
 
     async def test_transient_error_is_retried_within_the_attempts(
         self, keyring: Keyring, templates: Templates, clock: FakeClock
@@ -378,7 +379,7 @@ class TestCourier:
         handler = courier(keyring, templates, clock, email)
         first, first_acks = acked_delivery(raw(command(keyring, clock)))
         second, second_acks = acked_delivery(raw(command(keyring, clock)))
-        assert await handler.handle(first) == "abandoned"
+        assert await handler.handle(first) == "dead-lettered"
         assert await handler.handle(second) == "sent"
         assert (first_acks, second_acks) == ([1], [1])
 
@@ -389,7 +390,7 @@ class TestCourier:
         email = RecordingChannel("email")
         handler = courier(keyring, templates, clock, email)
         delivery, acks = acked_delivery(value)
-        assert await handler.handle(delivery) == "abandoned"
+        assert await handler.handle(delivery) == "dead-lettered"
         assert acks == [1]
         assert email.attempts == 0
 

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,8 +32,15 @@ from gatehouse.entrypoints import courier as courier_module
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.errors import Unavailable
 from gatehouse.flows import delivery as delivery_flow
-from gatehouse.flows.delivery import deliver
-from gatehouse.ports import ChannelError, Delivery, DeliveryRecord, OutgoingMessage, Published
+from gatehouse.flows.delivery import Unreadable, deliver
+from gatehouse.ports import (
+    ChannelError,
+    Claim,
+    Delivery,
+    DeliveryRecord,
+    OutgoingMessage,
+    Published,
+)
 
 from .helpers import FakeClock
 
@@ -206,8 +213,8 @@ async def test_transient_failures_back_off_then_fall_back(
 
     assert len(whatsapp.tries) == 3 and len(sms.tries) == 2
     assert slept == [0.5, 1.0, 0.5]  # doubling per channel, none after a channel's last try
-    # Between tries the record says how far it got.
-    assert progress == [("none", 0), ("sending", 1), ("sending", 2)]
+    # Leased before the first try; between tries the record says how far it got.
+    assert progress == [("sending", 0), ("sending", 1), ("sending", 2)]
     record = log.records[message.id]
     assert (record.status, record.channel, record.attempts) == ("sent", "sms", 5)
 
@@ -299,15 +306,15 @@ async def test_a_malformed_command_with_an_id_is_recorded_abandoned(
     run: Run, log: MemoryDeliveryLog
 ) -> None:
     email = ScriptedChannel("email")
-    assert await run(b'{"id": "m-1", "template": "verify", "channel": "email"}', email) == (
-        "abandoned"
-    )
+    with pytest.raises(Unreadable):  # for the courier to dead-letter
+        await run(b'{"id": "m-1", "template": "verify", "channel": "email"}', email)
     assert email.tries == []
     assert log.records["m-1"].status == "abandoned"
     [event] = outcome_events(log)
     assert event["subject"] == KEY and event["data"]["reason"].startswith("malformed command")
     # Without an id there is nothing to record against.
-    assert await run(b"[]", email) == "abandoned"
+    with pytest.raises(Unreadable):
+        await run(b"[]", email)
     assert len(log.records) == 1
 
 
@@ -367,14 +374,14 @@ async def test_the_courier_waits_for_the_delivery_log_before_acknowledging(
 
     monkeypatch.setattr(courier_module, "asyncio", SimpleNamespace(sleep=sleep))
     outages = [Unavailable("Database unavailable")] * 3
-    real_get = log.get
+    real_claim = log.claim
 
-    async def flaky_get(message_id: str) -> DeliveryRecord | None:
+    async def flaky_claim(message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
         if outages:
             raise outages.pop()
-        return await real_get(message_id)
+        return await real_claim(message_id, owner, now, until)
 
-    log.get = flaky_get  # type: ignore[method-assign]
+    log.claim = flaky_claim  # type: ignore[method-assign]
     acks: list[int] = []
 
     async def ack() -> None:

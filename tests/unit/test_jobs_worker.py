@@ -187,7 +187,9 @@ def processor(
 ) -> tuple[JobProcessor, MemoryNotifier]:
     notifier = notifier or MemoryNotifier()
 
-    async def handler(_ctx: FlowContext, _queue: str, _name: str, _data: Any) -> dict[str, Any]:
+    async def handler(
+        _ctx: FlowContext, _queue: str, _name: str, _data: Any, _job_id: str
+    ) -> dict[str, Any]:
         if isinstance(result, Exception):
             raise result
         return result

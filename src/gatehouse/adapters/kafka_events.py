@@ -95,13 +95,15 @@ class KafkaPublisher:
             raise Unavailable(f"Kafka did not acknowledge {len(errors) + remaining} records")
 
     async def ping(self) -> None:
+        """A metadata round trip to a broker. In a thread of its own, not the producer's: a
+        publish waiting out an outage must not make readiness time out once Kafka is back, nor
+        probes pile up behind it (librdkafka handles are thread-safe)."""
         if self._producer is None:
             await self.start()
         producer = self._producer
         assert producer is not None
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, lambda: producer.list_topics(timeout=3))
+            await asyncio.to_thread(producer.list_topics, timeout=2.5)
         except KafkaException as exc:
             raise Unavailable("Kafka unavailable") from exc
 
@@ -115,9 +117,20 @@ class KafkaPublisher:
 
 class KafkaSource:
     """A consumer-group member on one topic. Offsets are committed per message after its ack, so
-    a crash redelivers what was not finished (consumers de-duplicate on the message id)."""
+    a crash redelivers what was not finished (consumers de-duplicate on the message id).
 
-    def __init__(self, bootstrap: str, group: str, topic: str, client_id: str):
+    `session_timeout_ms` is how long the group waits for a member that stopped answering (a
+    killed process) before its partitions go to the others: shorter than librdkafka's 45 s, so a
+    crashed courier's messages are taken over sooner."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        client_id: str,
+        session_timeout_ms: int = 10_000,
+    ):
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -126,6 +139,8 @@ class KafkaSource:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(session_timeout_ms // 4, 500),
             }
         )
         self._topic = topic
@@ -146,13 +161,23 @@ class KafkaSource:
                     continue
 
                 async def ack(msg: Any = msg) -> None:
-                    await loop.run_in_executor(
-                        self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
-                    )
+                    try:
+                        await loop.run_in_executor(
+                            self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
+                        )
+                    except KafkaException as exc:
+                        # The partition moved to another member (a rebalance) or the broker is
+                        # away: the message will be read again, and the record de-duplicates it.
+                        log.warning("offset not committed, it may be delivered again: %s", exc)
 
-                key = msg.key()
+                key, partition, offset = msg.key(), msg.partition(), msg.offset()
                 yield Delivery(
-                    msg.value() or b"", ack, key.decode(errors="replace") if key else None
+                    msg.value() or b"",
+                    ack,
+                    key.decode(errors="replace") if key else None,
+                    msg.topic() or "",
+                    -1 if partition is None else partition,
+                    -1 if offset is None else offset,
                 )
 
     async def close(self) -> None:

@@ -18,7 +18,17 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict
-from gatehouse.ports import Clock, Delivery, DeliveryRecord, OutboxRecord, Published
+from gatehouse.ports import (
+    FINAL,
+    QUEUED,
+    SENDING,
+    Claim,
+    Clock,
+    Delivery,
+    DeliveryRecord,
+    OutboxRecord,
+    Published,
+)
 
 
 @dataclass
@@ -214,6 +224,7 @@ class MemoryCodeStore:
     def __init__(self) -> None:
         self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
         self._fails: dict[tuple[str, str], tuple[int, float]] = {}
+        self._receipts: dict[tuple[str, str], float] = {}  # (purpose, receipt) -> deadline
 
     def _recent_fails(self, key: tuple[str, str]) -> int:
         count, until = self._fails.get(key, (0, 0.0))
@@ -237,7 +248,20 @@ class MemoryCodeStore:
             (purpose, subject), (code_hash, attempts, time.monotonic() + ttl_seconds)
         )
 
-    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
+    async def check(
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        *,
+        receipt: str | None = None,
+        receipt_ttl_seconds: int = 0,
+    ) -> CodeCheck:
+        now = time.monotonic()
+        if self._receipts:
+            self._receipts = {k: t for k, t in self._receipts.items() if t > now}
+        if receipt and (purpose, receipt) in self._receipts:
+            return CodeCheck.OK  # the same job presenting the same code again
         key = (purpose, subject)
         entry = self._codes.get(key)
         if entry is None or entry[2] <= time.monotonic():
@@ -247,6 +271,8 @@ class MemoryCodeStore:
         if same(stored, code_hash):
             del self._codes[key]
             self._fails.pop(key, None)
+            if receipt and receipt_ttl_seconds > 0:
+                self._receipts[(purpose, receipt)] = now + receipt_ttl_seconds
             return CodeCheck.OK
         self._fails[key] = (
             self._recent_fails(key) + 1,
@@ -295,8 +321,9 @@ class MemoryNotifier:
 
 
 class MemoryDeliveryLog:
-    """The courier's delivery records in a dict; events go to the database's outbox under its
-    lock, like one transaction."""
+    """The courier's delivery records in a dict. Each operation runs without yielding to the
+    event loop between its read and its write, so it is as atomic as the SQL statement; events go
+    to the database's outbox under its lock, like one transaction."""
 
     def __init__(self, db: MemoryDatabase | None = None) -> None:
         self.db = db or MemoryDatabase()
@@ -304,6 +331,35 @@ class MemoryDeliveryLog:
 
     async def get(self, message_id: str) -> DeliveryRecord | None:
         return self.records.get(message_id)
+
+    async def claim(self, message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
+        record = self.records.get(message_id)
+        if record is None:
+            record = DeliveryRecord(message_id, SENDING, None, 0, None, now, now, owner, until)
+            self.records[message_id] = record
+            return Claim(True, record)
+        takeable = record.status == QUEUED or (
+            record.status == SENDING
+            and (
+                record.lease_until is None
+                or record.lease_until <= now
+                or record.lease_owner == owner
+            )
+        )
+        if not takeable:
+            return Claim(False, record)
+        record = replace(
+            record, status=SENDING, lease_owner=owner, lease_until=until, updated_at=now
+        )
+        self.records[message_id] = record
+        return Claim(True, record)
+
+    async def release(self, message_id: str, owner: str, now: datetime) -> None:
+        record = self.records.get(message_id)
+        if record is not None and record.status == SENDING and record.lease_owner == owner:
+            self.records[message_id] = replace(
+                record, status=QUEUED, lease_owner=None, lease_until=None, updated_at=now
+            )
 
     async def record(
         self,
@@ -314,27 +370,45 @@ class MemoryDeliveryLog:
         error: str | None,
         event: OutboxMessage | None,
         now: datetime,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         async with self.db.lock:
             previous = self.records.get(message_id)
+            if previous is not None and (
+                previous.status in FINAL
+                or (status not in FINAL and owner is not None and previous.lease_owner != owner)
+            ):
+                return False
             created = previous.created_at if previous else now
+            keep = status not in FINAL and previous is not None  # a final status ends the lease
+            lease = (
+                (previous.lease_owner, previous.lease_until) if keep and previous else (None, None)
+            )
             self.records[message_id] = DeliveryRecord(
-                message_id, status, channel, attempts, error, created, now
+                message_id, status, channel, attempts, error, created, now, *lease
             )
             if event is not None:
                 self.db.tables.outbox.append((self.db.next_seq(), event, None))
+            return True
 
 
 class MemoryBus:
-    """The in-process stand-in for Kafka: the relay publishes, the courier consumes."""
+    """The in-process stand-in for Kafka: the relay publishes, the courier consumes. `topics`
+    get their queue at once (the others when first used), as Kafka topics are made at start."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Sequence[str] = ()) -> None:
         self._queues: dict[str, asyncio.Queue[Published]] = {}
         # The last records, for tests and debugging; bounded so a long-running serve does not grow.
         self.published: deque[Published] = deque(maxlen=10_000)
+        for topic in topics:
+            self._queue(topic)
 
     def _queue(self, topic: str) -> asyncio.Queue[Published]:
         return self._queues.setdefault(topic, asyncio.Queue())
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self._queues)
 
     async def start(self) -> None:
         return None
@@ -351,12 +425,13 @@ class MemoryBus:
         return None
 
     def source(self, topic: str) -> MemorySource:
-        return MemorySource(self._queue(topic))
+        return MemorySource(self._queue(topic), topic)
 
 
 class MemorySource:
-    def __init__(self, queue: asyncio.Queue[Published]):
-        self._queue = queue
+    def __init__(self, queue: asyncio.Queue[Published], topic: str = ""):
+        self._queue, self._topic = queue, topic
+        self._taken = 0  # what this source has read: its "offset", for dead-letter headers
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         while True:
@@ -366,7 +441,8 @@ class MemorySource:
             async def ack(done: Callable[[], None] = done) -> None:
                 done()
 
-            yield Delivery(record.value, ack, record.key)
+            self._taken += 1
+            yield Delivery(record.value, ack, record.key, self._topic, 0, self._taken - 1)
 
     async def close(self) -> None:
         return None

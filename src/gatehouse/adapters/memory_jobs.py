@@ -13,6 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gatehouse.errors import Unavailable
@@ -27,11 +28,14 @@ class _Entry:
     queue: str
     id: str
     name: str
-    data: Any  # dropped once the job is finished: it holds passwords, codes and tokens
+    # Dropped once the job completes: it holds passwords, codes and tokens. A failed job keeps
+    # it (in this process's memory only) so that it can be re-driven.
+    data: Any
     state: str = "waiting"
     result: dict[str, Any] | None = None
     failed_reason: str | None = None
     attempts_made: int = 0
+    finished_at: datetime | None = None
 
 
 class MemoryJobs:
@@ -82,8 +86,10 @@ class MemoryJobs:
 
     async def get(self, queue: str, job_id: str) -> JobState | None:
         entry = self._entries.get((queue, job_id))
-        if entry is None:
-            return None
+        return None if entry is None else self._state(entry)
+
+    @staticmethod
+    def _state(entry: _Entry) -> JobState:
         return JobState(
             id=entry.id,
             queue=entry.queue,
@@ -92,7 +98,28 @@ class MemoryJobs:
             result=copy.deepcopy(entry.result),
             failed_reason=entry.failed_reason,
             attempts_made=entry.attempts_made,
+            finished_at=entry.finished_at,
         )
+
+    async def failed(self, queue: str, limit: int = 100) -> list[JobState]:
+        found = [e for e in self._entries.values() if e.queue == queue and e.state == "failed"]
+        found.reverse()  # the newest first among those that failed at the same instant
+        found.sort(key=lambda e: e.finished_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return [self._state(e) for e in found[: max(limit, 1)]]
+
+    async def retry(self, queue: str, job_ids: Sequence[str] | None = None) -> list[str]:
+        if job_ids is None:
+            job_ids = [job.id for job in await self.failed(queue, len(self._entries))]
+        moved: list[str] = []
+        for job_id in job_ids:
+            entry = self._entries.get((queue, job_id))
+            if entry is None or entry.state != "failed":
+                continue
+            entry.state, entry.attempts_made, entry.failed_reason = "waiting", 0, None
+            entry.finished_at = None
+            self._queue(queue).put_nowait(entry)
+            moved.append(job_id)
+        return moved
 
     async def work(
         self, queues: Sequence[str], process: JobProcessor, stop: asyncio.Event, concurrency: int
@@ -147,7 +174,7 @@ class MemoryJobs:
             entry.attempts_made = attempt
             entry.failed_reason = str(exc) or type(exc).__name__
             if final:
-                entry.state, entry.data = "failed", None
+                entry.state, entry.finished_at = "failed", datetime.now(UTC)
                 log.error(
                     "job %s/%s failed after %d attempts (%s)",
                     entry.queue,
@@ -170,6 +197,7 @@ class MemoryJobs:
             return
         entry.attempts_made = attempt
         entry.state, entry.result, entry.data = "completed", result, None
+        entry.finished_at = datetime.now(UTC)
 
     def _retry_later(self, entry: _Entry, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -13,12 +13,21 @@ from gatehouse.errors import Unavailable
 # Atomic on the server: concurrent submissions of the right code see exactly one OK, and wrong
 # tries are counted without lost updates. Comparing HMACs (not codes) needs no constant time:
 # the attacker cannot compute the HMAC of a guess without the key.
-# KEYS: the code, the subject's wrong-try counter. A right code clears the counter; a wrong one
-# spends a try of this code and counts against every later code within the failure window.
+# KEYS: the code, the subject's wrong-try counter, the receipt. A right code clears the counter;
+# a wrong one spends a try of this code and counts against every later code within the failure
+# window. A receipt (ARGV[3] = '1') is checked first: the same job presenting the same code
+# again (its worker died after the check) is let through without touching the code.
 _CHECK = """
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 'ok' end
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h then return 'missing' end
-if h == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) return 'ok' end
+if h == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  if ARGV[3] == '1' and tonumber(ARGV[4]) > 0 then
+    redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+  end
+  return 'ok'
+end
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 local left = redis.call('HINCRBY', KEYS[1], 'a', -1)
@@ -67,9 +76,21 @@ class RedisCodeStore:
         keys = [self._key(purpose, subject)]
         await self._run(self._restore, keys, code_hash, attempts, ttl_seconds)
 
-    async def check(self, purpose: str, subject: str, code_hash: str) -> CodeCheck:
-        keys = [self._key(purpose, subject), self._fails(purpose, subject)]
-        result = await self._run(self._check, keys, code_hash, FAILURE_WINDOW_SECONDS)
+    async def check(
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        *,
+        receipt: str | None = None,
+        receipt_ttl_seconds: int = 0,
+    ) -> CodeCheck:
+        # The receipt is an HMAC chosen by the flow: fit for a key name.
+        receipt_key = f"{self._prefix}receipt:{purpose}:{receipt or '-'}"
+        keys = [self._key(purpose, subject), self._fails(purpose, subject), receipt_key]
+        use = "1" if receipt else "0"
+        args = (code_hash, FAILURE_WINDOW_SECONDS, use, max(receipt_ttl_seconds, 0))
+        result = await self._run(self._check, keys, *args)
         return CodeCheck(result.decode() if isinstance(result, bytes) else result)
 
     def _fails(self, purpose: str, subject: str) -> str:

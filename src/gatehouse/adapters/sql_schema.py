@@ -118,10 +118,13 @@ deliveries = Table(
     "deliveries",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("status", String(16), nullable=False),  # sending | sent | abandoned
+    Column("status", String(16), nullable=False),  # queued | sending | sent | abandoned
     Column("channel", String(32), nullable=True),  # the channel finally used (or last tried)
     Column("attempts", Integer, nullable=False),
     Column("last_error", String(200), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # While `sending`: the courier that holds the message, and until when (then anyone may).
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
 )

@@ -9,6 +9,9 @@ from typing import Any
 
 USER_EVENTS = "user-events"
 SEND_OTP = "send-otp"
+# Commands the courier could not process at all (unreadable, or failing for a reason that is not
+# the provider's), kept as they came with headers saying where from and why.
+SEND_OTP_DLQ = "send-otp.dlq"
 SOURCE = "gatehouse"
 
 REGISTERED = "gatehouse.user.registered"

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from gatehouse.config import Settings
-from gatehouse.entrypoints import admin, logs, processes
+from gatehouse.entrypoints import admin, job_admin, logs, processes
 from gatehouse.entrypoints.jobs import QUEUES
 from gatehouse.entrypoints.worker import worker_role
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
+app.add_typer(job_admin.jobs, name="jobs")
+db = typer.Typer(no_args_is_help=True, help="The database schema.")
+app.add_typer(db, name="db")
 
 
 def _settings() -> Settings:
@@ -95,6 +98,44 @@ def migrate() -> None:
             await engine.dispose()
 
     asyncio.run(main())
+
+
+@db.command("check")
+def db_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Is the schema at the newest migration, with every table and column? Exit 0 if so, 1 if
+    not (or the database cannot be reached). The same report as GET /health/schema."""
+    import json
+
+    from gatehouse.adapters import sql
+    from gatehouse.adapters.sql_migrations import SchemaReport, schema_report
+    from gatehouse.errors import Unavailable
+
+    settings = _settings()
+
+    async def main() -> SchemaReport:
+        engine = sql.create_engine(settings.database_url)
+        try:
+            return await schema_report(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(main())
+    except Unavailable as exc:
+        typer.echo(f"database unavailable: {exc.__cause__ or exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        status = "success" if report.ok else "error"
+        typer.echo(json.dumps({"status": status, "data": report.as_dict()}))
+    else:
+        typer.echo(f"current: {', '.join(report.current) or '(no revision)'}")
+        typer.echo(f"head: {', '.join(report.head)}")
+        typer.echo(f"missing tables: {', '.join(report.missing_tables) or 'none'}")
+        typer.echo(f"missing columns: {', '.join(report.missing_columns) or 'none'}")
+        typer.echo("schema ok" if report.ok else "schema NOT ok")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def ok(message: str, data: dict[str, Any] | None = None, user_id: str | None = N
     return result
 
 
-async def _verification(ctx: FlowContext, job: s.VerificationJob) -> Result:
+async def _verification(ctx: FlowContext, job: s.VerificationJob, job_id: str | None) -> Result:
     if job.purpose == "register":
         if job.channel != "email":
             raise InvalidInput("Sign-up codes are sent by email", errors=[_field("channel")])
@@ -50,7 +50,7 @@ async def _verification(ctx: FlowContext, job: s.VerificationJob) -> Result:
     return ok("Verification code sent", {"expires_in": ttl})
 
 
-async def _create_user(ctx: FlowContext, job: s.CreateUserJob) -> Result:
+async def _create_user(ctx: FlowContext, job: s.CreateUserJob, job_id: str | None) -> Result:
     user = await registration.create_user(
         ctx,
         email=str(job.email),
@@ -58,21 +58,23 @@ async def _create_user(ctx: FlowContext, job: s.CreateUserJob) -> Result:
         password=job.password,
         name=job.name,
         phone=job.phone,
+        # Run again after a worker died, the job finds the user its first run created.
+        job=f"create-user:{job_id}" if job_id else None,
     )
     return ok("User created", {"user": user}, user["id"])
 
 
-async def _verify_user(ctx: FlowContext, job: s.VerifyUserJob) -> Result:
+async def _verify_user(ctx: FlowContext, job: s.VerifyUserJob, job_id: str | None) -> Result:
     opened = await session.login(ctx, email=str(job.email), password=job.password)
     return ok("Logged in successfully", opened.as_data(), opened.user["id"])
 
 
-async def _read_user(ctx: FlowContext, job: s.ReadUserJob) -> Result:
+async def _read_user(ctx: FlowContext, job: s.ReadUserJob, job_id: str | None) -> Result:
     user = await profile.read(ctx, token=job.token)
     return ok("Profile", {"user": user}, user["id"])
 
 
-async def _update_user(ctx: FlowContext, job: s.UpdateUserJob) -> Result:
+async def _update_user(ctx: FlowContext, job: s.UpdateUserJob, job_id: str | None) -> Result:
     user = await profile.update(
         ctx,
         token=job.token,
@@ -85,19 +87,21 @@ async def _update_user(ctx: FlowContext, job: s.UpdateUserJob) -> Result:
     return ok("User updated successfully", {"user": user}, user["id"])
 
 
-async def _delete_user(ctx: FlowContext, job: s.DeleteUserJob) -> Result:
+async def _delete_user(ctx: FlowContext, job: s.DeleteUserJob, job_id: str | None) -> Result:
     user_id = await profile.delete(ctx, token=job.token, password=job.password)
     return ok("User deleted", {"user_id": user_id}, user_id)
 
 
-async def _recovery_request(ctx: FlowContext, job: s.RecoveryRequestJob) -> Result:
+async def _recovery_request(
+    ctx: FlowContext, job: s.RecoveryRequestJob, job_id: str | None
+) -> Result:
     ttl = await recovery.request(
         ctx, email=str(job.email) if job.email else None, phone=job.phone, channel=job.channel
     )
     return ok("If the account exists, a reset code has been sent", {"expires_in": ttl})
 
 
-async def _recovery_reset(ctx: FlowContext, job: s.RecoveryResetJob) -> Result:
+async def _recovery_reset(ctx: FlowContext, job: s.RecoveryResetJob, job_id: str | None) -> Result:
     user_id = await recovery.reset(
         ctx,
         otp=job.otp,
@@ -108,7 +112,7 @@ async def _recovery_reset(ctx: FlowContext, job: s.RecoveryResetJob) -> Result:
     return ok("Password reset; please log in again", {}, user_id)
 
 
-Handler = tuple[type[BaseModel], Callable[[FlowContext, Any], Awaitable[Result]]]
+Handler = tuple[type[BaseModel], Callable[[FlowContext, Any, str | None], Awaitable[Result]]]
 HANDLERS: dict[str, Handler] = {
     "verification": (s.VerificationJob, _verification),
     "create-user": (s.CreateUserJob, _create_user),
@@ -142,7 +146,9 @@ def refusal(exc: GatehouseError) -> Result:
     }
 
 
-async def handle_job(ctx: FlowContext, queue: str, name: str, data: Any) -> Result:
+async def handle_job(
+    ctx: FlowContext, queue: str, name: str, data: Any, job_id: str | None = None
+) -> Result:
     key = f"{queue}:{name}" if queue == "password-recovery" else queue
     handler = HANDLERS.get(key)
     if handler is None:
@@ -160,7 +166,7 @@ async def handle_job(ctx: FlowContext, queue: str, name: str, data: Any) -> Resu
         ]
         return refusal(InvalidInput("Some fields are invalid", errors=errors))
     try:
-        return await run(ctx, job)
+        return await run(ctx, job, job_id)
     except Unavailable:
         raise  # retried by the queue with backoff
     except GatehouseError as exc:

@@ -45,6 +45,9 @@ def courier_role(services: Services) -> Background:
         deliveries=services.delivery_log(),
         attempts=s.courier_attempts,
         first_backoff=s.courier_backoff_seconds,
+        dead_letters=services.dead_letters(),
+        lease=s.courier_lease_seconds,
+        retry_budget=s.courier_retry_budget_seconds,
     )
     return courier.run
 

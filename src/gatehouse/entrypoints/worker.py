@@ -18,7 +18,8 @@ from gatehouse.flows.context import FlowContext
 from gatehouse.ports import JobRun, Notifier
 
 log = logging.getLogger(__name__)
-Handler = Callable[[FlowContext, str, str, Any], Awaitable[dict[str, Any]]]
+# (context, queue, job name, data, job id)
+Handler = Callable[[FlowContext, str, str, Any, str], Awaitable[dict[str, Any]]]
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 GAVE_UP = "The job could not be completed; please try again later"
 
@@ -38,7 +39,7 @@ class JobProcessor:
 
     async def __call__(self, run: JobRun) -> dict[str, Any]:
         try:
-            result = await self._handler(self._ctx, run.queue, run.name, run.data)
+            result = await self._handler(self._ctx, run.queue, run.name, run.data, run.id)
         except Exception as exc:
             # Infrastructure failure: raise so the queue retries with backoff. The client hears
             # of it only when no retry is left.

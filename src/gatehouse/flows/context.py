@@ -55,6 +55,10 @@ class FlowContext:
     def code_hash(self, purpose: str, identifier: str, code: str) -> str:
         return keyed_hash(self.secrets.code_key, purpose, identifier, code)
 
+    def code_receipt(self, purpose: str, identifier: str, code: str, holder: str) -> str:
+        """What a job leaves when it spends a code (see `otp.consume_then`)."""
+        return keyed_hash(self.secrets.code_key, "receipt", purpose, identifier, code, holder)
+
     def blind_index(self, field: str, value: str) -> str:
         return keyed_hash(self.secrets.index_key, "index", field, value)
 

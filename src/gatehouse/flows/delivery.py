@@ -1,44 +1,52 @@
-"""The courier's use case: open a `send-otp` command, send it on its channel or, when that channel
-fails for good, on its fallbacks in order; retry what is transient; record the outcome with its
-event. Returns `sent`, `abandoned`, or `duplicate` for a command already handled."""
+"""The courier's use case: open a `send-otp` command, take its lease, send it on its channel or,
+when that channel fails for good, on its fallbacks in order; retry what is transient; record the
+outcome with its event. Returns `sent`, `abandoned`, `duplicate` for a command already handled, or
+`held` while another courier's live lease holds it; raises `Unreadable` for a command that cannot
+be opened at all, and `Unrecorded` when the outcome could not be written."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from asyncio import CancelledError
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gatehouse.domain import events
 from gatehouse.domain.crypto import DecryptionError, Keyring
-from gatehouse.domain.events import OutboxMessage
+from gatehouse.flows.delivery_record import NotRecorded, Outcome
 from gatehouse.ports import (
+    ABANDONED,
+    SENT,
     Channel,
     ChannelError,
     Clock,
     DeliveryLog,
-    DeliveryRecord,
     OutgoingMessage,
     Renderer,
 )
 
 log = logging.getLogger(__name__)
 
-SENDING, SENT, ABANDONED, DUPLICATE = "sending", "sent", "abandoned", "duplicate"
+LEASE = timedelta(seconds=60)
 PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
 MAX_ID = 36  # the `deliveries.id` column: a longer id cannot be recorded, so it is not trusted
-MAX_ERROR = 200
 
 
 class Undeliverable(Exception):
-    """The command can never be delivered (malformed, undecryptable code)."""
+    """The command, or one of its routes, can never be delivered (malformed, undecryptable)."""
 
     def __init__(self, reason: str, message_id: str | None = None, template: str = ""):
         super().__init__(reason)
         self.message_id, self.template = message_id, template
+
+
+class Unreadable(Undeliverable):
+    """The command itself cannot be opened: recorded abandoned when it has an id, and for the
+    courier to dead-letter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,7 @@ def parse(raw: bytes, keyring: Keyring) -> Command:
         routes = tuple(_route(e) for e in [command, *(command.get("fallbacks") or [])])
     except (ValueError, KeyError, TypeError, AttributeError, DecryptionError) as exc:
         reason = f"malformed command: {type(exc).__name__}"
-        raise Undeliverable(reason, message_id, template) from exc
+        raise Unreadable(reason, message_id, template) from exc
     return Command(message_id, template, variables, expires_at, routes)
 
 
@@ -108,69 +116,6 @@ def _message(
     return OutgoingMessage(id=command.id, channel=route.channel, to=to, subject=subject, body=body)
 
 
-class _NotRecorded:
-    """No delivery log: nothing is de-duplicated nor recorded (tools and tests)."""
-
-    async def get(self, message_id: str) -> DeliveryRecord | None:
-        return None
-
-    async def record(
-        self,
-        message_id: str,
-        status: str,
-        channel: str | None,
-        attempts: int,
-        error: str | None,
-        event: OutboxMessage | None,
-        now: datetime,
-    ) -> None:
-        return None
-
-
-@dataclass
-class _Outcome:
-    """What one command has gone through so far, and how it is written down."""
-
-    message_id: str
-    key: str
-    template: str
-    deliveries: DeliveryLog
-    clock: Clock
-    attempts: int = 0
-    channel: str | None = None
-    error: str | None = None
-
-    def failed(self, channel: str, reason: str) -> None:
-        self.channel, self.error = channel, f"{channel}: {reason}"[:MAX_ERROR]
-        log.warning("delivery %s on %s failed: %s", self.message_id, channel, reason)
-
-    async def progress(self) -> None:
-        await self.deliveries.record(
-            self.message_id, SENDING, self.channel, self.attempts, self.error, None, self.clock()
-        )
-
-    async def finish(self, status: str, reason: str | None = None) -> str:
-        now = self.clock()
-        data: dict[str, Any] = {
-            "message_id": self.message_id,
-            "channel": self.channel,
-            "template": self.template,
-        }
-        if reason is not None:
-            data["reason"] = reason[:MAX_ERROR]
-        kind = events.MESSAGE_SENT if status == SENT else events.MESSAGE_ABANDONED
-        event: OutboxMessage = events.user_event(kind, self.key, data, now)
-        error = self.error if status == SENT else (reason or self.error)
-        await self.deliveries.record(
-            self.message_id, status, self.channel, self.attempts, error, event, now
-        )
-        if status == SENT:
-            log.info("delivery %s sent via %s", self.message_id, self.channel)
-        else:
-            log.warning("delivery %s abandoned: %s", self.message_id, reason)
-        return status
-
-
 async def deliver(
     raw: bytes,
     *,
@@ -182,30 +127,63 @@ async def deliver(
     key: str | None = None,
     attempts: int = 1,
     first_backoff: float = 0.0,
+    owner: str | None = None,
+    lease: timedelta = LEASE,
 ) -> str:
     """Each channel gets up to `attempts` tries, `first_backoff` seconds apart and doubling,
     while its failures are transient; a permanent failure, or a channel still failing after
     its tries, moves to the next fallback. The event of the outcome is keyed by `key` (the
-    command's own record key), so it stays in order with the user's other events."""
-    store = deliveries or _NotRecorded()
+    command's own record key), so it stays in order with the user's other events.
+
+    `owner` names the courier in the lease it takes for `lease` (each call is its own owner
+    when none is given); the lease must outlast one provider call, and is renewed before each."""
+    store = deliveries or NotRecorded()
+    owner = owner or events.new_id()
     try:
         command = parse(raw, keyring)
-    except Undeliverable as exc:
+    except Unreadable as exc:
         if exc.message_id is None:
             log.warning("delivery abandoned: %s", exc)
-            return ABANDONED
-        outcome = _Outcome(exc.message_id, key or exc.message_id, exc.template, store, clock)
-        return await outcome.finish(ABANDONED, str(exc))
+        else:
+            outcome = Outcome(
+                exc.message_id, key or exc.message_id, exc.template, store, clock, owner, lease
+            )
+            # Nothing is sent, so a database outage here lets the whole command be tried again
+            # (`Unavailable`), until it is recorded and then dead-lettered.
+            await outcome.write(ABANDONED, str(exc))
+        raise
 
-    # De-duplication on the message id: Kafka may deliver the same command twice (a crash
-    # before the offset commit, a rebalance); a recorded outcome is final.
-    previous = await store.get(command.id)
-    if previous is not None and previous.status in (SENT, ABANDONED):
-        log.info("delivery %s already %s: not sent again", command.id, previous.status)
-        return DUPLICATE
-    outcome = _Outcome(command.id, key or command.id, command.template, store, clock)
-    outcome.attempts = previous.attempts if previous is not None else 0
+    # De-duplication and exclusion on the message id: Kafka may deliver the same command twice
+    # (a crash before the offset commit, a rebalance) or to two couriers; a recorded outcome is
+    # final, and a live lease means another courier is at it.
+    outcome = Outcome(command.id, key or command.id, command.template, store, clock, owner, lease)
+    answer = await outcome.claim()
+    if answer is not None:
+        return answer
+    try:
+        return await _send(command, outcome, keyring, renderer, channels, attempts, first_backoff)
+    except CancelledError:
+        # Stopped between provider calls: give the message back so the next courier needs not
+        # wait for the lease. Stopped during one, the provider may have taken it: the lease is
+        # left to expire, and the message to be retried (the at-least-once window below).
+        if outcome.holding and not outcome.sending:
+            try:
+                await outcome.release()
+            except Exception:  # the lease expires anyway
+                log.warning("delivery %s: lease not released", command.id)
+        raise
 
+
+async def _send(
+    command: Command,
+    outcome: Outcome,
+    keyring: Keyring,
+    renderer: Renderer,
+    channels: Mapping[str, Channel],
+    attempts: int,
+    first_backoff: float,
+) -> str:
+    clock, first = outcome.clock, True
     for route in command.routes:
         channel = channels.get(route.channel)
         if channel is None:
@@ -221,18 +199,33 @@ async def deliver(
             # Checked before every try: a code that arrives after it expired cannot work.
             if command.expires_at <= clock():
                 return await outcome.finish(ABANDONED, "expired before it could be sent")
+            # Renewed before every try but the first: after a backoff the lease may have run
+            # out and been taken, or an outcome recorded; then this courier stops here.
+            if not first and (lost := await outcome.claim()) is not None:
+                return lost
+            first = False
             outcome.attempts += 1
+            outcome.sending = True
             try:
                 await channel.send(message)
             except ChannelError as exc:
+                outcome.sending = False
                 outcome.failed(route.channel, str(exc))
                 if exc.permanent:
                     break
                 if attempt < attempts:
-                    await outcome.progress()
+                    if (lost := await outcome.progress()) is not None:
+                        return lost
                     await asyncio.sleep(backoff)
                     backoff *= 2
                 continue
+            # AT-LEAST-ONCE WINDOW. The provider has accepted the message; until the outcome
+            # below is committed, a crash (or a database that stays down past the courier's
+            # budget) leaves the lease to expire and the command unacknowledged, and whoever
+            # takes it next sends it again. SMTP and Twilio take no idempotency key, so this one
+            # window cannot be closed here: at most one extra copy per message in flight (one
+            # per courier process, which handles one message at a time).
+            outcome.sending = False
             outcome.channel = route.channel
             return await outcome.finish(SENT)
     return await outcome.finish(ABANDONED, outcome.error or "no route")

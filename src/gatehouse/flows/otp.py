@@ -115,15 +115,28 @@ async def consume_then(
     identifier: str,
     otp: str,
     action: Callable[[], Awaitable[T]],
+    holder: str | None = None,
 ) -> T:
     """Check and consume the code, then run `action`. If the action fails for an infrastructure
-    reason the code is put back, so the person can simply retry once we recover."""
+    reason the code is put back, so the person can simply retry once we recover.
+
+    `holder` names a job (queue and id). A job whose worker is killed after the check is run
+    again by the queue; the code is spent by then, so the check leaves a receipt bound to the
+    code and the holder, and the same holder presenting the same code passes again (and only
+    it: the receipt is an HMAC under the code key). The action must then be idempotent."""
     otp = otp.strip()
     if not looks_like_code(otp):
         raise InvalidCode()
     subject = ctx.code_subject(purpose, identifier)
     code_hash = ctx.code_hash(purpose, identifier, otp)
-    result = await ctx.codes.check(purpose, subject, code_hash)
+    receipt = ctx.code_receipt(purpose, identifier, otp, holder) if holder else None
+    result = await ctx.codes.check(
+        purpose,
+        subject,
+        code_hash,
+        receipt=receipt,
+        receipt_ttl_seconds=int(ctx.policy.code_ttl.total_seconds()),
+    )
     if result is not CodeCheck.OK:
         audit(f"code.{purpose}", "failure", factor="otp", reason=result.value)
         raise InvalidCode()

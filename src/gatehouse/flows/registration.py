@@ -149,9 +149,21 @@ async def verify(ctx: FlowContext, *, email: str, otp: str) -> dict[str, Any]:
 
 
 async def create_user(
-    ctx: FlowContext, *, email: str, otp: str, password: str, name: str, phone: str | None = None
+    ctx: FlowContext,
+    *,
+    email: str,
+    otp: str,
+    password: str,
+    name: str,
+    phone: str | None = None,
+    job: str | None = None,
 ) -> dict[str, Any]:
-    """Create a verified user from a sign-up code and the details, in one step."""
+    """Create a verified user from a sign-up code and the details, in one step.
+
+    `job` names the queue job doing it. A worker killed after the code check leaves the job to
+    run again, with its code spent; that run passes the check on the receipt the first one left
+    (see `otp.consume_then`). If the first run had committed, the second finds the user and
+    answers with it instead of a conflict: the job succeeds and the user exists once."""
     email = normalize_email(email)
     name = require_name(name)
     require_password(password, common=ctx.common_passwords)
@@ -161,7 +173,10 @@ async def create_user(
         password_hash = await ctx.hasher.hash(password)
         now = ctx.clock()
         async with ctx.uow() as uow:
-            if await uow.users.get_by_email(email) is not None:
+            existing = await uow.users.get_by_email(email)
+            if existing is not None:
+                if job is not None and await _made_by_this_sign_up(ctx, existing, password):
+                    return public_view(existing, phone_of(ctx, existing), reveal_phone=False)
                 raise Conflict("An account with this email already exists")
             pending = await uow.pending.get_by_email(email)
             user = User(
@@ -185,7 +200,19 @@ async def create_user(
             await uow.commit()
         return public_view(user, phone, reveal_phone=False)
 
-    return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
+    return await consume_then(
+        ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, holder=job
+    )
+
+
+async def _made_by_this_sign_up(ctx: FlowContext, user: User, password: str) -> bool:
+    """A job run again after its worker died: the code check passed on the receipt this job
+    left, so the code is this sign-up's, and the verified account with this email and this
+    very password is the one its first run committed (anyone else's would not match)."""
+    if user.email_verified_at is None:
+        return False
+    matches, _ = await ctx.hasher.verify(user.password_hash, password)
+    return matches
 
 
 async def _add_user(uow: UnitOfWork, user: User) -> None:

@@ -51,5 +51,10 @@ class SmtpChannel:
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx: the server will never take it; 4xx: try again later.
             raise ChannelError(f"SMTP {exc.code}", permanent=500 <= exc.code < 600) from exc
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # Refused at RCPT (550 no such mailbox, 451 greylisting): not a response exception
+            # itself, so classified by the recipient's own code rather than as "unreachable".
+            code = exc.recipients[0].code if exc.recipients else 0
+            raise ChannelError(f"SMTP {code}", permanent=500 <= code < 600) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise ChannelError(f"SMTP unreachable: {type(exc).__name__}", permanent=False) from exc

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from gatehouse import __version__
 from gatehouse.bootstrap import Services
-from gatehouse.entrypoints.api import auth, errors, health, jobs
+from gatehouse.entrypoints.api import admin, auth, errors, health, jobs
 from gatehouse.entrypoints.api.middleware import BodyLimit, SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -64,4 +64,5 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(admin.router)
     return app

@@ -25,6 +25,10 @@ def failure(
     message: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> JSON:
-    body = {"status": "error", "message": message, "code": code, "errors": errors or []}
+    body: dict[str, Any] = {"status": "error", "message": message, "code": code}
+    body["errors"] = errors or []
+    if data is not None:  # a report that failed (health) keeps its details in `data`
+        body["data"] = data
     return JSON(body, status_code=status, headers=headers)

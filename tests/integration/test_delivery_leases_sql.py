@@ -1,0 +1,124 @@
+"""The delivery lease in SQL, on SQLite, PostgreSQL and MariaDB alike: of many couriers claiming
+one message at once exactly one wins, whether the row is new (INSERT) or its lease has expired
+(UPDATE); a live lease is renewed only by its holder; the first outcome recorded stands."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
+from gatehouse.adapters.sql_schema import deliveries, outbox
+from gatehouse.domain import events
+from gatehouse.ports import Claim
+
+NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+MESSAGE = "aaaaaaaa-2222-3333-4444-555555555555"
+RACERS = 20
+
+
+async def race(log: SqlDeliveryLog, now: datetime) -> list[Claim]:
+    """RACERS couriers claim MESSAGE at the same moment, each on its own connection."""
+    start = asyncio.Event()
+
+    async def one(i: int) -> Claim:
+        await start.wait()
+        return await log.claim(MESSAGE, f"courier-{i}", now, now + LEASE)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(RACERS)]
+    await asyncio.sleep(0)
+    start.set()
+    return await asyncio.gather(*tasks)
+
+
+def winners(claims: list[Claim]) -> list[str]:
+    return [str(c.record.lease_owner) for c in claims if c.won]
+
+
+async def test_one_of_many_claims_on_a_new_message_wins(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    claims = await race(log, NOW)
+    [winner] = winners(claims)
+    # The losers read the winner's row: they know whom the message is left to, and until when.
+    assert {(c.record.lease_owner, c.record.lease_until) for c in claims} == {(winner, NOW + LEASE)}
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one() == 1
+    stored = await log.get(MESSAGE)
+    assert stored is not None and (stored.status, stored.attempts) == ("sending", 0)
+
+
+async def test_one_of_many_claims_on_an_expired_lease_wins(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    assert (await log.claim(MESSAGE, "crashed", NOW, NOW + LEASE)).won
+    await log.record(MESSAGE, "sending", "email", 2, "email: SMTP 451", None, NOW, "crashed")
+    later = NOW + LEASE + timedelta(microseconds=1)
+    claims = await race(log, later)
+    [winner] = winners(claims)
+    assert winner != "crashed"
+    stored = await log.get(MESSAGE)
+    assert stored is not None
+    assert (stored.lease_owner, stored.lease_until, stored.attempts) == (winner, later + LEASE, 2)
+
+
+async def test_a_live_lease_is_renewed_only_by_its_holder(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
+    just_before = NOW + LEASE - timedelta(microseconds=1)
+    lost = await log.claim(MESSAGE, "b", just_before, just_before + LEASE)
+    assert not lost.won and lost.record.lease_owner == "a"
+    renewed = await log.claim(MESSAGE, "a", just_before, just_before + LEASE)
+    assert renewed.won and renewed.record.lease_until == just_before + LEASE
+    # Progress is written by the holder only.
+    assert not await log.record(MESSAGE, "sending", "email", 1, "x", None, NOW, owner="b")
+    assert await log.record(MESSAGE, "sending", "email", 1, "email: SMTP 451", None, NOW, "a")
+    stored = await log.get(MESSAGE)
+    assert stored is not None and (stored.attempts, stored.lease_owner) == (1, "a")
+
+
+async def test_a_released_message_is_queued_and_anyone_takes_it(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
+    await log.release(MESSAGE, "b", NOW)  # not b's to give
+    assert not (await log.claim(MESSAGE, "b", NOW, NOW + LEASE)).won
+    await log.release(MESSAGE, "a", NOW)
+    stored = await log.get(MESSAGE)
+    assert stored is not None
+    assert (stored.status, stored.lease_owner, stored.lease_until) == ("queued", None, None)
+    assert (await log.claim(MESSAGE, "b", NOW, NOW + LEASE)).won
+
+
+async def test_the_first_outcome_stands_with_its_one_event(engine: AsyncEngine) -> None:
+    log = SqlDeliveryLog(engine)
+    assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
+    sent = events.user_event(events.MESSAGE_SENT, "u", {"message_id": MESSAGE}, NOW)
+    # A courier whose lease was taken over may still record what it did: the outcome is a fact.
+    assert await log.record(MESSAGE, "sent", "email", 1, None, sent, NOW, owner="b")
+    stored = await log.get(MESSAGE)
+    assert stored is not None
+    assert (stored.status, stored.lease_owner, stored.lease_until) == ("sent", None, None)
+    late = events.user_event(events.MESSAGE_ABANDONED, "u", {"message_id": MESSAGE}, NOW)
+    assert not await log.record(MESSAGE, "abandoned", "email", 5, "x", late, NOW, owner="a")
+    assert not await log.record(MESSAGE, "sending", "email", 5, "x", None, NOW)
+    final = await log.claim(MESSAGE, "c", NOW + 2 * LEASE, NOW + 3 * LEASE)
+    assert not final.won and final.record.status == "sent"
+    async with engine.connect() as conn:
+        ids = (await conn.execute(select(outbox.c.id))).scalars().all()
+    assert ids == [sent.id]
+
+
+async def test_many_couriers_claiming_many_messages_split_them(engine: AsyncEngine) -> None:
+    """Each of 10 messages claimed by 4 couriers at once: one winner per message, no error."""
+    log = SqlDeliveryLog(engine)
+    ids = [f"bbbbbbbb-0000-0000-0000-{i:012d}" for i in range(10)]
+    claims = await asyncio.gather(
+        *(log.claim(m, f"courier-{c}", NOW, NOW + LEASE) for m in ids for c in range(4))
+    )
+    won = [
+        (m, claim.won) for m, claim in zip([m for m in ids for _ in range(4)], claims, strict=True)
+    ]
+    for m in ids:
+        assert [w for mid, w in won if mid == m].count(True) == 1
