@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 RESULTS = Path(__file__).parent / "results" / "enumeration_timing.json"
-PASSWORD = "correct horse battery staple"  # noqa: S105 - the benchmark accounts' password
+PASSWORD = "correct horse battery staple"
 CODE = re.compile(rb"code is: (\d{6})")
 
 
