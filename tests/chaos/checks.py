@@ -79,7 +79,8 @@ def half_written(snap: Snapshot) -> list[str]:
 
     A registration writes the pending row, one `send-otp` command and one `registered` event in
     one transaction; a verification writes the user, one `verified` event and deletes the
-    pending row in one transaction; the courier writes one outcome event per message."""
+    pending row in one transaction; the courier writes one outcome event per message. (For
+    sign-ups by register and verify-otp: a `create-user` job writes no `send-otp` command.)"""
     problems: list[str] = []
     registered = Counter(r["key"] for r in snap.of_type(events.REGISTERED))
     codes = Counter(r["key"] for r in snap.send_otp if r["payload"]["template"] == "verify-email")

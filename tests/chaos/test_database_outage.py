@@ -1,7 +1,7 @@
 """The database restarted, then its connections cut (issue 5), under `gatehouse serve` on a
 PostgreSQL cluster of the test's own: 503 (never 500) while it is stopped, no half-written user,
 and recovery without restarting Gatehouse; after a cut the pool's pre-ping replaces the dead
-connections before any request sees one. Jobs that failed meanwhile are retried to completion."""
+connections before any request sees one. Jobs submitted meanwhile all complete."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ STOPPED_FOR = 10.0
 CUTTING_FOR = 5.0
 RECOVERY_DEADLINE = 60.0  # a bound on waiting, not a target
 JOBS = 5
-# Jobs go in this long before the restart: their retries (1 s, 2 s, 4 s apart) span it. Not
-# earlier: python bullmq 3.4 on redis-py 8 loses a delayed retry due more than 5 s ahead (its
-# blocking wait outlasts redis-py's default 5 s socket timeout), reported with this test.
+# Jobs go in this long before the restart, so that retries 1 s, 2 s and 4 s apart span it. Not
+# earlier: python bullmq 3.4's blocking wait for work (up to 10 s) outlasts redis-py 8's default
+# 5 s socket timeout, so a retry due more than 5 s ahead waits minutes and an idle worker takes a
+# new job only seconds late (reported with this test; the fix belongs to the worker's connection).
 JOBS_BEFORE_RESTART = 3.0
 KILL_BACKENDS = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -114,7 +115,7 @@ async def test_database_restarted_then_connections_cut(
     gatehouse_serve: ServeFactory,
     chaos_report: Callable[[str], None],
 ) -> None:
-    # Enough tries for a job to outlive the outage with BullMQ's exponential backoff.
+    # More tries than the outage needs, with BullMQ's exponential backoff.
     serve: Serve = gatehouse_serve(
         own_postgres.url,
         chaos_redis,
