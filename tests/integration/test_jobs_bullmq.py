@@ -252,3 +252,25 @@ async def test_lock_and_stalled_check_settings_reach_the_bullmq_workers(
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (defaults.job_lock_duration_ms, defaults.job_stalled_interval_ms) == (30_000, 30_000)
     assert defaults.job_max_stalled_count == 1
+
+
+async def test_a_retry_due_later_than_redis_pys_socket_timeout_still_runs(
+    redis_url: str, queue: str, workers: list[Running]
+) -> None:
+    """redis-py cuts calls after 5 s unless told otherwise, which once stranded retries due more
+    than 5 s later: the worker's blocking connections get a longer socket timeout."""
+    slow = BullmqJobs(redis_url, attempts=2, backoff_ms=7000)
+    tries: list[int] = []
+
+    async def process(run: JobRun) -> dict[str, Any]:
+        tries.append(run.attempt)
+        if run.attempt == 1:
+            raise ConnectionError("first try fails")
+        return {"success": True, "message": "second try", "data": {}}
+
+    workers.append(Running(redis_url, queue, process))
+    job_id = await slow.submit(queue, "later", {}, job_id=unique("job"))
+    state = await finished(slow, queue, job_id)
+    await slow.close()
+    assert state.state == "completed"
+    assert tries == [1, 2]

@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bullmq import Job, Worker
 from bullmq.custom_errors import UnrecoverableError
@@ -23,6 +24,17 @@ from gatehouse.domain.crypto import Keyring
 from gatehouse.ports import JobProcessor, JobRun
 
 log = logging.getLogger(__name__)
+# The worker waits for jobs with blocking Redis calls of up to 10 s; redis-py closes any call
+# after its socket timeout (5 s by default), which made idle workers pick jobs up seconds late
+# and left retries due more than 5 s later waiting forever. Give its connections longer.
+BLOCKING_SOCKET_TIMEOUT = 30
+
+
+def with_socket_timeout(url: str, seconds: int) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "socket_timeout"]
+    query.append(("socket_timeout", str(seconds)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _attempts(job: Job) -> int:
@@ -48,7 +60,7 @@ class BullmqWorkers:
         max_stalled_count: int = 1,
         keyring: Keyring | None = None,
     ):
-        self._url = redis_url
+        self._url = with_socket_timeout(redis_url, BLOCKING_SOCKET_TIMEOUT)
         self._options: dict[str, Any] = {
             "lockDuration": lock_duration_ms,
             "stalledInterval": stalled_interval_ms,
