@@ -111,3 +111,21 @@ def body_of(message: Message) -> str:
     if isinstance(part, bytes):
         return part.decode()
     return str(message.get_payload())
+
+
+def courier_group_at_end(bootstrap_servers: str, group: str, topic: str = "send-otp") -> None:
+    """Commit `group`'s offsets at the end of `topic`, so a test's courier skips every earlier
+    run's commands on the shared broker (a fresh broker has no topic yet: nothing to skip)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+        if marks:
+            consumer.commit(offsets=marks, asynchronous=False)
+    finally:
+        consumer.close()

@@ -30,7 +30,7 @@ from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, parse_secrets
 from gatehouse.ports import Published
-from tests.conftest import MailSink, free_port, unique
+from tests.conftest import MailSink, courier_group_at_end, free_port, unique
 from tests.e2e.stack import Role, Stack
 from tests.integration.conftest import create_database, drop_database
 
@@ -100,26 +100,11 @@ def couriers(database: str, kafka_bootstrap: str, sink: Sink, tmp_path: Path) ->
         GATEHOUSE_LOG_LEVEL="WARNING",
     )
     ensure_topics(kafka_bootstrap, bootstrap.TOPICS, 3, 1)
-    start_at_the_end(kafka_bootstrap, stack.env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+    courier_group_at_end(kafka_bootstrap, stack.env["GATEHOUSE_KAFKA_COURIER_GROUP"])
     try:
         yield stack
     finally:
         stack.stop()
-
-
-def start_at_the_end(bootstrap_servers: str, group: str) -> None:
-    """The shared `send-otp` holds every earlier run's commands: the group skips them."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
-    try:
-        topic = events.SEND_OTP
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = [
-            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-            for p in partitions
-        ]
-        consumer.commit(offsets=marks, asynchronous=False)
-    finally:
-        consumer.close()
 
 
 def end_offsets(bootstrap_servers: str) -> dict[int, int]:

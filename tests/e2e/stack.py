@@ -27,7 +27,7 @@ import redis
 
 from gatehouse.config import DEFAULT_RATE_LIMITS
 from gatehouse.domain.crypto import generate_secrets_document
-from tests.conftest import MailSink, body_of, free_port, unique
+from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 CODE = re.compile(r"code is: (\d{6})")
@@ -138,6 +138,7 @@ class Stack:
                 {**DEFAULT_RATE_LIMITS, "otp_recipient": "10/minute;50/hour"}
             ),
         }
+        courier_group_at_end(kafka, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
         return cls(tmp, env, document)
 
     def start(self, name: str, command: str, port: int | None = None) -> Role:

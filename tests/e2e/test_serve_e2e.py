@@ -19,7 +19,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.conftest import MailSink, body_of, free_port, unique
+from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
 from tests.integration.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +112,7 @@ async def test_register_mail_verify_login_profile_and_events(
         "GATEHOUSE_SECRETS_FILE": str(tmp_path / "secrets.json"),
         "GATEHOUSE_KAFKA_COURIER_GROUP": unique("e2e-courier"),
     }
+    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
     process = start_serve(env, tmp_path)
     try:
         wait_ready(base, process, tmp_path / "serve.log")
