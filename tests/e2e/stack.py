@@ -138,7 +138,8 @@ class Stack:
                 {**DEFAULT_RATE_LIMITS, "otp_recipient": "10/minute;50/hour"}
             ),
         }
-        courier_group_at_end(kafka, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+        if kafka:  # stacks without Kafka run the in-process bus: nothing to skip
+            courier_group_at_end(kafka, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
         return cls(tmp, env, document)
 
     def start(self, name: str, command: str, port: int | None = None) -> Role:
