@@ -138,8 +138,9 @@ async def journey(client: httpx.AsyncClient, mail: Mailbox, tally: Tally) -> Non
                 "completed",
                 "failed",
             ):
-                ok = state.json()["data"]["result"]["success"]
-                tally.statuses[f"job result {'ok' if ok else 'refused'}"] += 1
+                result = state.json()["data"]["result"]
+                outcome = "ok" if result["success"] else f"refused {result.get('code')}"
+                tally.statuses[f"job result {outcome}"] += 1
                 break
             await asyncio.sleep(0.05)
         else:
