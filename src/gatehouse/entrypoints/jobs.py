@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gatehouse.domain.tokens import TokenError
 from gatehouse.entrypoints import job_schemas as s
 from gatehouse.errors import GatehouseError, InvalidInput, Unavailable
 from gatehouse.flows import profile, recovery, registration, session
@@ -174,7 +175,7 @@ async def handle_job(
         token = getattr(job, "token", None)
         if token:  # the account the refusal concerns, so its own sockets may hear of it
             # A forged or expired token gets no user room at all.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TokenError):
                 result["user_id"] = ctx.tokens.verify(token, ctx.clock()).sub
         return result
 

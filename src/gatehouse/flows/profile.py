@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatehouse.domain import events
+from gatehouse.domain.tokens import TokenError
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidCredentials, InvalidInput, InvalidToken
 from gatehouse.flows.audit import audit
@@ -19,7 +20,7 @@ async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
     (logout, password change, reuse detection) and the account still exists."""
     try:
         claims = ctx.tokens.verify(token, ctx.clock())
-    except Exception as exc:
+    except TokenError as exc:
         audit("token", "failure", factor="access_token", reason="invalid")
         raise InvalidToken() from exc
     user = await uow.users.get(claims.sub)

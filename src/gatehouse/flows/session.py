@@ -8,7 +8,7 @@ from typing import Any
 
 from gatehouse.domain import events
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
-from gatehouse.domain.tokens import RefreshToken, TokenError, hash_refresh_token, new_refresh_token
+from gatehouse.domain.tokens import RefreshToken, hash_refresh_token, new_refresh_token
 from gatehouse.domain.users import User, normalize_email, public_view
 from gatehouse.errors import InvalidCredentials, InvalidToken, RateLimited
 from gatehouse.flows.audit import audit
@@ -172,14 +172,6 @@ async def announce_revoked(ctx: FlowContext, user_id: str, reason: str) -> None:
         await ctx.notifier.emit(f"user:{user_id}", "session.revoked", {"reason": reason})
     except Exception as exc:
         log.warning("could not push session.revoked: %s", type(exc).__name__)
-
-
-def authenticate(ctx: FlowContext, token: str) -> str:
-    """The user id an access token speaks for, or `InvalidToken`."""
-    try:
-        return ctx.tokens.verify(token, ctx.clock()).sub
-    except TokenError as exc:
-        raise InvalidToken() from exc
 
 
 async def _open_session(
