@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    # HTTP worker processes of `gatehouse api` (0: one per core). Each binds the port with
+    # SO_REUSEPORT, so the kernel spreads connections across them. With more than one, Socket.IO
+    # clients must use the websocket transport (long-polling needs sticky sessions).
+    api_workers: int = Field(default=1, ge=0)
     log_level: str = "INFO"
     log_json: bool = False
 

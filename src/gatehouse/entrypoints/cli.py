@@ -37,9 +37,8 @@ def serve() -> None:
 
 @app.command()
 def api() -> None:
-    """The HTTP api (and Socket.IO) only."""
-    settings = _settings()
-    processes.run(lambda: processes.serve_http(settings, []))
+    """The HTTP api (and Socket.IO) only; GATEHOUSE_API_WORKERS processes."""
+    processes.serve_api(_settings())
 
 
 @app.command()

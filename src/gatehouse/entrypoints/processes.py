@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
 from gatehouse.adapters.sql_migrations import upgrade
-from gatehouse.bootstrap import Services, build
+from gatehouse.bootstrap import Services, build, load_secrets
 from gatehouse.config import Settings
 from gatehouse.entrypoints.api import sockets
 from gatehouse.entrypoints.api.app import Background, create_app
@@ -71,9 +76,32 @@ class _Server(uvicorn.Server):
             self._captured_signals.clear()
 
 
-async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: every api worker binds its own, and the kernel spreads
+    incoming connections across them evenly (a shared accept queue favours whichever is idle
+    first, and a single busy worker starves the rest)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def serve_http(
+    settings: Settings,
+    roles: Sequence[Callable[[Services], Background]],
+    *,
+    prepared: bool = False,
+) -> None:
+    """One HTTP process. `prepared`: a supervisor migrated and created the topics already (N
+    workers must not race to migrate) and the port is shared with sibling workers."""
     services = build(settings)
-    await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
+    if not prepared:
+        await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
     background = [sockets.sockets_role(services), *(role(services) for role in roles)]
     # Socket.IO at /socket.io around the FastAPI app (create_app stays plain for tests).
     app = sockets.mount(create_app(services, background=background))
@@ -87,7 +115,84 @@ async def serve_http(settings: Settings, roles: Sequence[Callable[[Services], Ba
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    await _Server(config).serve()
+    sockets_ = [listening_socket(settings.host, settings.port)] if prepared else None
+    await _Server(config).serve(sockets=sockets_)
+
+
+WORKER_ENV = "GATEHOUSE_API_WORKER"  # set by the supervisor on the processes it starts
+
+
+def api_workers(settings: Settings) -> int:
+    return settings.api_workers or os.cpu_count() or 1
+
+
+def serve_api(settings: Settings) -> None:
+    """`gatehouse api`: one process, or a supervisor of `GATEHOUSE_API_WORKERS` processes."""
+    if os.environ.get(WORKER_ENV) == "1":
+        run(lambda: serve_http(settings, [], prepared=True))
+        return
+    workers = api_workers(settings)
+    if workers == 1:
+        run(lambda: serve_http(settings, []))
+        return
+    load_secrets(settings)  # generated once here in development, not raced for by N workers
+
+    async def prepare_once() -> None:
+        services = build(settings)
+        try:
+            await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
+        finally:
+            await services.aclose()
+
+    run(prepare_once)
+    env = {**os.environ, WORKER_ENV: "1"}
+    if "GATEHOUSE_HASH_WORKERS" not in os.environ:
+        # Hashes are CPU-bound: together the workers run one per core, not one per core each.
+        env["GATEHOUSE_HASH_WORKERS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    raise SystemExit(Supervisor([sys.executable, "-m", "gatehouse", "api"], env, workers).run())
+
+
+class Supervisor:
+    """Keeps `count` copies of a command running; SIGTERM or SIGINT is passed on to them and the
+    supervisor exits once they have drained (with the worst exit code). A worker that dies on
+    its own is started again, after a pause if it dies young (a crash loop must not spin)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], count: int):
+        self.command = command
+        self.env = env
+        self.count = count
+        self.stopping = False
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        # Our own interpreter and module, no shell: nothing outside comes into the command.
+        return subprocess.Popen(self.command, env=self.env)  # noqa: S603
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self) -> int:
+        self.children = [self._start() for _ in range(self.count)]
+        started = [time.monotonic()] * self.count
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        log.info("api supervisor: %d workers (pids %s)", self.count, [c.pid for c in self.children])
+        while not self.stopping:
+            time.sleep(0.2)
+            for i, child in enumerate(self.children):
+                code = child.poll()
+                if code is None or self.stopping:
+                    continue
+                log.error("api worker %d exited with %s; starting another", child.pid, code)
+                if time.monotonic() - started[i] < 5:
+                    time.sleep(1)
+                self.children[i] = self._start()
+                started[i] = time.monotonic()
+        codes = [child.wait() for child in self.children]
+        return max((abs(c) for c in codes), default=0)
 
 
 async def run_roles(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gatehouse.bootstrap import Services
-from gatehouse.entrypoints.api.deps import services
+from gatehouse.entrypoints.api.deps import services, services_of
 from gatehouse.entrypoints.api.responses import JSON, success
 from gatehouse.entrypoints.api.schemas import ERRORS
 from gatehouse.entrypoints.job_admin import describe
@@ -27,7 +27,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 async def require_admin(request: Request, credentials: Credentials) -> None:
-    expected = services(request).settings.admin_token.get_secret_value()
+    expected = services_of(request).settings.admin_token.get_secret_value()
     if not expected:
         raise NotFound("Not Found")  # the same answer as a path that does not exist
     given = credentials.credentials if credentials is not None else ""

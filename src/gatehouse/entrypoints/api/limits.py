@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from fastapi import Request
 
-from gatehouse.entrypoints.api.deps import services
+from gatehouse.entrypoints.api.deps import services_of
 from gatehouse.errors import RateLimited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -31,7 +31,7 @@ def client_ip(request: Request) -> str:
     """The peer address, or, behind trusted proxies, the right-most forwarded address that is
     not itself a trusted proxy (the left-most entries are whatever the client claimed)."""
     peer = request.client.host if request.client else "unknown"
-    networks = _networks(tuple(services(request).settings.trusted_proxies))
+    networks = _networks(tuple(services_of(request).settings.trusted_proxies))
     if not networks or not _trusted(peer, networks):
         return peer
     forwarded = request.headers.get("x-forwarded-for", "")
@@ -45,7 +45,7 @@ def client_ip(request: Request) -> str:
 async def guard(request: Request, action: str, account: str | None = None) -> None:
     """Count this request against `<action>_ip` and, when given, `<action>_account`; 429 with
     Retry-After once either is exhausted."""
-    svc = services(request)
+    svc = services_of(request)
     limiter = svc.ctx.limiter
     wait = await limiter.hit(f"{action}_ip", svc.ctx.blind_index("ip", client_ip(request)))
     if not wait and account:
