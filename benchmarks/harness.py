@@ -170,6 +170,22 @@ def rss_mb(pid: int, tree: bool = True) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """User plus system CPU time a process (and its children) has used: CPU per request is a
+    steadier figure than requests a second on a machine shared with the load generator."""
+    pids = [pid]
+    if tree:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pids += [int(c) for c in children]
+    ticks = 0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 WRK_DONE = """
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.adapters import sql
@@ -29,6 +30,7 @@ from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_
 from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryFailureCounter
 from gatehouse.adapters.memory_jobs import MemoryJobs
 from gatehouse.adapters.password_list import load_common_passwords
+from gatehouse.adapters.pg import PgDatabase
 from gatehouse.adapters.ratelimit import LimitsRateLimiter
 from gatehouse.adapters.redis_codes import RedisCodeStore
 from gatehouse.adapters.redis_throttle import RedisFailureCounter
@@ -49,6 +51,7 @@ from gatehouse.ports import (
     Jobs,
     JobWorker,
     OutboxStore,
+    UnitOfWork,
 )
 
 log = logging.getLogger(__name__)
@@ -204,6 +207,22 @@ def build_jobs(settings: Settings, keyring: Keyring | None = None) -> tuple[Jobs
     return memory, memory
 
 
+def units_of_work(
+    settings: Settings, engine: AsyncEngine
+) -> tuple[Callable[[], UnitOfWork], Callable[[], UnitOfWork], PgDatabase | None]:
+    """The flows' storage: asyncpg straight on PostgreSQL (the requests' hot path), SQLAlchemy
+    on SQLite and MariaDB/MySQL."""
+    if make_url(settings.database_url).get_backend_name() == "postgresql":
+        database = PgDatabase(settings.database_url, settings.database_pool_size)
+        return database.uow, database.reader, database
+    reading = sql.autocommit(engine)
+    return (
+        lambda: sql.SqlUnitOfWork(engine),
+        lambda: sql.SqlUnitOfWork(reading, read_only=True),
+        None,
+    )
+
+
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Services:
     secrets = load_secrets(settings)
     engine = sql.create_engine(settings.database_url, settings.database_pool_size)
@@ -245,8 +264,10 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         settings.rate_limits, settings.redis_url, pool=redis.connection_pool if redis else None
     )
     failures: FailureCounter = RedisFailureCounter(redis) if redis else MemoryFailureCounter()
+    units, readers, pg_database = units_of_work(settings, engine)
     ctx = FlowContext(
-        uow=lambda: sql.SqlUnitOfWork(engine),
+        uow=units,
+        read_uow=readers,
         codes=codes,
         hasher=hasher,
         clock=clock,
@@ -289,6 +310,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     if settings.kafka_bootstrap_servers:
         services.checks["kafka"] = publisher.ping
     services._closers.append(engine.dispose)
+    if pg_database is not None:
+        services._closers.append(pg_database.close)
 
     async def _close_hasher() -> None:
         hasher.close()

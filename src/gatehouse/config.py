@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     log_json: bool = False
 
     database_url: str = "sqlite+aiosqlite:///./gatehouse.db"
-    database_pool_size: int = 10
+    database_pool_size: int = 20
     redis_url: str = ""
     kafka_bootstrap_servers: str = ""
     kafka_topic_partitions: int = 3

@@ -19,6 +19,10 @@ Clock = Callable[[], datetime]
 
 class Users(Protocol):
     async def get(self, user_id: str) -> User | None: ...
+    async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
+        """The user, unless that session (refresh-token family) was revoked: one read, as
+        every request with an access token makes it."""
+
     async def get_by_email(self, email: str) -> User | None: ...
     async def get_by_phone_index(self, phone_index: str) -> User | None: ...
     async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gatehouse.adapters import sql
+from gatehouse.adapters.pg import PgDatabase
 from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.adapters.sql_schema import metadata
+from gatehouse.ports import UnitOfWork
 from tests.conftest import service_env, unique
 
-BACKENDS = ["sqlite", "postgres", "mariadb"]
+# "postgres-asyncpg": the same PostgreSQL, with the flows' units of work on the asyncpg adapter
+# (adapters/pg.py) instead of SQLAlchemy's.
+BACKENDS = ["sqlite", "postgres", "mariadb", "postgres-asyncpg"]
+Units = Callable[[], UnitOfWork]
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -45,7 +50,7 @@ def create_database(
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp / unique('contract')}.db"
     else:
-        admin = service_env("POSTGRES_URL" if backend == "postgres" else "MARIADB_URL")
+        admin = service_env("MARIADB_URL" if backend == "mariadb" else "POSTGRES_URL")
         name = unique("gh_test")
         asyncio.run(_admin(admin, f"CREATE DATABASE {name}"))
         url = make_url(admin).set(database=name).render_as_string(hide_password=False)
@@ -61,12 +66,30 @@ def drop_database(url: str, admin: str | None) -> None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(
+def backend_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> Iterator[tuple[str, str]]:
+    """(backend, url of its migrated database)."""
     url, admin = create_database(request.param, tmp_path_factory.mktemp(request.param))
-    yield url
+    yield request.param, url
     drop_database(url, admin)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend_database: tuple[str, str]) -> str:
+    return backend_database[1]
+
+
+@pytest.fixture
+async def units(backend_database: tuple[str, str], engine: AsyncEngine) -> AsyncIterator[Units]:
+    """New units of work on the backend, from the adapter that serves it."""
+    backend, url = backend_database
+    if backend == "postgres-asyncpg":
+        database = PgDatabase(url, pool_size=5)
+        yield database.uow
+        await database.close()
+    else:
+        yield lambda: sql.SqlUnitOfWork(engine)
 
 
 @pytest.fixture

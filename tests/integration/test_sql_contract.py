@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.adapters import sql
+from gatehouse.adapters.pg import PgDatabase
 from gatehouse.adapters.sql_migrations import revisions
 from gatehouse.adapters.sql_schema import metadata, outbox, users
 from gatehouse.domain import events
@@ -18,6 +19,7 @@ from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict, Unavailable
 from gatehouse.ports import OutboxRecord
+from tests.integration.conftest import Units, create_database, drop_database
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -52,47 +54,51 @@ async def test_migrations_at_head_with_every_table_and_column(engine: AsyncEngin
         assert {c.name for c in table.columns} <= found[table.name], table.name
 
 
-async def test_users_round_trip_with_aware_microsecond_times(engine: AsyncEngine) -> None:
+async def test_users_round_trip_with_aware_microsecond_times(
+    engine: AsyncEngine, units: Units
+) -> None:
     user = a_user(phone_ciphertext="v1.k.abc", phone_index="f" * 64, image="https://x/y.png")
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         await uow.users.add(user)
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         assert await uow.users.get(user.id) == user
         assert await uow.users.get_by_email(user.email) == user
         assert await uow.users.get_by_email("nobody@example.com") is None
     changed = user.with_changes(name="Renamed", updated_at=NOW + timedelta(seconds=1))
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         await uow.users.update(changed)
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         stored = await uow.users.get(user.id)
     assert stored == changed and stored is not None and stored.updated_at.tzinfo is not None
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         await uow.users.delete(user.id)
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         assert await uow.users.get(user.id) is None
 
 
 @pytest.mark.parametrize("clash", ["email", "phone_index"])
-async def test_duplicate_email_or_phone_is_a_conflict(engine: AsyncEngine, clash: str) -> None:
+async def test_duplicate_email_or_phone_is_a_conflict(
+    engine: AsyncEngine, units: Units, clash: str
+) -> None:
     first = a_user(1, phone_index="a" * 64)
     second = a_user(2, phone_index="b" * 64).with_changes(**{clash: getattr(first, clash)})
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         await uow.users.add(first)
         await uow.commit()
     with pytest.raises(Conflict):
-        async with sql.SqlUnitOfWork(engine) as uow:
+        async with units() as uow:
             await uow.users.add(second)
             await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         assert await uow.users.get(second.id) is None
 
 
-async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine) -> None:
+async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine, units: Units) -> None:
     with pytest.raises(RuntimeError):
-        async with sql.SqlUnitOfWork(engine) as uow:
+        async with units() as uow:
             await uow.users.add(a_user())
             await uow.outbox.add(events.user_event(events.VERIFIED, a_user().id, {}, NOW))
             raise RuntimeError("boom")
@@ -101,7 +107,9 @@ async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine) -> None:
         assert (await conn.execute(select(outbox))).all() == []
 
 
-async def test_pending_registration_is_replaced_for_the_same_email(engine: AsyncEngine) -> None:
+async def test_pending_registration_is_replaced_for_the_same_email(
+    engine: AsyncEngine, units: Units
+) -> None:
     def pending(name: str) -> PendingRegistration:
         return PendingRegistration(
             id="p-1",
@@ -113,19 +121,19 @@ async def test_pending_registration_is_replaced_for_the_same_email(engine: Async
         )
 
     for name in ("First", "Second"):
-        async with sql.SqlUnitOfWork(engine) as uow:
+        async with units() as uow:
             await uow.pending.put(pending(name))
             await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         stored = await uow.pending.get_by_email("p@example.com")
         assert stored == pending("Second")
         await uow.pending.delete("p-1")
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         assert await uow.pending.get_by_email("p@example.com") is None
 
 
-async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine) -> None:
+async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine, units: Units) -> None:
     def token(n: int, family: str) -> RefreshToken:
         return RefreshToken(
             id=f"t-{n}",
@@ -137,25 +145,27 @@ async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine) -> 
             family_expires_at=NOW + timedelta(days=2),
         )
 
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         for n, family in ((1, "f-a"), (2, "f-a"), (3, "f-b")):
             await uow.refresh_tokens.add(token(n, family))
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         assert await uow.refresh_tokens.mark_used("t-1", NOW) is True
         assert await uow.refresh_tokens.mark_used("t-1", NOW) is False
         assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 2
         assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 0
         assert await uow.refresh_tokens.revoke_user("u-1", NOW) == 1
         await uow.commit()
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         stored = await uow.refresh_tokens.get_by_hash(f"{1:064d}")
     assert stored is not None and stored.used_at == NOW and stored.revoked_at == NOW
 
 
-async def test_outbox_claims_in_order_and_marks_published(engine: AsyncEngine) -> None:
+async def test_outbox_claims_in_order_and_marks_published(
+    engine: AsyncEngine, units: Units
+) -> None:
     messages = [events.user_event(events.VERIFIED, f"u-{i}", {"n": i}, NOW) for i in range(7)]
-    async with sql.SqlUnitOfWork(engine) as uow:
+    async with units() as uow:
         for message in messages:
             await uow.outbox.add(message)
         await uow.commit()
@@ -181,8 +191,8 @@ async def test_outbox_claims_in_order_and_marks_published(engine: AsyncEngine) -
     assert await store.prune(NOW + timedelta(seconds=1)) == 7
 
 
-async def test_two_relays_never_publish_a_row_twice(engine: AsyncEngine) -> None:
-    async with sql.SqlUnitOfWork(engine) as uow:
+async def test_two_relays_never_publish_a_row_twice(engine: AsyncEngine, units: Units) -> None:
+    async with units() as uow:
         for i in range(60):
             await uow.outbox.add(events.user_event(events.VERIFIED, f"u-{i % 3}", {"n": i}, NOW))
         await uow.commit()
@@ -203,7 +213,10 @@ async def test_two_relays_never_publish_a_row_twice(engine: AsyncEngine) -> None
     assert published == list(range(60))  # and in order, so each user's events stay ordered
 
 
-async def test_unreachable_database_is_unavailable(database_url: str) -> None:
+async def test_unreachable_database_is_unavailable(
+    backend_database: tuple[str, str],
+) -> None:
+    backend, database_url = backend_database
     if database_url.startswith("sqlite"):
         url = "sqlite+aiosqlite:////nonexistent-dir/x.db"
     else:
@@ -213,9 +226,136 @@ async def test_unreachable_database_is_unavailable(database_url: str) -> None:
 
         url = make_url(database_url).set(port=free_port()).render_as_string(hide_password=False)
     engine = sql.create_engine(url)
+    native = PgDatabase(url, pool_size=1)
+    new_uow = native.uow if backend == "postgres-asyncpg" else lambda: sql.SqlUnitOfWork(engine)
     try:
         with pytest.raises(Unavailable):
-            async with sql.SqlUnitOfWork(engine) as uow:
+            async with new_uow() as uow:
                 await uow.users.get("x")
     finally:
         await engine.dispose()
+        await native.close()
+
+
+async def test_signed_in_user_until_the_session_is_revoked(
+    engine: AsyncEngine, units: Units
+) -> None:
+    user = a_user()
+    token = RefreshToken(
+        id="t-1",
+        family_id="f-1",
+        user_id=user.id,
+        token_hash="1" * 64,
+        created_at=NOW,
+        expires_at=NOW + timedelta(days=1),
+        family_expires_at=NOW + timedelta(days=2),
+    )
+    async with units() as uow:
+        await uow.users.add(user)
+        await uow.refresh_tokens.add(token)
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.users.get_signed_in(user.id, "f-1") == user
+        assert await uow.users.get_signed_in(user.id, "another-session") == user
+        assert await uow.users.get_signed_in("nobody", "f-1") is None
+        assert await uow.refresh_tokens.family_revoked("f-1") is False
+        assert await uow.refresh_tokens.revoke_family("f-1", NOW) == 1
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.users.get_signed_in(user.id, "f-1") is None
+        assert await uow.refresh_tokens.family_revoked("f-1") is True
+        assert await uow.users.get_signed_in(user.id, "another-session") == user
+
+
+async def test_encrypted_not_under_finds_old_key_prefixes_oldest_first(
+    engine: AsyncEngine, units: Units
+) -> None:
+    old = [
+        a_user(i, phone_ciphertext=f"v1.old.{i}", created_at=NOW + timedelta(seconds=i))
+        for i in (3, 1, 2)
+    ]
+    new = a_user(4, phone_ciphertext="v1.new.4")
+    async with units() as uow:
+        for user in [*old, new, a_user(5)]:
+            await uow.users.add(user)
+        await uow.commit()
+    async with units() as uow:
+        found = await uow.users.encrypted_not_under("v1.new.", 2)
+    assert [u.id for u in found] == [a_user(1).id, a_user(2).id]
+
+
+async def test_read_only_units_read_but_cannot_commit(
+    backend_database: tuple[str, str], engine: AsyncEngine, units: Units
+) -> None:
+    backend, url = backend_database
+    async with units() as uow:
+        await uow.users.add(a_user())
+        await uow.commit()
+    native = PgDatabase(url, pool_size=1)
+    reading = sql.autocommit(engine)
+    reader = (
+        native.reader
+        if backend == "postgres-asyncpg"
+        else (lambda: sql.SqlUnitOfWork(reading, read_only=True))
+    )
+    try:
+        async with reader() as uow:
+            assert await uow.users.get(a_user().id) == a_user()
+            with pytest.raises(RuntimeError, match="read-only"):
+                await uow.commit()
+    finally:
+        await native.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, admin = create_database("postgres", tmp_path_factory.mktemp("cut"))
+    yield url
+    drop_database(url, admin)
+
+
+@pytest.mark.parametrize("adapter", ["sqlalchemy", "asyncpg"])
+async def test_a_connection_cut_while_idle_costs_no_unit_of_work(
+    postgres_url: str, adapter: str
+) -> None:
+    """Without pre-ping, the first statement of a unit finds the dead pooled connection and the
+    unit carries on on a new one: nothing fails. (Cut with PostgreSQL's pg_terminate_backend.)"""
+    url = postgres_url
+    engine = sql.create_engine(url)
+    native = PgDatabase(url, pool_size=5)
+    units = native.uow if adapter == "asyncpg" else lambda: sql.SqlUnitOfWork(engine)
+    try:
+        await _cut_while_idle(url, units)
+    finally:
+        await engine.dispose()
+        await native.close()
+
+
+async def _cut_while_idle(url: str, units: Units) -> None:
+    async with units() as uow:
+        await uow.users.delete(a_user().id)
+        await uow.users.add(a_user())
+        await uow.commit()
+    async with units() as uow:  # the pool now holds a used connection
+        assert await uow.users.get(a_user().id) is not None
+    admin = sql.create_engine(url)
+    try:
+        async with admin.connect() as conn:
+            killed = (
+                await conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).scalar_one()
+    finally:
+        await admin.dispose()
+    assert killed > 0
+    await asyncio.sleep(0.2)
+    for _ in range(3):
+        async with units() as uow:
+            assert await uow.users.get(a_user().id) == a_user()
+        async with units() as uow:
+            await uow.outbox.add(events.user_event(events.VERIFIED, a_user().id, {}, NOW))
+            await uow.commit()

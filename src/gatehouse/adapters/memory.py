@@ -65,6 +65,12 @@ class MemoryUsers(_Repo):
     async def get(self, user_id: str) -> User | None:
         return self._t.users.get(user_id)
 
+    async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
+        revoked = any(
+            t.family_id == session_id and t.revoked_at is not None for t in self._t.tokens.values()
+        )
+        return None if revoked else self._t.users.get(user_id)
+
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._t.users.values() if u.email == email), None)
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, event, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import bindparam, delete, event, exists, func, insert, select, update
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
 
 from gatehouse.adapters.sql_schema import outbox, pending_registrations, refresh_tokens, users
 from gatehouse.domain.events import OutboxMessage
@@ -22,13 +24,19 @@ from gatehouse.errors import Conflict, Unavailable
 from gatehouse.ports import Clock, OutboxRecord
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # No pre-ping (two round trips on every checkout): units of work replace a connection that
+    # died while idle on their first statement (`SqlUnitOfWork.execute`).
+    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs = {"connect_args": {"timeout": 30}}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        # Overflow connections are opened for a burst and closed when returned: under steady
+        # load above the pool size that is a new connection (and server process) per request.
+        # A pool as large as the process's usual concurrency keeps them; the overflow is a
+        # margin, and past it a request waits for a connection rather than adding load.
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size // 2, pool_recycle=1800)
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     engine = create_async_engine(parsed, **kwargs)
@@ -56,8 +64,26 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
+class Executor(Protocol):
+    """What repositories run statements on: a connection, or a unit of work (which replaces a
+    dead pooled connection on its first statement)."""
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> CursorResult[Any]: ...
+
+
+# Built once: composing a statement costs more Python than sending it (the hot path's reads).
+_USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_SIGNED_IN_USER = _USER_BY_ID.where(
+    ~exists()
+    .where(refresh_tokens.c.family_id == bindparam("session_id"))
+    .where(refresh_tokens.c.revoked_at.is_not(None))
+)
+
+
 class SqlUsers:
-    def __init__(self, conn: AsyncConnection):
+    def __init__(self, conn: Executor):
         self._conn = conn
 
     async def _one(self, where: Any) -> User | None:
@@ -65,7 +91,13 @@ class SqlUsers:
         return None if row is None else User(**row._mapping)
 
     async def get(self, user_id: str) -> User | None:
-        return await self._one(users.c.id == user_id)
+        row = (await self._conn.execute(_USER_BY_ID, {"user_id": user_id})).first()
+        return None if row is None else User(**row._mapping)
+
+    async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
+        params = {"user_id": user_id, "session_id": session_id}
+        row = (await self._conn.execute(_SIGNED_IN_USER, params)).first()
+        return None if row is None else User(**row._mapping)
 
     async def get_by_email(self, email: str) -> User | None:
         return await self._one(users.c.email == email)
@@ -102,7 +134,7 @@ class SqlUsers:
 
 
 class SqlPending:
-    def __init__(self, conn: AsyncConnection):
+    def __init__(self, conn: Executor):
         self._conn = conn
 
     async def get_by_email(self, email: str) -> PendingRegistration | None:
@@ -135,7 +167,7 @@ class SqlPending:
 
 
 class SqlRefreshTokens:
-    def __init__(self, conn: AsyncConnection):
+    def __init__(self, conn: Executor):
         self._conn = conn
 
     async def add(self, token: RefreshToken) -> None:
@@ -181,7 +213,7 @@ class SqlRefreshTokens:
 
 
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection):
+    def __init__(self, conn: Executor):
         self._conn = conn
 
     async def add(self, message: OutboxMessage) -> None:
@@ -196,31 +228,71 @@ class SqlOutbox:
         )
 
 
-class SqlUnitOfWork:
-    """One connection, one transaction; repositories share it."""
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's pool, with connections that run outside transactions: for read-only units
+    of work (make it once; it is a new object each time)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def __init__(self, engine: AsyncEngine):
-        self._engine = engine
+
+class SqlUnitOfWork:
+    """One connection, one transaction; repositories share it. `read_only`: no transaction at
+    all (autocommit), for a flow that makes a single read: BEGIN and ROLLBACK would be two of
+    its three round trips."""
+
+    def __init__(self, engine: AsyncEngine, read_only: bool = False):
+        self._engine = engine  # with `read_only`, an `autocommit(engine)`
+        self._read_only = read_only
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
+        await self._connect()
+        self._fresh = True
+        self.users = SqlUsers(self)
+        self.pending = SqlPending(self)
+        self.refresh_tokens = SqlRefreshTokens(self)
+        self.outbox = SqlOutbox(self)
+        return self
+
+    async def _connect(self) -> None:
+        self._conn = None
         try:
             self._conn = await self._engine.connect()
-            await self._conn.begin()
+            if not self._read_only:
+                await self._conn.begin()
         except Exception as exc:
             if self._conn is not None:
                 await self._conn.close()
             if _unavailable(exc):
                 raise Unavailable("Database unavailable") from exc
             raise
-        self.users = SqlUsers(self._conn)
-        self.pending = SqlPending(self._conn)
-        self.refresh_tokens = SqlRefreshTokens(self._conn)
-        self.outbox = SqlOutbox(self._conn)
-        return self
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        """Runs a statement. A pooled connection that died while idle (database restarted,
+        connections cut) fails the unit's first statement, before anything of the unit ran or
+        could commit: it is replaced and the statement sent again. This is what pre-ping would
+        give, without its two round trips on every checkout."""
+        assert self._conn is not None
+        if not self._fresh:
+            return await self._conn.execute(statement, parameters)
+        self._fresh = False
+        try:
+            return await self._conn.execute(statement, parameters)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # SQLAlchemy invalidated the connection and, with it, every pooled one as old.
+        with contextlib.suppress(Exception):
+            await self._conn.close()
+        await self._connect()
+        assert self._conn is not None
+        return await self._conn.execute(statement, parameters)
 
     async def commit(self) -> None:
         assert self._conn is not None
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         await self._conn.commit()
 
     async def __aexit__(
@@ -228,7 +300,8 @@ class SqlUnitOfWork:
     ) -> None:
         assert self._conn is not None
         try:
-            await self._conn.rollback()  # no-op after commit; undoes everything otherwise
+            if not self._read_only:
+                await self._conn.rollback()  # no-op after commit; undoes everything otherwise
             await self._conn.close()
         except Exception:  # noqa: S110 - the connection is gone; the original error matters
             pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -18,6 +18,7 @@ CLOCK_SKEW = timedelta(seconds=5)
 REFRESH_PREFIX = "rt_"
 # Headers that would let a token name its own verification key: never honoured.
 FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
+VERIFIED_CACHE_SIZE = 4096  # about 1 MB of checked tokens per process
 
 
 class TokenError(Exception):
@@ -71,6 +72,11 @@ class AccessTokens:
         self._issuer, self._audience, self._ttl = issuer, audience, ttl
         self._algorithms = list(algorithms)
         self._hs256 = hs256_secret
+        # Tokens whose signature and claims were already checked, by their exact text: a
+        # client presents one token many times, and the signature check is most of the cost of
+        # an authenticated read. Only time is judged again on every use. The keys cannot change
+        # under a running process, so a cached answer is the answer a new check would give.
+        self._verified: dict[str, tuple[AccessClaims, datetime]] = {}
 
     def issue(self, user_id: str, session_id: str, now: datetime) -> tuple[str, AccessClaims]:
         exp = now + self._ttl
@@ -98,6 +104,21 @@ class AccessTokens:
         return token, AccessClaims(user_id, str(claims["jti"]), session_id, exp)
 
     def verify(self, token: str, now: datetime) -> AccessClaims:
+        cached = self._verified.get(token)
+        if cached is None:
+            cached = self._check(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = cached
+        claims, nbf = cached
+        if claims.exp <= now:
+            raise TokenError("expired")
+        if nbf > now + CLOCK_SKEW:  # nodes' clocks drift a little: do not refuse fresh tokens
+            raise TokenError("not yet valid")
+        return claims
+
+    def _check(self, token: str) -> tuple[AccessClaims, datetime]:
+        """Everything but time: the claims and not-before of a well-signed access token."""
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
@@ -129,15 +150,12 @@ class AccessTokens:
         if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
             raise TokenError("not an access token")
         try:
-            exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
-            nbf = datetime.fromtimestamp(claims["nbf"], tz=now.tzinfo)
+            exp = datetime.fromtimestamp(claims["exp"], tz=UTC)
+            nbf = datetime.fromtimestamp(claims["nbf"], tz=UTC)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TokenError("bad time claims") from exc
-        if exp <= now:
-            raise TokenError("expired")
-        if nbf > now + CLOCK_SKEW:  # nodes' clocks drift a little: do not refuse fresh tokens
-            raise TokenError("not yet valid")
-        return AccessClaims(claims["sub"], claims["jti"], str(claims.get("sid", "")), exp)
+        sid = str(claims.get("sid", ""))
+        return AccessClaims(claims["sub"], claims["jti"], sid, exp), nbf
 
     def jwks(self) -> dict[str, Any]:
         keys = []

@@ -47,6 +47,12 @@ class FlowContext:
     failures: FailureCounter
     # The common-password list (bootstrap loads the shipped one); empty means no list check.
     common_passwords: Container[str] = frozenset()
+    # Units of work that only read (no transaction); None: `uow` serves reads too.
+    read_uow: Callable[[], UnitOfWork] | None = None
+
+    def reader(self) -> UnitOfWork:
+        """A unit of work for a flow that reads and never commits."""
+        return (self.read_uow or self.uow)()
 
     def code_subject(self, purpose: str, identifier: str) -> str:
         """Codes are filed under an HMAC of the recipient: no emails or phones in Redis keys."""

@@ -23,15 +23,15 @@ async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
     except TokenError as exc:
         audit("token", "failure", factor="access_token", reason="invalid")
         raise InvalidToken() from exc
-    user = await uow.users.get(claims.sub)
-    if user is None or await uow.refresh_tokens.family_revoked(claims.sid):
+    user = await uow.users.get_signed_in(claims.sub, claims.sid)
+    if user is None:
         audit("token", "failure", factor="access_token", user_id=claims.sub, reason="revoked")
         raise InvalidToken()
     return user
 
 
 async def read(ctx: FlowContext, *, token: str) -> dict[str, Any]:
-    async with ctx.uow() as uow:
+    async with ctx.reader() as uow:
         user = await current_user(ctx, uow, token)
     return public_view(user, phone_of(ctx, user))
 
