@@ -373,3 +373,50 @@ class TestClockInjection:
             tokens.verify(token, issued_at + TTL)
         with pytest.raises(TokenError):
             tokens.verify(token, issued_at - timedelta(minutes=1))  # not yet valid
+
+
+class TestVerifiedCache:
+    """A token checked once is not checked again, but time still is, and only the exact text
+    of a good token is remembered."""
+
+    def test_a_cached_token_still_expires(self) -> None:
+        tokens = access_tokens([signing_key("k1")])
+        issued_at = now()
+        token, claims = tokens.issue("user-1", "family-1", issued_at)
+        assert tokens.verify(token, issued_at) == claims
+        assert tokens.verify(token, issued_at + TTL - timedelta(seconds=1)) == claims
+        with pytest.raises(TokenError):
+            tokens.verify(token, issued_at + TTL)
+
+    def test_a_cached_token_is_not_yet_valid_before_its_nbf(self) -> None:
+        tokens = access_tokens([signing_key("k1")])
+        issued_at = now()
+        token, _ = tokens.issue("user-1", "family-1", issued_at)
+        tokens.verify(token, issued_at)
+        with pytest.raises(TokenError):
+            tokens.verify(token, issued_at - timedelta(seconds=30))
+
+    def test_a_tampered_copy_of_a_cached_token_is_refused(self) -> None:
+        tokens = access_tokens([signing_key("k1")])
+        token, _ = tokens.issue("user-1", "family-1", now())
+        tokens.verify(token, now())
+        header, payload, signature = token.split(".")
+        forged = json.loads(b64d(payload))
+        forged["sub"] = "someone-else"
+        tampered = f"{header}.{b64e(json.dumps(forged).encode())}.{signature}"
+        with pytest.raises(TokenError):
+            tokens.verify(tampered, now())
+        with pytest.raises(TokenError):
+            tokens.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"), now())
+
+    def test_the_cache_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import gatehouse.domain.tokens as module
+
+        monkeypatch.setattr(module, "VERIFIED_CACHE_SIZE", 3)
+        tokens = access_tokens([signing_key("k1")])
+        issued = [tokens.issue(f"user-{i}", "family", now())[0] for i in range(5)]
+        for token in issued:
+            tokens.verify(token, now())
+        assert len(tokens._verified) == 3
+        assert list(tokens._verified) == issued[2:]  # the oldest went first
+        assert tokens.verify(issued[0], now()).sub == "user-0"  # checked again, not refused

@@ -191,8 +191,10 @@ class Supervisor:
                     time.sleep(1)
                 self.children[i] = self._start()
                 started[i] = time.monotonic()
-        codes = [child.wait() for child in self.children]
-        return max((abs(c) for c in codes), default=0)
+        # A worker still starting when the signal came dies by it: that is a stop, not a failure.
+        stopped = (-signal.SIGTERM, -signal.SIGINT)
+        codes = [0 if code in stopped else abs(code) for code in (c.wait() for c in self.children)]
+        return max(codes, default=0)
 
 
 async def run_roles(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
