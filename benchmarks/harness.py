@@ -135,6 +135,8 @@ def bench_stack(extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
             )
             stack.env.update(
                 {
+                    # As deployed: migrated beforehand (below), never at start-up.
+                    "GATEHOUSE_ENV": "production",
                     "GATEHOUSE_RATE_LIMITS": "{}",
                     "GATEHOUSE_LOG_LEVEL": "WARNING",
                     **(extra_env or {}),
@@ -218,7 +220,7 @@ def wrk(
                 "wrk",
                 f"-t{threads}",
                 f"-c{connections}",
-                f"-d{seconds}s",
+                f"-d{max(1, round(seconds))}s",
                 "--timeout",
                 "30s",
                 "-s",

@@ -19,12 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatehouse.adapters import sql
 from gatehouse.adapters.bullmq_jobs import BullmqJobs
 from gatehouse.adapters.bullmq_workers import BullmqWorkers
-from gatehouse.adapters.courier.console import ConsoleChannel
-from gatehouse.adapters.courier.sendgrid import SendGridChannel
-from gatehouse.adapters.courier.smtp import SmtpChannel
 from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
-from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryFailureCounter
@@ -139,7 +134,11 @@ def load_secrets(settings: Settings) -> Secrets:
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
-    """The courier's channels by name (`email`, `sms`, `whatsapp`), from configuration."""
+    """The courier's channels by name (`email`, `sms`, `whatsapp`), from configuration. The
+    providers' SDKs are imported only when configured (SendGrid's alone is 8 MB per process)."""
+    from gatehouse.adapters.courier.console import ConsoleChannel
+    from gatehouse.adapters.courier.smtp import SmtpChannel
+
     s = settings
     channels: dict[str, Channel] = {}
     provider = s.email_provider or ("smtp" if s.smtp_url else "")
@@ -148,6 +147,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=smtp needs GATEHOUSE_SMTP_URL")
         channels["email"] = SmtpChannel(s.smtp_url, s.mail_from, s.smtp_timeout_seconds)
     elif provider == "sendgrid":
+        from gatehouse.adapters.courier.sendgrid import SendGridChannel
+
         if not s.sendgrid_api_key:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=sendgrid needs GATEHOUSE_SENDGRID_API_KEY")
         channels["email"] = SendGridChannel(
@@ -162,6 +163,9 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=console is for development only")
         channels["email"] = ConsoleChannel("console")
     twilio = bool(s.twilio_account_sid and s.twilio_auth_token)
+    from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
+    from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
+
     for name, kind, sender in (
         ("sms", TwilioSmsChannel, s.twilio_sms_from),
         ("whatsapp", TwilioWhatsAppChannel, s.twilio_whatsapp_from),

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,8 +15,16 @@ from gatehouse.adapters.sql import _unavailable
 from gatehouse.adapters.sql_schema import metadata
 from gatehouse.errors import Unavailable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: 12 MB that an api worker (migrated by its supervisor,
+# or by `gatehouse migrate`) would otherwise hold for nothing.
+
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "gatehouse:migrations")
     config.set_main_option("version_table", "alembic_version")
@@ -30,6 +34,8 @@ def alembic_config() -> Config:
 def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    from alembic import command
+
     command.upgrade(config, revision)
 
 
@@ -41,10 +47,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 @cache
 def code_heads() -> tuple[str, ...]:
     """The head revision(s) of the shipped migrations (read once: they do not change)."""
+    from alembic.script import ScriptDirectory
+
     return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 
 
 def _revisions(connection: Connection) -> dict[str, Any]:
+    from alembic.runtime.migration import MigrationContext
+
     current = MigrationContext.configure(connection).get_current_heads()
     return {"current": sorted(current), "head": list(code_heads())}
 
