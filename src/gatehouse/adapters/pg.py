@@ -77,6 +77,16 @@ def _placeholders(count: int) -> str:
     return ", ".join(f"${i}" for i in range(1, count + 1))
 
 
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg resets every connection given back to the pool with a round trip (unlisten,
+    advisory unlock, RESET ALL, close cursors). Units of work use none of those, and end their
+    transaction before giving the connection back (asyncpg still rolls back an open one
+    without this query): the documented way to skip it is an empty reset query."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PgDatabase:
     """An asyncpg pool, opened on first use (building the services does no I/O)."""
 
@@ -102,6 +112,7 @@ class PgDatabase:
                         max_size=self._size,
                         max_inactive_connection_lifetime=300,
                         timeout=10,
+                        connection_class=_Connection,
                     )
         connection: asyncpg.Connection = await self._pool.acquire(timeout=30)
         return connection

@@ -45,6 +45,9 @@ def create_app(
         version=__version__,
         summary="User onboarding and identity: registration with codes, login, profiles.",
         lifespan=lifespan,
+        # Gatehouse configures no OpenTelemetry; with it on, FastAPI looks for a provider
+        # (reading the environment) on every request: 4 % of a refresh.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     settings = services.settings
