@@ -183,8 +183,8 @@ async def test_database_restarted_then_connections_cut(
         )
         recovery = client.reset()
 
-        # Connections cut while idle: pre-ping replaces each dead pooled connection on checkout,
-        # so not one request fails.
+        # Connections cut while idle: a unit of work whose pooled connection is dead replaces
+        # it on its first statement, so not one request fails.
         await checks.bounded(20, [(lambda e=e: client.login(e)) for e in before * 2])
         killed_idle = int(await asyncio.to_thread(own_postgres.sql, KILL_BACKENDS))
         await checks.bounded(20, [(lambda e=e: client.login(e)) for e in before * 2])
@@ -288,7 +288,7 @@ async def test_database_restarted_then_connections_cut(
     for route, calls in stopped.items():
         assert set(calls.statuses) == {503}, (route, calls.statuses, calls.samples)
     assert set(stopped) == {"register", "verify", "login", "/health/ready", "/health/schema"}
-    # Pre-ping: a cut while idle costs no request anything.
+    # A cut while idle costs no request anything.
     assert killed_idle > 0
     assert after_idle_cut["login"].statuses == {200: 4 * len(before)}, after_idle_cut[
         "login"
