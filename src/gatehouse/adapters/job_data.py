@@ -52,10 +52,23 @@ def seal(data: Any, keyring: Keyring, queue: str, job_id: str) -> Any:
     return _walk(data, one)
 
 
+def _sealed_in(data: Any) -> bool:
+    if isinstance(data, dict):
+        return any(
+            (isinstance(v, str) and v.startswith(SEALED)) if k in SECRET_FIELDS else _sealed_in(v)
+            for k, v in data.items()
+        )
+    if isinstance(data, list):
+        return any(_sealed_in(v) for v in data)
+    return False
+
+
 def unseal(data: Any, keyring: Keyring, queue: str, job_id: str) -> Any:
     """The job's data as its producer gave it (a re-driven job). A value that does not open
     (tampered, or sealed for another job) is left sealed: the job is then refused, not run
-    with someone else's secret."""
+    with someone else's secret. Data with nothing sealed (every first run) is returned as is."""
+    if not _sealed_in(data):
+        return data
 
     def one(field: str, value: Any) -> Any:
         if not (isinstance(value, str) and value.startswith(SEALED)):

@@ -6,13 +6,17 @@ Embedded, the one in-process server emits directly."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
 
 import socketio
 
+from gatehouse.adapters.redis_pipeline import PipelinedRedis
+
 CHANNEL = "gatehouse-socketio"
+log = logging.getLogger(__name__)
 
 
 def _wire_log() -> logging.Logger:
@@ -36,13 +40,38 @@ def socket_server(redis_url: str, cors_origins: list[str]) -> socketio.AsyncServ
     )
 
 
+class PipelinedPublisher(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped library
+    """python-socketio's write-only Redis manager, publishing on a pipelined connection: the
+    PUBLISH is written and the emit returns, without waiting for Redis to answer (a job's
+    completion, written next on the same connection, comes after it all the same). A publish
+    that fails is logged; python-socketio's own only logged it too."""
+
+    def __init__(self, redis_url: str):
+        super().__init__(redis_url, channel=CHANNEL, write_only=True, logger=_wire_log())
+        self._pipe = PipelinedRedis(redis_url)
+
+    async def _publish(self, data: Any) -> None:
+        reply = await self._pipe.submit("PUBLISH", self.channel, self.json.dumps(data))
+        reply.add_done_callback(_published)
+
+    async def aclose(self) -> None:
+        await self._pipe.aclose()
+
+
+def _published(reply: asyncio.Future[Any]) -> None:
+    if not reply.cancelled() and reply.exception() is not None:
+        log.warning("Socket.IO push not published (%s)", type(reply.exception()).__name__)
+
+
 class SocketIONotifier:
     """`ports.Notifier`: a write-only Redis manager when Redis is set, else the local server."""
 
     def __init__(self, server: socketio.AsyncServer, redis_url: str = ""):
         self._server = server
-        self._manager = None
-        if redis_url:
+        self._manager: Any = None
+        if redis_url and PipelinedRedis.supports(redis_url):
+            self._manager = PipelinedPublisher(redis_url)
+        elif redis_url:
             self._manager = socketio.AsyncRedisManager(
                 redis_url, channel=CHANNEL, write_only=True, logger=_wire_log()
             )
@@ -54,6 +83,8 @@ class SocketIONotifier:
             await self._server.emit(event, payload, to=room, namespace="/")
 
     async def close(self) -> None:
+        if isinstance(self._manager, PipelinedPublisher):
+            await self._manager.aclose()
         redis = getattr(self._manager, "redis", None)
         if redis is not None:
             with contextlib.suppress(Exception):

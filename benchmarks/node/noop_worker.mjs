@@ -1,0 +1,48 @@
+// The Node side of the no-op job benchmark (benchmarks/jobs.py): npm bullmq's own Worker on one
+// queue, with a processor that does nothing but answer like a Gatehouse job. Prints one JSON
+// line `{"ready": true}` once it consumes, and closes (finishing the jobs in flight) on SIGTERM.
+//
+//   REDIS_URL=redis://127.0.0.1:6379/3 QUEUE=noop CONCURRENCY=10 node benchmarks/node/noop_worker.mjs
+//
+// bullmq comes from the interop tests' install (tests/interop/install), not a second copy.
+import { createRequire } from 'node:module';
+
+const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
+const { Worker } = require('bullmq');
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+
+const url = new URL(env('REDIS_URL'));
+const connection = {
+  host: url.hostname,
+  port: Number(url.port || 6379),
+  db: Number(url.pathname.slice(1) || 0),
+  ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+};
+const result = { success: true, message: 'noop', data: {} };
+const worker = new Worker(env('QUEUE'), async () => result, {
+  connection,
+  prefix: 'bull',
+  concurrency: Number(process.env.CONCURRENCY || 10),
+  autorun: false,
+});
+worker.on('error', (err) => process.stderr.write(`worker error: ${err}\n`));
+
+const running = worker.run();
+await worker.waitUntilReady();
+process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid })}\n`);
+
+let closing = false;
+const close = async () => {
+  if (closing) return;
+  closing = true;
+  await worker.close();
+  await running;
+  process.exit(0);
+};
+process.on('SIGTERM', close);
+process.on('SIGINT', close);

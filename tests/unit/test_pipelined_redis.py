@@ -1,0 +1,275 @@
+"""The job workers' pipelined Redis connection (`PipelinedRedis`) against a scripted fake server
+on loopback: replies matched to commands in order however they are split, the setup commands
+(AUTH, SELECT, CLIENT SETNAME) ahead of everything else, error replies, scripts loaded again
+after NOSCRIPT, and a lost or silent server failing the commands in flight, then reconnecting."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import hiredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from gatehouse.adapters.redis_pipeline import PipelinedRedis
+
+Answer = Callable[[list[str]], bytes | None]  # a command's reply; None: no reply, ever
+
+
+def bulk(value: str) -> bytes:
+    data = value.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def default_answer(command: list[str]) -> bytes | None:
+    name = command[0].upper()
+    if name == "ECHO":
+        return bulk(command[1])
+    if name in ("AUTH", "SELECT", "CLIENT"):
+        return b"+OK\r\n"
+    if name == "FAIL":
+        return b"-ERR no such thing\r\n"
+    if name == "HANG":
+        return None
+    return b"-ERR unknown command\r\n"
+
+
+class FakeRedis:
+    """Parses the commands it is sent (with hiredis) and answers each with `answer`, the
+    replies of one read cut into random pieces; keeps every command of every connection."""
+
+    def __init__(self, answer: Answer = default_answer):
+        self.answer = answer
+        self.connections: list[list[list[str]]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        commands: list[list[str]] = []
+        self.connections.append(commands)
+        self.writers.append(writer)
+        parser = hiredis.Reader(encoding="utf-8")
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                replies = b""
+                while (command := parser.gets()) is not False:
+                    commands.append(command)
+                    replies += self.answer(command) or b""
+                while replies:  # in pieces: the client must reassemble them
+                    cut = random.randint(1, max(1, len(replies)))
+                    writer.write(replies[:cut])
+                    await writer.drain()
+                    replies = replies[cut:]
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def drop(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.drop()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRedis]:
+    server = FakeRedis()
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def connected(url: str, **kwargs: Any) -> AsyncIterator[PipelinedRedis]:
+    redis = PipelinedRedis(url, **kwargs)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def redis(fake: FakeRedis) -> AsyncIterator[PipelinedRedis]:
+    async for made in connected(f"redis://127.0.0.1:{fake.port}/0"):
+        yield made
+
+
+async def test_concurrent_commands_get_their_own_replies_in_order(
+    redis: PipelinedRedis, fake: FakeRedis
+) -> None:
+    words = [f"reply-{i}-" + "x" * random.randint(0, 3000) for i in range(300)]
+    replies = await asyncio.gather(*(redis.execute("ECHO", w) for w in words))
+    assert replies == words
+    assert len(fake.connections) == 1  # one connection, every command pipelined on it
+    assert [c[1] for c in fake.connections[0]] == words
+
+
+async def test_setup_commands_go_first_on_each_connection(fake: FakeRedis) -> None:
+    url = f"redis://worker:s3cret@127.0.0.1:{fake.port}/7"
+    async for redis in connected(url, name="bull:read-user:w:host"):
+        # Commands issued while the connection is being opened wait for AUTH and SELECT.
+        assert await asyncio.gather(*(redis.execute("ECHO", str(i)) for i in range(20))) == [
+            str(i) for i in range(20)
+        ]
+        fake.drop()
+        with pytest.raises(RedisConnectionError):
+            while True:  # until the client has seen the connection go
+                await redis.execute("ECHO", "still there?")
+        assert await redis.execute("ECHO", "again") == "again"
+    setup = [
+        ["AUTH", "worker", "s3cret"],
+        ["SELECT", "7"],
+        ["CLIENT", "SETNAME", "bull:read-user:w:host"],
+    ]
+    assert len(fake.connections) == 2
+    for commands in fake.connections:
+        assert commands[:3] == setup
+        assert all(c[0] == "ECHO" for c in commands[3:])
+
+
+async def test_database_zero_and_no_password_need_no_setup(
+    redis: PipelinedRedis, fake: FakeRedis
+) -> None:
+    assert await redis.execute("ECHO", "hi") == "hi"
+    assert fake.connections == [[["ECHO", "hi"]]]
+
+
+async def test_an_error_reply_fails_only_its_own_command(redis: PipelinedRedis) -> None:
+    results = await asyncio.gather(
+        redis.execute("ECHO", "a"),
+        redis.execute("FAIL"),
+        redis.execute("ECHO", "b"),
+        return_exceptions=True,
+    )
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], ResponseError) and "no such thing" in str(results[1])
+
+
+class Script:
+    """What `PipelinedRedis.evalsha` needs of redis-py's `AsyncScript`."""
+
+    def __init__(self, sha: str, script: str):
+        self.sha = sha
+        self.script = script
+
+
+async def test_a_script_redis_does_not_know_is_loaded_and_run_again() -> None:
+    loaded: dict[str, str] = {}
+
+    def answer(command: list[str]) -> bytes | None:
+        if command[0] == "EVALSHA":
+            if command[1] not in loaded:
+                return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+            keys = command[3 : 3 + int(command[2])]
+            return b"*2\r\n" + bulk(loaded[command[1]]) + bulk(",".join(keys))
+        if command[:2] == ["SCRIPT", "LOAD"]:
+            loaded["sha-of-" + command[2]] = command[2]
+            return bulk("sha-of-" + command[2])
+        return default_answer(command)
+
+    server = FakeRedis(answer)
+    await server.start()
+    try:
+        async for redis in connected(f"redis://127.0.0.1:{server.port}"):
+            script = Script("stale-sha", "return KEYS")
+            assert await redis.evalsha(script, ["k1", "k2"], ["arg"]) == ["return KEYS", "k1,k2"]
+            assert script.sha == "sha-of-return KEYS"  # learnt: no second NOSCRIPT
+            assert await redis.evalsha(script, ["k3"], []) == ["return KEYS", "k3"]
+        evals = [c for c in server.connections[0] if c[0] == "EVALSHA"]
+        assert [c[1] for c in evals] == ["stale-sha", "sha-of-return KEYS", "sha-of-return KEYS"]
+    finally:
+        await server.close()
+
+
+async def test_a_lost_connection_fails_what_is_in_flight_and_the_next_command_reconnects(
+    redis: PipelinedRedis, fake: FakeRedis
+) -> None:
+    assert await redis.execute("ECHO", "before") == "before"
+    hanging = asyncio.ensure_future(redis.execute("HANG"))
+    await asyncio.sleep(0.05)
+    fake.drop()
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(hanging, 10)
+    assert await redis.execute("ECHO", "after") == "after"
+    assert len(fake.connections) == 2
+    assert fake.connections[1] == [["ECHO", "after"]]  # nothing sent twice
+
+
+async def test_a_server_that_stops_answering_is_dropped_after_the_timeout(
+    fake: FakeRedis,
+) -> None:
+    async for redis in connected(f"redis://127.0.0.1:{fake.port}", timeout=0.3):
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(redis.execute("HANG"), 10)
+        assert await redis.execute("ECHO", "back") == "back"
+    assert len(fake.connections) == 2
+
+
+async def test_an_unreachable_server_is_a_connection_error() -> None:
+    server = FakeRedis()
+    await server.start()
+    port = server.port
+    await server.close()
+    async for redis in connected(f"redis://127.0.0.1:{port}", timeout=0.5):
+        with pytest.raises(RedisConnectionError):  # after trying for the timeout
+            await redis.execute("ECHO", "anyone?")
+
+
+def test_only_plain_tcp_urls_are_pipelined() -> None:
+    assert PipelinedRedis.supports("redis://127.0.0.1:6379/0")
+    assert not PipelinedRedis.supports("rediss://127.0.0.1:6380/0")
+    assert not PipelinedRedis.supports("unix:///run/redis.sock")
+
+
+async def test_commands_wait_for_a_redis_that_comes_back_within_the_timeout() -> None:
+    first = FakeRedis()
+    await first.start()
+    port = first.port
+    await first.close()  # Redis restarting
+    async for redis in connected(f"redis://127.0.0.1:{port}", timeout=30):
+        waiting = asyncio.ensure_future(redis.execute("ECHO", "back?"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        again = FakeRedis()
+        again.server = await asyncio.start_server(again._serve, "127.0.0.1", port)
+        try:
+            assert await asyncio.wait_for(waiting, 10) == "back?"
+        finally:
+            await again.close()
+
+
+async def test_a_blocking_command_given_up_drops_its_connection_and_nothing_else(
+    fake: FakeRedis,
+) -> None:
+    async for redis in connected(f"redis://127.0.0.1:{fake.port}"):
+        blocked = asyncio.ensure_future(redis.execute_blocking("HANG"))
+        await asyncio.sleep(0.05)
+        blocked.cancel()  # a worker pausing: its wait on the marker is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        # The next command gets a new connection, which the old one's end does not touch.
+        assert await redis.execute_blocking("ECHO", "next") == "next"
+        assert await redis.execute("ECHO", "and the next") == "and the next"
+    assert [c[0] for c in fake.connections[0]] == ["HANG"]
+    assert [c[1] for c in fake.connections[1]] == ["next", "and the next"]
+
+
+async def test_a_closed_connection_does_not_reconnect(redis: PipelinedRedis) -> None:
+    assert await redis.execute("ECHO", "open") == "open"
+    await redis.aclose()
+    with pytest.raises(RedisConnectionError):
+        await redis.execute("ECHO", "closed")
