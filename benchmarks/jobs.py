@@ -47,6 +47,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import seed
+from tests.e2e.stack import node_modules  # npm bullmq and socket.io-client, installed if missing
 
 NODE = harness.ROOT / "benchmarks" / "node"
 NOOP_RESULT = {"success": True, "message": "noop", "data": {}}
@@ -207,6 +208,7 @@ def python_noop_worker(queue: str) -> None:
 
 def noop(bench: harness.Bench, runs: int = 3, count: int = NOOP_JOBS) -> dict[str, Any]:
     """No-op jobs drained by the Python worker machinery and by Node's bullmq Worker."""
+    node_modules()
     env = dict(bench.stack.env)
     concurrency = settings(env).worker_concurrency
     tag = uuid.uuid4().hex[:6]
@@ -383,6 +385,7 @@ def job_to_socket(
     tokens: list[str] | None = None,
 ) -> dict[str, Any]:
     """read-user jobs offered at `rate` a second: from `Queue.add` to `notification`."""
+    node_modules()
     env = dict(bench.stack.env)
     tokens = tokens or tokens_for(bench)
     options = gatehouse_job_options(env)

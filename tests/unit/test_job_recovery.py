@@ -148,6 +148,16 @@ def test_failed_job_secrets_are_sealed_for_that_job_alone(service_secrets: Any) 
     assert redact(sealed)["password"] == REDACTED == redact(data)["nested"]["token"]
 
 
+def test_data_with_nothing_sealed_is_run_as_given(service_secrets: Any) -> None:
+    """Every first run: no copy of the data is made, and a secret field that merely looks like
+    a ciphertext outside the secret fields is left alone."""
+    keyring: Keyring = service_secrets.keyring()
+    data = {"email": EMAIL, "password": PASSWORD, "note": SEALED + "not a secret field"}
+    assert unseal(data, keyring, "create-user", "job-1") is data
+    nested = {"items": [{"token": seal({"token": "t"}, keyring, "q", "j")["token"]}]}
+    assert unseal(nested, keyring, "q", "j") == {"items": [{"token": "t"}]}
+
+
 # --- the in-process queue's failed set -------------------------------------------------------
 
 

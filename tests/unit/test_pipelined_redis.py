@@ -1,11 +1,13 @@
-"""The job workers' pipelined Redis connection (`PipelinedRedis`) against a scripted fake server
-on loopback: replies matched to commands in order however they are split, the setup commands
-(AUTH, SELECT, CLIENT SETNAME) ahead of everything else, error replies, scripts loaded again
-after NOSCRIPT, and a lost or silent server failing the commands in flight, then reconnecting."""
+"""The pipelined Redis connection (`PipelinedRedis`) of the job workers and the notifier, against a
+scripted fake server on loopback: replies matched to commands in order however they are split,
+the setup commands (AUTH, SELECT, CLIENT SETNAME) ahead of everything else, error replies,
+scripts loaded again after NOSCRIPT, a lost or silent server failing the commands in flight,
+then reconnecting; and the notifier's publishes, which do not wait for their answer."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from gatehouse.adapters.redis_pipeline import PipelinedRedis
+from gatehouse.adapters.socketio_notifier import CHANNEL, SocketIONotifier, socket_server
 
 Answer = Callable[[list[str]], bytes | None]  # a command's reply; None: no reply, ever
 
@@ -273,3 +276,33 @@ async def test_a_closed_connection_does_not_reconnect(redis: PipelinedRedis) -> 
     await redis.aclose()
     with pytest.raises(RedisConnectionError):
         await redis.execute("ECHO", "closed")
+
+
+async def test_the_notifier_publishes_without_waiting_and_logs_a_failed_publish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def answer(command: list[str]) -> bytes | None:
+        if command[0] == "PUBLISH":
+            return b":1\r\n" if "ok" in command[2] else b"-ERR publishing refused\r\n"
+        return default_answer(command)
+
+    server = FakeRedis(answer)
+    await server.start()
+    notifier = SocketIONotifier(socket_server("", []), f"redis://127.0.0.1:{server.port}/3")
+    try:
+        await notifier.emit("user:1", "notification", {"message": "ok"})
+        await notifier.emit("user:1", "notification", {"message": "no"})
+        async with asyncio.timeout(10):
+            while "not published" not in caplog.text:
+                await asyncio.sleep(0.01)
+    finally:
+        await notifier.close()
+        await server.close()
+    [commands] = server.connections
+    assert commands[0] == ["SELECT", "3"]
+    published = [c for c in commands if c[0] == "PUBLISH"]
+    assert [c[1] for c in published] == [CHANNEL, CHANNEL]
+    first = json.loads(published[0][2])
+    assert (first["method"], first["event"], first["room"]) == ("emit", "notification", "user:1")
+    assert first["data"] == [{"message": "ok"}]
+    assert "Socket.IO push not published (ResponseError)" in caplog.text

@@ -48,7 +48,8 @@ class PipelinedPublisher(socketio.AsyncRedisManager):  # type: ignore[misc]  # u
 
     def __init__(self, redis_url: str):
         super().__init__(redis_url, channel=CHANNEL, write_only=True, logger=_wire_log())
-        self._pipe = PipelinedRedis(redis_url)
+        # A push is worth a short wait for a Redis that is restarting, not the job's whole run.
+        self._pipe = PipelinedRedis(redis_url, timeout=5.0)
 
     async def _publish(self, data: Any) -> None:
         reply = await self._pipe.submit("PUBLISH", self.channel, self.json.dumps(data))
