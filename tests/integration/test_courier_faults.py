@@ -37,6 +37,7 @@ from gatehouse.entrypoints.relay import to_published
 from gatehouse.ports import OutboxRecord, Published
 from tests.conftest import free_port, unique
 from tests.integration.conftest import create_database, drop_database
+from tests.integration.test_smtp_connections import quiet_mail_log
 
 CODE = "480316"
 
@@ -98,11 +99,12 @@ def smtp() -> Iterator[ScriptedSmtp]:
 
     server = ScriptedSmtp("127.0.0.1", free_port())
     controller = Controller(server, hostname=server.host, port=server.port)
-    controller.start()
-    try:
-        yield server
-    finally:
-        controller.stop()
+    with quiet_mail_log():
+        controller.start()
+        try:
+            yield server
+        finally:
+            controller.stop()  # joins the server's thread: nothing logs after it
 
 
 @pytest.fixture

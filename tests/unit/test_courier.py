@@ -434,6 +434,28 @@ class TestCourier:
         assert "000003" in email.sent[2].body
         assert handler.outcomes == {"sent": 3, "abandoned": 0}
 
+    async def test_stopping_closes_the_channels_that_keep_connections(
+        self, keyring: Keyring, templates: Templates, clock: FakeClock
+    ) -> None:
+        class Keeping(RecordingChannel):
+            closed = 0
+
+            async def aclose(self) -> None:
+                self.closed += 1
+
+        class Failing(Keeping):
+            async def aclose(self) -> None:
+                raise ConnectionError("already gone")
+
+        email, sms = Keeping("email"), Failing("sms")
+        handler = courier(keyring, templates, clock, email)
+        handler._channels = {"sms": sms, "email": email, "console": ConsoleChannel("console")}
+        stop = asyncio.Event()
+        task = asyncio.create_task(handler.run(stop))
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)  # one that fails to close stops no other
+        assert email.closed == 1
+
 
 class TestTemplatesAndConsole:
     def test_every_shipped_template_renders(self, templates: Templates) -> None:

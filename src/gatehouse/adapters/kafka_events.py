@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from gatehouse.errors import Unavailable
 from gatehouse.ports import Delivery, Published
 
 log = logging.getLogger(__name__)
+POLL_SECONDS = 0.2  # how long one wait for messages lasts (a stop is noticed within it)
+FETCH_BATCH = 100
 
 
 def ensure_topics(
@@ -57,6 +59,9 @@ class KafkaPublisher:
             "linger.ms": 2,
             "compression.type": "lz4",
             "delivery.timeout.ms": delivery_timeout_ms,
+            # `flush` waits for the whole batch; only failures need a report, not a Python
+            # callback per acknowledged record.
+            "delivery.report.only.error": True,
         }
         self._producer: Producer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
@@ -115,9 +120,19 @@ class KafkaPublisher:
         self._pool.shutdown(wait=False)
 
 
+def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """The broker's answer to an offset commit (served by the consumer's poll)."""
+    failed = [p for p in partitions if p.error is not None]
+    if err is not None or failed:
+        # The partition moved to another member (a rebalance) or the broker is away: the
+        # message will be read again, and the record de-duplicates it.
+        log.warning("offset not committed, it may be delivered again: %s", err or failed[0].error)
+
+
 class KafkaSource:
     """A consumer-group member on one topic. Offsets are committed per message after its ack, so
-    a crash redelivers what was not finished (consumers de-duplicate on the message id).
+    a crash redelivers what was not finished (consumers de-duplicate on the message id); what
+    was acknowledged is committed for sure when the source is closed.
 
     `session_timeout_ms` is how long the group waits for a member that stopped answering (a
     killed process) before its partitions go to the others: shorter than librdkafka's 45 s, so a
@@ -141,18 +156,29 @@ class KafkaSource:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": max(session_timeout_ms // 4, 500),
+                "on_commit": _committed,
             }
         )
         self._topic = topic
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._closed = False
+        self._acked: dict[tuple[str, int], int] = {}  # next offset to read, per partition
+
+    def _fetch(self) -> list[Any]:
+        """What has arrived, as soon as anything has: `consume(n, t)` would wait out `t` until
+        `n` messages came (200 ms added to a lone command's delivery); `poll` returns with the
+        first message, then `consume(…, 0)` takes whatever else is already here."""
+        first = self._consumer.poll(POLL_SECONDS)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(FETCH_BATCH - 1, 0)]
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         loop = asyncio.get_running_loop()
         consumer = self._consumer
         await loop.run_in_executor(self._pool, consumer.subscribe, [self._topic])
         while not self._closed:
-            batch = await loop.run_in_executor(self._pool, lambda: consumer.consume(100, 0.2))
+            batch = await loop.run_in_executor(self._pool, self._fetch)
             for msg in batch:
                 error = msg.error()
                 if error is not None:
@@ -161,14 +187,7 @@ class KafkaSource:
                     continue
 
                 async def ack(msg: Any = msg) -> None:
-                    try:
-                        await loop.run_in_executor(
-                            self._pool, lambda: consumer.commit(message=msg, asynchronous=False)
-                        )
-                    except KafkaException as exc:
-                        # The partition moved to another member (a rebalance) or the broker is
-                        # away: the message will be read again, and the record de-duplicates it.
-                        log.warning("offset not committed, it may be delivered again: %s", exc)
+                    self._commit(msg.topic(), msg.partition(), msg.offset() + 1)
 
                 key, partition, offset = msg.key(), msg.partition(), msg.offset()
                 yield Delivery(
@@ -180,7 +199,36 @@ class KafkaSource:
                     -1 if offset is None else offset,
                 )
 
+    def _commit(self, topic: str, partition: int, offset: int) -> None:
+        """Commit past one handled message without waiting for the broker's answer: the answer
+        does not change what happens next (a commit that fails only means the message is read
+        again, and the delivery record de-duplicates it), and waiting cost a round trip to the
+        broker per message. Offsets go out in order; `close` commits the last ones and waits."""
+        self._acked[(topic, partition)] = offset
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(topic, partition, offset)], asynchronous=True
+            )
+        except KafkaException as exc:
+            log.warning("offset not committed, it may be delivered again: %s", exc)
+
+    def _final_commit(self) -> None:
+        if not self._acked:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The partitions moved to another member (a rebalance) or the broker is away: the
+            # messages will be read again, and their records de-duplicate them.
+            log.warning("offsets not committed, messages may be delivered again: %s", exc)
+
     async def close(self) -> None:
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._consumer.close)
+
+        def finish() -> None:
+            self._final_commit()
+            self._consumer.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, finish)
         self._pool.shutdown(wait=False)

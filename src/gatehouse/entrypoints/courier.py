@@ -169,6 +169,16 @@ class Courier:
         )
         return DEAD_LETTERED
 
+    async def _close_channels(self) -> None:
+        """Channels that keep connections open (SMTP) say goodbye to their servers."""
+        for channel in self._channels.values():
+            close = getattr(channel, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # the process is stopping: nothing is lost
+                    log.debug("channel %s not closed cleanly: %s", channel.name, exc)
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
             "courier %s started with channels: %s",
@@ -206,6 +216,7 @@ class Courier:
             await self._source.close()
             if self._dead_letters is not None:
                 await self._dead_letters.close()
+            await self._close_channels()
             if task.done() and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
         log.info("courier stopped: %s", self.outcomes)
