@@ -103,14 +103,7 @@ class Bench:
         return role
 
     def stop(self, name: str) -> None:
-        role = self.stack.roles.pop(name)
-        if role.popen.poll() is None:
-            role.popen.terminate()
-            try:
-                role.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                role.popen.kill()
-                role.popen.wait()
+        stop_process(self.stack.roles.pop(name).popen)
 
 
 @contextlib.contextmanager
@@ -158,15 +151,18 @@ def bench_stack(extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
         subprocess.run(["psql", psql, "-qc", f"DROP DATABASE IF EXISTS {database}"], check=False)
 
 
+def children(pid: int) -> list[int]:
+    """A process's child processes (an api supervisor's workers); none once it is gone."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def rss_mb(pid: int, tree: bool = True) -> float:
     """Resident memory of a process (and, with `tree`, of its children: api workers)."""
-    pids = [pid]
-    if tree:
-        with contextlib.suppress(OSError):
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            pids += [int(c) for c in children]
     total = 0
-    for p in pids:
+    for p in [pid, *(children(pid) if tree else [])]:
         with contextlib.suppress(OSError), open(f"/proc/{p}/status") as status:
             total += next(int(ln.split()[1]) for ln in status if ln.startswith("VmRSS"))
     return round(total / 1024, 1)
@@ -175,17 +171,23 @@ def rss_mb(pid: int, tree: bool = True) -> float:
 def cpu_seconds(pid: int, tree: bool = True) -> float:
     """User plus system CPU time a process (and its children) has used: CPU per request is a
     steadier figure than requests a second on a machine shared with the load generator."""
-    pids = [pid]
-    if tree:
-        with contextlib.suppress(OSError):
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            pids += [int(c) for c in children]
     ticks = 0
-    for p in pids:
+    for p in [pid, *(children(pid) if tree else [])]:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(popen: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not drained in 30 s."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(30)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
 
 
 WRK_DONE = """
@@ -244,8 +246,8 @@ def wrk(
     return figures
 
 
-def median(values: Sequence[float]) -> float:
-    return round(float(statistics.median(values)), 2)
+def median(values: Sequence[float], digits: int = 2) -> float:
+    return round(float(statistics.median(values)), digits)
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

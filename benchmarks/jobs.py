@@ -178,13 +178,7 @@ class Process:
         )
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        harness.stop_process(self.popen)
 
 
 def python_noop_worker(queue: str) -> None:

@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import harness, seed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+import seed
 
 from gatehouse.adapters.hashing import Argon2Hasher
 
@@ -95,11 +95,7 @@ class RssWatch:
 
 def worker_pids(pid: int) -> list[int]:
     """The api's HTTP processes: its workers, or itself when it runs alone."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(c) for c in children] or [pid]
+    return harness.children(pid) or [pid]
 
 
 async def register_verify(url: str, sink: Any, seconds: float, concurrency: int = 16) -> float:
@@ -216,9 +212,7 @@ def run(
             asyncio.run(register_verify(api.url, bench.sink, seconds))
         )
     result: dict[str, Any] = {k: harness.median(v) for k, v in figures.items()}
-    result["login_to_hash_ratio"] = round(
-        float(sorted(figures["login_to_hash_ratio"])[len(figures["login_to_hash_ratio"]) // 2]), 3
-    )
+    result["login_to_hash_ratio"] = harness.median(figures["login_to_hash_ratio"], digits=3)
     result["api_rss_idle_mb"] = idle_rss
     result["http_runs"] = {k: [round(x, 2) for x in v] for k, v in figures.items()}
     result["http_method"] = {

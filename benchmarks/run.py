@@ -17,10 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchmarks import harness
+import harness
 
 # figure: (comparison, target or the figure it must beat, what the target is, peers)
 TARGETS: dict[str, tuple[str, float | str, str]] = {

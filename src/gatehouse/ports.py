@@ -51,9 +51,6 @@ class RefreshTokens(Protocol):
         """Set `used_at` only if still unused; False means someone else used it first."""
 
     async def revoke_family(self, family_id: str, now: datetime) -> int: ...
-    async def family_revoked(self, family_id: str) -> bool:
-        """True once a session was revoked (logout, reuse, password change, deletion)."""
-
     async def revoke_user(self, user_id: str, now: datetime) -> int: ...
 
 

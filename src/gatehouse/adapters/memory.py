@@ -151,11 +151,6 @@ class MemoryRefreshTokens(_Repo):
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         return await self._revoke(lambda t: t.family_id == family_id, now)
 
-    async def family_revoked(self, family_id: str) -> bool:
-        return any(
-            t.family_id == family_id and t.revoked_at is not None for t in self._t.tokens.values()
-        )
-
     async def revoke_user(self, user_id: str, now: datetime) -> int:
         return await self._revoke(lambda t: t.user_id == user_id, now)
 

@@ -338,14 +338,6 @@ class PgRefreshTokens(_Repo):
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         return await self._revoke("family_id", family_id, now)
 
-    async def family_revoked(self, family_id: str) -> bool:
-        row = await self._uow.run(
-            "fetchrow",
-            "SELECT 1 FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NOT NULL LIMIT 1",
-            family_id,
-        )
-        return row is not None
-
     async def revoke_user(self, user_id: str, now: datetime) -> int:
         return await self._revoke("user_id", user_id, now)
 

@@ -191,16 +191,6 @@ class SqlRefreshTokens:
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         return await self._revoke(refresh_tokens.c.family_id == family_id, now)
 
-    async def family_revoked(self, family_id: str) -> bool:
-        query = (
-            select(refresh_tokens.c.id)
-            .where(
-                refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_not(None)
-            )
-            .limit(1)
-        )
-        return (await self._conn.execute(query)).first() is not None
-
     async def revoke_user(self, user_id: str, now: datetime) -> int:
         return await self._revoke(refresh_tokens.c.user_id == user_id, now)
 
