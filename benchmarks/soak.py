@@ -30,6 +30,9 @@ from typing import Any
 import httpx
 from aiosmtpd.controller import Controller
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+
 RESULTS = Path(__file__).parent / "results" / "soak.json"
 PASSWORD = "correct horse battery staple"
 CODE = re.compile(r"code is: (\d{6})")
@@ -219,12 +222,15 @@ def main() -> None:
     psql = admin.replace("postgresql+asyncpg", "postgresql")
     subprocess.run(["psql", psql, "-qc", f"CREATE DATABASE {database}"], check=True)
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    # A Redis database of its own, emptied when the soak ends: its keys (codes, the fixed job
+    # queues) are neither mixed with other runs' in database 0 nor left behind.
+    redis_db = harness.redis_db(os.environ["GATEHOUSE_TEST_REDIS_URL"])
+    with redis_db as redis_url, tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
             "GATEHOUSE_PORT": str(port),
             "GATEHOUSE_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + database,
-            "GATEHOUSE_REDIS_URL": os.environ["GATEHOUSE_TEST_REDIS_URL"],
+            "GATEHOUSE_REDIS_URL": redis_url,
             "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": os.environ[
                 "GATEHOUSE_TEST_KAFKA_BOOTSTRAP_SERVERS"
             ],
@@ -234,8 +240,7 @@ def main() -> None:
             # One client address drives every user: per-address limits would answer mostly 429.
             "GATEHOUSE_RATE_LIMITS": "{}",
         }
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.conftest import courier_group_at_end
+        from tests.conftest import courier_group_at_end  # on the path through harness
 
         courier_group_at_end(
             env["GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS"], env["GATEHOUSE_KAFKA_COURIER_GROUP"]

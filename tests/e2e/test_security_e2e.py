@@ -27,6 +27,7 @@ from gatehouse.adapters import sql
 from gatehouse.adapters.sql_schema import metadata
 from gatehouse.domain.crypto import generate_secrets_document
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
+from tests.e2e.stack import own_redis_db
 from tests.e2e.test_serve_e2e import high_watermarks, start_serve, wait_ready
 from tests.integration.conftest import create_database, drop_database
 
@@ -40,6 +41,7 @@ PHONE = "+14155557731"
 class Running:
     base: str
     database_url: str
+    redis_url: str  # a database of its own: every key in it is this run's
     log: Path
     marks: dict[str, list[TopicPartition]]
     process: subprocess.Popen[bytes]
@@ -53,9 +55,16 @@ def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_redis(redis_url: str) -> Iterator[str]:
+    """A Redis database of its own: the scan sees every key this run wrote, and no other run's."""
+    with own_redis_db(redis_url) as url:
+        yield url
+
+
+@pytest.fixture
 async def running(
     postgres_database: str,
-    redis_url: str,
+    own_redis: str,
     kafka_bootstrap: str,
     mail_sink: MailSink,
     tmp_path: Path,
@@ -66,7 +75,7 @@ async def running(
     env = {
         "GATEHOUSE_ENV": "production",  # no console channel: nothing prints codes on purpose
         "GATEHOUSE_DATABASE_URL": postgres_database,
-        "GATEHOUSE_REDIS_URL": redis_url,
+        "GATEHOUSE_REDIS_URL": own_redis,
         "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "GATEHOUSE_SMTP_URL": mail_sink.url,
         "GATEHOUSE_PORT": str(port),
@@ -88,7 +97,7 @@ async def running(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, tmp_path / "serve.log")
-        yield Running(base, postgres_database, tmp_path / "serve.log", marks, process)
+        yield Running(base, postgres_database, own_redis, tmp_path / "serve.log", marks, process)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -187,7 +196,7 @@ async def database_dump(url: str) -> list[str]:
 
 
 async def test_planted_secrets_appear_nowhere(
-    running: Running, mail_sink: MailSink, redis_url: str, kafka_bootstrap: str
+    running: Running, mail_sink: MailSink, kafka_bootstrap: str
 ) -> None:
     email = f"{unique('plant')}@example.com"
     secrets: list[str] = [PASSWORD, PHONE, PHONE.lstrip("+"), "NewPlanted-Passw0rd-9921"]
@@ -214,7 +223,6 @@ async def test_planted_secrets_appear_nowhere(
         auth = {"Authorization": f"Bearer {refreshed['data']['token']}"}
         profile = await ok("GET", "/api/auth/profile", 200, headers=auth)
         assert profile["data"]["user"]["phone"] == PHONE  # the owner sees it; nothing else does
-        await client.post("/api/auth/login", json={"email": email, "password": "wrong " + PASSWORD})
         await ok("POST", "/api/auth/password/forgot", 202, json={"email": email})
         reset_code = await code_for(mail_sink, email, 2)
         await ok(
@@ -223,6 +231,8 @@ async def test_planted_secrets_appear_nowhere(
             200,
             json={"email": email, "otp": reset_code, "new_password": secrets[3]},
         )
+        # The old password, after the reset (which clears failed logins): a counter in Redis.
+        await ok("POST", "/api/auth/login", 401, json={"email": email, "password": PASSWORD})
         secrets += [
             code,
             reset_code,
@@ -242,11 +252,12 @@ async def test_planted_secrets_appear_nowhere(
             for t in running.marks.values()
             for v in kafka_values(kafka_bootstrap, t)
         ],
-        "redis": [v.decode(errors="replace") for v in await redis_dump(redis_url)],
+        "redis": [v.decode(errors="replace") for v in await redis_dump(running.redis_url)],
         "database": await database_dump(running.database_url),
     }
     assert any(email in v for v in places["kafka"])  # the scan does read what was written
-    assert any(v.startswith("gatehouse:") for v in places["redis"])
+    # The run's own failed login (the database is the run's alone): the scan reads its keys.
+    assert any(v.startswith("gatehouse:fail:") for v in places["redis"]), places["redis"]
     assert len(places["database"]) > 10
     for where, values in places.items():
         blob = "\n".join(values)
