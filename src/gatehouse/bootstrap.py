@@ -214,10 +214,9 @@ def build_jobs(settings: Settings, keyring: Keyring | None = None) -> tuple[Jobs
 def units_of_work(
     settings: Settings, engine: AsyncEngine
 ) -> tuple[Callable[[], UnitOfWork], Callable[[], UnitOfWork], PgDatabase | None]:
-    """The flows' storage. SQLAlchemy on every database for now: the asyncpg adapter
-    (`adapters/pg.py`, three times cheaper a request) passes the contract tests but, under the
-    chaos test's repeated connection cuts, once handed out a connection that another operation
-    was still using; it is switched on again once that is understood and fixed."""
+    """The flows' storage: on PostgreSQL the asyncpg adapter (`adapters/pg.py`, three times
+    cheaper a request than SQLAlchemy's), unless turned off; SQLAlchemy on every other
+    database, and always for the relay, the courier, migrations and health."""
     if settings.database_asyncpg and make_url(settings.database_url).get_backend_name() == (
         "postgresql"
     ):

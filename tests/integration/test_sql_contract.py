@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -336,20 +337,7 @@ async def _cut_while_idle(url: str, units: Units) -> None:
         await uow.commit()
     async with units() as uow:  # the pool now holds a used connection
         assert await uow.users.get(a_user().id) is not None
-    admin = sql.create_engine(url)
-    try:
-        async with admin.connect() as conn:
-            killed = (
-                await conn.execute(
-                    text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                )
-            ).scalar_one()
-    finally:
-        await admin.dispose()
-    assert killed > 0
+    assert await _cut_connections(url) > 0
     await asyncio.sleep(0.2)
     for _ in range(3):
         async with units() as uow:
@@ -357,3 +345,46 @@ async def _cut_while_idle(url: str, units: Units) -> None:
         async with units() as uow:
             await uow.outbox.add(events.user_event(events.VERIFIED, a_user().id, {}, NOW))
             await uow.commit()
+
+
+async def _cut_connections(url: str) -> int:
+    """Ends every other connection to the database, as PostgreSQL's operator would."""
+    admin = sql.create_engine(url)
+    try:
+        async with admin.connect() as conn:
+            killed = await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(killed.scalar_one())
+    finally:
+        await admin.dispose()
+
+
+@pytest.mark.parametrize("read_after", [0.0, 0.2])
+async def test_asyncpg_connection_cut_inside_a_unit_is_unavailable_and_frees_its_place(
+    postgres_url: str, read_after: float
+) -> None:
+    """Cut between two statements of a unit: the second fails as Unavailable (a 503), whether
+    asyncpg has read the socket's end yet (0.2 s) or only the server's FATAL message (at once,
+    which leaves its protocol in an error state); and the pool's one place is free again."""
+    native = PgDatabase(postgres_url, pool_size=1)
+    try:
+        async with native.uow() as uow:
+            await uow.users.delete(a_user().id)
+            await uow.users.add(a_user())
+            await uow.commit()
+        with pytest.raises(Unavailable):
+            async with native.uow() as uow:
+                await uow.users.get(a_user().id)
+                assert await _cut_connections(postgres_url) == 1
+                await asyncio.sleep(read_after)
+                await uow.users.update(replace(a_user(), name="never written"))
+                await uow.commit()
+        for _ in range(2):
+            async with native.reader() as uow:
+                assert await uow.users.get(a_user().id) == a_user()
+    finally:
+        await native.close()

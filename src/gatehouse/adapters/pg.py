@@ -41,7 +41,14 @@ def dsn(database_url: str) -> str:
 
 
 def unavailable(exc: BaseException) -> bool:
-    """An error that says the database cannot be reached, not that a statement was wrong."""
+    """An error that says the database cannot be reached, not that a statement was wrong.
+
+    `InternalClientError` is among them: it is what a statement meets on a connection whose
+    server ended it (pg_terminate_backend, a restart) between two statements. The server's
+    FATAL message arrives while asyncpg is idle and leaves the protocol in its error state
+    until the socket's end is read; a statement sent in that window fails before it is sent."""
+    if isinstance(exc, ValueError):  # an argument asyncpg could not encode: our mistake
+        return False
     return isinstance(
         exc,
         OSError
@@ -49,6 +56,7 @@ def unavailable(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.CannotConnectNowError
         | asyncpg.TooManyConnectionsError
         | asyncpg.AdminShutdownError,
@@ -106,9 +114,11 @@ class PgDatabase:
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
+                    # No floor: asyncpg would log a traceback a second restoring it while
+                    # the database is down; the first units of work open what they need.
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
-                        min_size=1,
+                        min_size=0,
                         max_size=self._size,
                         max_inactive_connection_lifetime=300,
                         timeout=10,
@@ -120,6 +130,19 @@ class PgDatabase:
     async def release(self, connection: asyncpg.Connection) -> None:
         if self._pool is not None:
             await self._pool.release(connection)
+
+    async def expire(self) -> None:
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
+    async def drop(self, connection: asyncpg.Connection) -> None:
+        """Closes a connection in an unknown state and frees its place in the pool. A
+        connection whose socket has already closed was given back by asyncpg itself: both
+        steps then fail, harmlessly."""
+        with contextlib.suppress(Exception):
+            connection.terminate()
+        with contextlib.suppress(Exception):
+            await self.release(connection)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -137,6 +160,7 @@ class PgUnitOfWork:
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
         self._fresh = True
+        self._broken = False  # a statement met a dead connection: never back to the pool
         self.users = PgUsers(self)
         self.pending = PgPending(self)
         self.refresh_tokens = PgRefreshTokens(self)
@@ -146,7 +170,13 @@ class PgUnitOfWork:
         await self._connect()
         if not self._read_only:
             # BEGIN is the unit's first round trip: a connection that died idle shows here.
-            await self._first(lambda conn: self._begin(conn))
+            try:
+                await self._first(self._begin)
+            except BaseException as exc:
+                # No __aexit__ follows a failed __aenter__: give the connection back here
+                # (raises Unavailable for a database that cannot be reached).
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def _connect(self) -> None:
@@ -164,7 +194,8 @@ class PgUnitOfWork:
     async def _first(self, run: Any) -> Any:
         """The unit's first statement. A pooled connection that died while idle (database
         restarted, connections cut) fails it before anything of the unit ran: it is dropped
-        and the statement sent again on another, once."""
+        and the statement sent again, once, on a new connection. The ones idle beside it most
+        likely died with it, so the pool replaces them all as they are next acquired."""
         assert self._conn is not None
         self._fresh = False
         try:
@@ -172,19 +203,25 @@ class PgUnitOfWork:
         except Exception as exc:
             if not unavailable(exc):
                 raise
-            self._conn.terminate()
-            with contextlib.suppress(Exception):
-                await self._db.release(self._conn)
+            await self._db.drop(self._conn)
             self._conn = None
+            await self._db.expire()
         await self._connect()
         return await run(self._conn)
 
     async def run(self, method: str, query: str, *args: Any) -> Any:
         """`method` ("fetchrow", "fetch", "execute") of the connection, for the repositories."""
-        if self._fresh:
-            return await self._first(lambda conn: getattr(conn, method)(query, *args))
-        assert self._conn is not None
-        return await getattr(self._conn, method)(query, *args)
+        try:
+            if self._fresh:
+                return await self._first(lambda conn: getattr(conn, method)(query, *args))
+            assert self._conn is not None
+            return await getattr(self._conn, method)(query, *args)
+        except BaseException as exc:
+            # Whether the flow catches it or not, a connection left in an unknown state (dead,
+            # or its statement cancelled midway) is not given back to the pool.
+            if unavailable(exc) or not isinstance(exc, asyncpg.PostgresError | ValueError):
+                self._broken = True
+            raise
 
     async def commit(self) -> None:
         if self._read_only:
@@ -196,13 +233,15 @@ class PgUnitOfWork:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None and (self._broken or (e is not None and unavailable(e))):
+            await self._db.drop(conn)  # its transaction, if any, dies with it on the server
+        elif conn is not None:
             try:
                 if self._tx is not None:
                     await self._tx.rollback()  # undoes everything not committed
             except Exception:
-                conn.terminate()  # in an unknown state: never back to the pool as it is
-            finally:
+                await self._db.drop(conn)  # in an unknown state: never back to the pool
+            else:
                 with contextlib.suppress(Exception):
                     await self._db.release(conn)
         if e is not None and unavailable(e):
