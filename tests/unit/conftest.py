@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_se
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.flows.context import FlowContext, Policy
 
+from .api_client import Api, open_api
 from .helpers import FakeClock
 
 ISSUER = AUDIENCE = "gatehouse"
@@ -104,3 +106,10 @@ def ctx(
         tokens=tokens,
         policy=policy,
     )
+
+
+@pytest.fixture
+async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
+    """The HTTP api in-process on SQLite and the embedded bus (tests/unit/api_client.py)."""
+    async with open_api(tmp_path, monkeypatch) as opened:
+        yield opened

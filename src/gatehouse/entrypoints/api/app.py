@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from gatehouse import __version__
 from gatehouse.bootstrap import Services
 from gatehouse.entrypoints.api import admin, auth, errors, health, jobs
+from gatehouse.entrypoints.api.hot import HotRoutes
 from gatehouse.entrypoints.api.middleware import BodyLimit, SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ def create_app(
     )
     app.state.services = services
     settings = services.settings
-    # The last added runs outermost: security headers wrap every answer, 413s included.
+    # The last added runs outermost: security headers wrap every answer, 413s included, and
+    # the hot routes run inside all three.
+    app.add_middleware(HotRoutes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
