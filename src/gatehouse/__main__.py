@@ -1,5 +1,5 @@
 """`python -m gatehouse` runs the command line."""
 
-from gatehouse.entrypoints.cli import main
+from gatehouse.entrypoints.launch import main
 
 main()
