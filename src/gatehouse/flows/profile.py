@@ -64,7 +64,7 @@ async def update(
                 "The current password is required to set a new one",
                 errors=[{"field": "current_password", "message": "required"}],
             )
-    async with ctx.uow() as uow:
+    async with ctx.reader() as uow:
         user = await current_user(ctx, uow, token)
     if password is not None:
         assert current_password is not None

@@ -46,7 +46,7 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
     if wait:
         audit("login", "throttled", factor="password")
         raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
-    async with ctx.uow() as uow:
+    async with ctx.reader() as uow:  # one read: no transaction around it
         user = await uow.users.get_by_email(email)
     if user is None:
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
