@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.adapters import sql
 from gatehouse.adapters.bullmq_jobs import BullmqJobs
 from gatehouse.adapters.bullmq_workers import BullmqWorkers
+from gatehouse.adapters.courier.console import ConsoleChannel
 from gatehouse.adapters.courier.templates import Templates
+from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
+from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryFailureCounter
@@ -135,8 +137,8 @@ def load_secrets(settings: Settings) -> Secrets:
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
     """The courier's channels by name (`email`, `sms`, `whatsapp`), from configuration. The
-    providers' SDKs are imported only when configured (SendGrid's alone is 8 MB per process)."""
-    from gatehouse.adapters.courier.console import ConsoleChannel
+    email libraries are imported only when configured (SendGrid's SDK alone is 8 MB per
+    process); the Twilio channels import their SDK themselves, when first used."""
     from gatehouse.adapters.courier.smtp import SmtpChannel
 
     s = settings
@@ -163,9 +165,6 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=console is for development only")
         channels["email"] = ConsoleChannel("console")
     twilio = bool(s.twilio_account_sid and s.twilio_auth_token)
-    from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
-    from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
-
     for name, kind, sender in (
         ("sms", TwilioSmsChannel, s.twilio_sms_from),
         ("whatsapp", TwilioWhatsAppChannel, s.twilio_whatsapp_from),
@@ -217,9 +216,7 @@ def units_of_work(
     """The flows' storage: on PostgreSQL the asyncpg adapter (`adapters/pg.py`, three times
     cheaper a request than SQLAlchemy's), unless turned off; SQLAlchemy on every other
     database, and always for the relay, the courier, migrations and health."""
-    if settings.database_asyncpg and make_url(settings.database_url).get_backend_name() == (
-        "postgresql"
-    ):
+    if settings.database_asyncpg and settings.is_postgres:
         database = PgDatabase(settings.database_url, settings.database_pool_size)
         return database.uow, database.reader, database
     reading = sql.autocommit(engine)

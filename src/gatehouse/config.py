@@ -152,3 +152,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def migrates_on_start(self) -> bool:
+        """A process migrates the database itself on SQLite and in development; in production
+        `gatehouse migrate` runs once, before the processes start."""
+        return self.is_sqlite or self.env == "development"

@@ -19,12 +19,11 @@ from gatehouse.adapters import memory
 from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.adapters.sql_schema import outbox, pending_registrations, refresh_tokens, users
 from gatehouse.bootstrap import Services, build
-from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.entrypoints.api.app import create_app
 from gatehouse.entrypoints.relay import Relay
 
-from .helpers import FakeClock
+from .helpers import FakeClock, offline_settings
 
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery"
@@ -94,19 +93,11 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def open_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+    settings = offline_settings(
+        tmp_path,
         env="development",
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db",
-        secrets_file=tmp_path / "secrets.json",
-        secrets_json="",
-        redis_url="",
-        kafka_bootstrap_servers="",
-        smtp_url="",
         jwt_algorithms=["EdDSA"],
         jwt_secret="",
-        argon2_memory_kib=1024,
-        argon2_time_cost=1,
         argon2_parallelism=1,
         hash_workers=2,
         rate_limits={},  # off here: tests/unit/test_abuse.py exercises them

@@ -6,15 +6,33 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from gatehouse.adapters.memory import MemoryDatabase
+from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.errors import Unavailable
 from gatehouse.ports import ChannelError, Delivery, OutgoingMessage, UnitOfWork
+
+
+def offline_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings of an in-process Gatehouse on nothing outside the test: SQLite and secrets in
+    `tmp`, no Redis, Kafka or SMTP (the embedded adapters), a cheap argon2id; no `.env`."""
+    base: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp}/gatehouse.db",
+        "secrets_file": tmp / "secrets.json",
+        "secrets_json": "",
+        "redis_url": "",
+        "kafka_bootstrap_servers": "",
+        "smtp_url": "",
+        "argon2_memory_kib": 1024,
+        "argon2_time_cost": 1,
+    }
+    return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]
 
 
 class FakeClock:

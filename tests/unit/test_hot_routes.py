@@ -72,24 +72,15 @@ PROFILE_HEADERS: list[dict[str, str]] = [
 ]
 
 
-@pytest.mark.parametrize("case", REFRESH_CASES)
-async def test_refresh_answers_as_the_router_does(
-    api: Api, monkeypatch: pytest.MonkeyPatch, case: dict[str, Any]
+@pytest.mark.parametrize(
+    ("path", "case"),
+    [("/api/auth/refresh", case) for case in REFRESH_CASES]
+    + [("/api/auth/verify-otp", case) for case in VERIFY_CASES],
+)
+async def test_refusals_answer_as_the_router_does(
+    api: Api, monkeypatch: pytest.MonkeyPatch, path: str, case: dict[str, Any]
 ) -> None:
-    hot_answer, router_answer = await both_ways(
-        api, monkeypatch, "POST", "/api/auth/refresh", **case
-    )
-    assert hot_answer.status_code >= 400
-    assert answer(hot_answer) == answer(router_answer)
-
-
-@pytest.mark.parametrize("case", VERIFY_CASES)
-async def test_verify_answers_as_the_router_does(
-    api: Api, monkeypatch: pytest.MonkeyPatch, case: dict[str, Any]
-) -> None:
-    hot_answer, router_answer = await both_ways(
-        api, monkeypatch, "POST", "/api/auth/verify-otp", **case
-    )
+    hot_answer, router_answer = await both_ways(api, monkeypatch, "POST", path, **case)
     assert hot_answer.status_code >= 400
     assert answer(hot_answer) == answer(router_answer)
 

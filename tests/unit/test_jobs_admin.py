@@ -19,23 +19,17 @@ from gatehouse.config import Settings
 from gatehouse.entrypoints.api.app import create_app
 from gatehouse.ports import JobRun
 
+from .helpers import offline_settings
+
 KEY = "k" * 40
 SECRET = "hunter2 hunter2 hunter2"
 
 
 def settings_for(tmp: Path, admin_token: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp}/admin.db",
-        secrets_file=tmp / "secrets.json",
-        secrets_json="",
-        redis_url="",
-        kafka_bootstrap_servers="",
-        smtp_url="",
+    return offline_settings(
+        tmp,
         job_attempts=1,
-        admin_token=admin_token,  # type: ignore[arg-type]
-        argon2_memory_kib=1024,
-        argon2_time_cost=1,
+        admin_token=admin_token,
         hash_workers=1,
     )
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import fields
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -25,14 +25,11 @@ from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict, Unavailable
 
-# Columns are named as the records' fields (as in sql_schema.py), in the fields' order.
-USER_FIELDS = tuple(f.name for f in fields(User))
-PENDING_FIELDS = tuple(f.name for f in fields(PendingRegistration))
-TOKEN_FIELDS = tuple(f.name for f in fields(RefreshToken))
-USER_COLUMNS = ", ".join(USER_FIELDS)
-PENDING_COLUMNS = ", ".join(PENDING_FIELDS)
-TOKEN_COLUMNS = ", ".join(TOKEN_FIELDS)
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 TAKEN = "An account with these details already exists"
+R = TypeVar("R", bound="DataclassInstance")  # a record: User, PendingRegistration, ...
 
 
 def dsn(database_url: str) -> str:
@@ -81,8 +78,34 @@ def _values(obj: Any, names: tuple[str, ...]) -> list[Any]:
     return [_naive(v) if isinstance(v, datetime) else v for v in values]
 
 
-def _placeholders(count: int) -> str:
-    return ", ".join(f"${i}" for i in range(1, count + 1))
+class _Table(Generic[R]):
+    """A table whose columns are a record's fields, in the fields' order (as in sql_schema.py),
+    and the statements every repository writes the same way, built once."""
+
+    def __init__(self, name: str, record: type[R]):
+        self.record = record
+        self.fields = tuple(f.name for f in fields(record))
+        columns = ", ".join(self.fields)
+        self.select = f"SELECT {columns} FROM {name} WHERE "  # noqa: S608 - constants only
+        placeholders = ", ".join(f"${i}" for i in range(1, len(self.fields) + 1))
+        self.insert = f"INSERT INTO {name} ({columns}) VALUES ({placeholders})"  # noqa: S608
+        # Rows whose phone is sealed under another key than `$1%`, oldest first (key rotation).
+        self.encrypted_not_under = (
+            f"{self.select}phone_ciphertext IS NOT NULL AND phone_ciphertext NOT LIKE $1 "
+            "ORDER BY created_at, id LIMIT $2"
+        )
+
+
+USERS = _Table("users", User)
+PENDING = _Table("pending_registrations", PendingRegistration)
+TOKENS = _Table("refresh_tokens", RefreshToken)
+REVOKE = "UPDATE refresh_tokens SET revoked_at = $2 WHERE {} = $1 AND revoked_at IS NULL"
+REVOKE_FAMILY = REVOKE.format("family_id")
+REVOKE_USER = REVOKE.format("user_id")
+# users' columns after the id, each set from its parameter ($1 is the id).
+USER_UPDATE = "UPDATE users SET {} WHERE id = $1".format(  # noqa: S608 - constants only
+    ", ".join(f"{c} = ${i}" for i, c in enumerate(USERS.fields[1:], start=2))
+)
 
 
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
@@ -248,16 +271,26 @@ class PgUnitOfWork:
             raise Unavailable("Database unavailable") from e
 
 
-class _Repo:
+class _Repo(Generic[R]):
+    table: _Table[R]
+
     def __init__(self, uow: PgUnitOfWork):
         self._uow = uow
 
+    async def _one(self, where: str, *args: Any) -> R | None:
+        row = await self._uow.run("fetchrow", self.table.select + where, *args)
+        return None if row is None else self.table.record(**_aware(row))
 
-class PgUsers(_Repo):
-    async def _one(self, where: str, *args: Any) -> User | None:
-        query = f"SELECT {USER_COLUMNS} FROM users WHERE {where}"  # noqa: S608 - constants only
-        row = await self._uow.run("fetchrow", query, *args)
-        return None if row is None else User(**_aware(row))
+    async def _encrypted_not_under(self, prefix: str, limit: int) -> list[R]:
+        rows = await self._uow.run("fetch", self.table.encrypted_not_under, f"{prefix}%", limit)
+        return [self.table.record(**_aware(row)) for row in rows]
+
+    async def _insert(self, record: R) -> None:
+        await self._uow.run("execute", self.table.insert, *_values(record, self.table.fields))
+
+
+class PgUsers(_Repo[User]):
+    table = USERS
 
     async def get(self, user_id: str) -> User | None:
         return await self._one("id = $1", user_id)
@@ -277,31 +310,17 @@ class PgUsers(_Repo):
         return await self._one("phone_index = $1", phone_index)
 
     async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
-        rows = await self._uow.run(
-            "fetch",
-            f"SELECT {USER_COLUMNS} FROM users WHERE phone_ciphertext IS NOT NULL "  # noqa: S608
-            "AND phone_ciphertext NOT LIKE $1 ORDER BY created_at, id LIMIT $2",
-            f"{prefix}%",
-            limit,
-        )
-        return [User(**_aware(row)) for row in rows]
+        return await self._encrypted_not_under(prefix, limit)
 
     async def add(self, user: User) -> None:
         try:
-            await self._uow.run(
-                "execute",
-                f"INSERT INTO users ({USER_COLUMNS}) "  # noqa: S608 - constants
-                f"VALUES ({_placeholders(len(USER_FIELDS))})",
-                *_values(user, USER_FIELDS),
-            )
+            await self._insert(user)
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(TAKEN) from exc
 
     async def update(self, user: User) -> None:
-        values = _values(user, USER_FIELDS)  # id first: $1
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(USER_FIELDS[1:], start=2))
         try:
-            await self._uow.run("execute", f"UPDATE users SET {sets} WHERE id = $1", *values)  # noqa: S608
+            await self._uow.run("execute", USER_UPDATE, *_values(user, USERS.fields))
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(TAKEN) from exc
 
@@ -309,37 +328,21 @@ class PgUsers(_Repo):
         await self._uow.run("execute", "DELETE FROM users WHERE id = $1", user_id)
 
 
-class PgPending(_Repo):
+class PgPending(_Repo[PendingRegistration]):
+    table = PENDING
+
     async def get_by_email(self, email: str) -> PendingRegistration | None:
-        row = await self._uow.run(
-            "fetchrow",
-            f"SELECT {PENDING_COLUMNS} FROM pending_registrations WHERE email = $1",  # noqa: S608
-            email,
-        )
-        return None if row is None else PendingRegistration(**_aware(row))
+        return await self._one("email = $1", email)
 
     async def encrypted_not_under(self, prefix: str, limit: int) -> list[PendingRegistration]:
-        rows = await self._uow.run(
-            "fetch",
-            f"SELECT {PENDING_COLUMNS} FROM pending_registrations "  # noqa: S608 - constants
-            "WHERE phone_ciphertext IS NOT NULL AND phone_ciphertext NOT LIKE $1 "
-            "ORDER BY created_at, id LIMIT $2",
-            f"{prefix}%",
-            limit,
-        )
-        return [PendingRegistration(**_aware(row)) for row in rows]
+        return await self._encrypted_not_under(prefix, limit)
 
     async def put(self, pending: PendingRegistration) -> None:
         # Delete-then-insert, as the SQLAlchemy adapter does on every database.
         await self._uow.run(
             "execute", "DELETE FROM pending_registrations WHERE email = $1", pending.email
         )
-        await self._uow.run(
-            "execute",
-            f"INSERT INTO pending_registrations ({PENDING_COLUMNS}) "  # noqa: S608 - constants
-            f"VALUES ({_placeholders(len(PENDING_FIELDS))})",
-            *_values(pending, PENDING_FIELDS),
-        )
+        await self._insert(pending)
 
     async def delete(self, pending_id: str) -> None:
         await self._uow.run(
@@ -347,22 +350,14 @@ class PgPending(_Repo):
         )
 
 
-class PgRefreshTokens(_Repo):
+class PgRefreshTokens(_Repo[RefreshToken]):
+    table = TOKENS
+
     async def add(self, token: RefreshToken) -> None:
-        await self._uow.run(
-            "execute",
-            f"INSERT INTO refresh_tokens ({TOKEN_COLUMNS}) "  # noqa: S608 - constants
-            f"VALUES ({_placeholders(len(TOKEN_FIELDS))})",
-            *_values(token, TOKEN_FIELDS),
-        )
+        await self._insert(token)
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
-        row = await self._uow.run(
-            "fetchrow",
-            f"SELECT {TOKEN_COLUMNS} FROM refresh_tokens WHERE token_hash = $1",  # noqa: S608
-            token_hash,
-        )
-        return None if row is None else RefreshToken(**_aware(row))
+        return await self._one("token_hash = $1", token_hash)
 
     async def mark_used(self, token_id: str, now: datetime) -> bool:
         # The conditional update is the arbiter between two concurrent refreshes.
@@ -375,23 +370,17 @@ class PgRefreshTokens(_Repo):
         return bool(status == "UPDATE 1")
 
     async def revoke_family(self, family_id: str, now: datetime) -> int:
-        return await self._revoke("family_id", family_id, now)
+        return await self._revoke(REVOKE_FAMILY, family_id, now)
 
     async def revoke_user(self, user_id: str, now: datetime) -> int:
-        return await self._revoke("user_id", user_id, now)
+        return await self._revoke(REVOKE_USER, user_id, now)
 
-    async def _revoke(self, column: str, value: str, now: datetime) -> int:
-        status = await self._uow.run(
-            "execute",
-            f"UPDATE refresh_tokens SET revoked_at = $2 "  # noqa: S608 - column is ours
-            f"WHERE {column} = $1 AND revoked_at IS NULL",
-            value,
-            _naive(now),
-        )
+    async def _revoke(self, query: str, value: str, now: datetime) -> int:
+        status = await self._uow.run("execute", query, value, _naive(now))
         return int(str(status).rsplit(" ", 1)[-1])
 
 
-class PgOutbox(_Repo):
+class PgOutbox(_Repo[OutboxMessage]):
     async def add(self, message: OutboxMessage) -> None:
         await self._uow.run(
             "execute",

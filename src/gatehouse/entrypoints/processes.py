@@ -87,7 +87,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
-    sock.set_inheritable(False)
     return sock
 
 
@@ -101,7 +100,7 @@ async def serve_http(
     workers must not race to migrate) and the port is shared with sibling workers."""
     services = build(settings)
     if not prepared:
-        await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
+        await prepare(services, migrate=settings.migrates_on_start)
     background = [sockets.sockets_role(services), *(role(services) for role in roles)]
     # Socket.IO at /socket.io around the FastAPI app (create_app stays plain for tests).
     app = sockets.mount(create_app(services, background=background))
@@ -140,7 +139,7 @@ def serve_api(settings: Settings) -> None:
     async def prepare_once() -> None:
         services = build(settings)
         try:
-            await prepare(services, migrate=settings.is_sqlite or settings.env == "development")
+            await prepare(services, migrate=settings.migrates_on_start)
         finally:
             await services.aclose()
 
