@@ -21,16 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the tests' Stack and MailSink are reused, not copied
     sys.path.insert(0, str(ROOT))
 
 from tests.conftest import MailSink, free_port  # noqa: E402
-from tests.e2e.stack import Role, Stack, own_redis_db  # noqa: E402
+from tests.e2e.stack import Role, Stack, children, own_redis_db  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LUA = ROOT / "benchmarks" / "lua"
@@ -110,28 +107,6 @@ class Bench:
 
 
 @contextlib.contextmanager
-def redis_db(redis_url: str) -> Iterator[str]:
-    """A Redis database of its own (`own_redis_db`: leased, emptied when leased), emptied again
-    when the benchmark ends, failed or not: it leaves no keys behind. Only while the lease is
-    still this run's (it lapses after 15 minutes; the database may be another run's by then)."""
-    with own_redis_db(redis_url) as url:
-        db = urlsplit(url).path.strip("/")
-        lease_key = f"gatehouse-test:redis-db:{db}"  # as own_redis_db names it
-        admin_url = urlsplit(url)._replace(path="/0").geturl()
-        with redis.Redis.from_url(admin_url) as admin:
-            lease = admin.get(lease_key)
-        try:
-            yield url
-        finally:
-            try:
-                with redis.Redis.from_url(admin_url) as admin, redis.Redis.from_url(url) as own:
-                    if lease is not None and admin.get(lease_key) == lease:
-                        own.flushdb()
-            except redis.RedisError as exc:  # the next lease empties it; the real error stays
-                print(f"Redis database {db} not emptied: {exc}", file=sys.stderr)
-
-
-@contextlib.contextmanager
 def bench_stack(extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
     """A PostgreSQL database, a Redis database and a courier group of its own, migrated; rate
     limits off (one load generator address drives every client) and logs at WARNING."""
@@ -147,7 +122,7 @@ def bench_stack(extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
     controller = Controller(sink, hostname=sink.host, port=sink.port)
     controller.start()
     try:
-        with redis_db(urls["REDIS_URL"]) as redis_url, tempfile.TemporaryDirectory() as tmp:
+        with own_redis_db(urls["REDIS_URL"]) as redis_url, tempfile.TemporaryDirectory() as tmp:
             stack = Stack.configure(
                 Path(tmp), database_url, redis_url, urls["KAFKA_BOOTSTRAP_SERVERS"], sink.url
             )
@@ -174,14 +149,6 @@ def bench_stack(extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
     finally:
         controller.stop()
         subprocess.run(["psql", psql, "-qc", f"DROP DATABASE IF EXISTS {database}"], check=False)
-
-
-def children(pid: int) -> list[int]:
-    """A process's child processes (an api supervisor's workers); none once it is gone."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def rss_mb(pid: int, tree: bool = True) -> float:

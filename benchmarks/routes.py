@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import threading
 import time
@@ -28,10 +27,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import seed
+from tests.e2e.stack import mailed_code
 
 from gatehouse.adapters.hashing import Argon2Hasher
 
-CODE = re.compile(r"code is: (\d{6})")
 CONNECTIONS = 32  # wrk connections for the cheap routes: enough to keep 2 cores busy
 
 
@@ -119,13 +118,8 @@ async def register_verify(url: str, sink: Any, seconds: float, concurrency: int 
             )
             if reply.status_code != 202:
                 continue
-            message = (await sink.wait_for(email, 1, timeout=60))[0]
-            code = CODE.search(message.get_payload(decode=True).decode())
-            if code is None:
-                continue
-            reply = await client.post(
-                "/api/auth/verify-otp", json={"email": email, "otp": code.group(1)}
-            )
+            code = await mailed_code(sink, email, 1)
+            reply = await client.post("/api/auth/verify-otp", json={"email": email, "otp": code})
             if reply.status_code == 201 and time.monotonic() < deadline:
                 done += 1
 

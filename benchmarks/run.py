@@ -72,11 +72,8 @@ def judge(figures: dict[str, Any]) -> dict[str, bool]:
 
 def table(figures: dict[str, Any], met: dict[str, bool]) -> str:
     lines = ["| figure | value | target | met | compared with |", "|---|---:|---|---|---|"]
-    for key in ORDER + sorted(
-        k for k in figures if k not in ORDER and not isinstance(figures[k], dict | list)
-    ):
-        if key not in figures or isinstance(figures[key], dict | list):
-            continue
+    shown = [k for k in figures if not isinstance(figures[k], dict | list)]
+    for key in [k for k in ORDER if k in shown] + sorted(set(shown) - set(ORDER)):
         op, target, peer = TARGETS.get(key, ("", "", ""))
         target_text = f"{op} {target}" if op else ""
         verdict = "" if key not in met else ("yes" if met[key] else "**no**")

@@ -30,8 +30,9 @@ from typing import Any
 import httpx
 from aiosmtpd.controller import Controller
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
+from tests.conftest import courier_group_at_end
+from tests.e2e.stack import own_redis_db
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
 PASSWORD = "correct horse battery staple"
@@ -224,8 +225,10 @@ def main() -> None:
     port = free_port()
     # A Redis database of its own, emptied when the soak ends: its keys (codes, the fixed job
     # queues) are neither mixed with other runs' in database 0 nor left behind.
-    redis_db = harness.redis_db(os.environ["GATEHOUSE_TEST_REDIS_URL"])
-    with redis_db as redis_url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        own_redis_db(os.environ["GATEHOUSE_TEST_REDIS_URL"]) as redis_url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         env = {
             **os.environ,
             "GATEHOUSE_PORT": str(port),
@@ -240,8 +243,6 @@ def main() -> None:
             # One client address drives every user: per-address limits would answer mostly 429.
             "GATEHOUSE_RATE_LIMITS": "{}",
         }
-        from tests.conftest import courier_group_at_end  # on the path through harness
-
         courier_group_at_end(
             env["GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS"], env["GATEHOUSE_KAFKA_COURIER_GROUP"]
         )

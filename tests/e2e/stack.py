@@ -41,12 +41,21 @@ def node_modules() -> Path:
     return INTEROP / "node_modules"
 
 
+def children(pid: int) -> list[int]:
+    """A process's child processes (an api supervisor's workers); none once it is gone."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 @contextlib.contextmanager
 def own_redis_db(redis_url: str) -> Iterator[str]:
     """The same Redis on a database of its own (1 to 15), leased for the test: queue names are
     fixed, so two runs of the suite on one Redis must not consume each other's jobs. A lease is
     a key in database 0 that expires if a run dies. (Socket.IO pub/sub is server-wide, but
-    every push is addressed to a room.)"""
+    every push is addressed to a room.) Emptied when leased and again when given back (if the
+    lease is still this run's: it lapses after 15 minutes), so no run leaves keys behind."""
     lease = f"gatehouse-test:redis-db-lease:{uuid.uuid4().hex}"
     with redis.Redis.from_url(urlsplit(redis_url)._replace(path="/0").geturl()) as admin:
         deadline = time.monotonic() + 120
@@ -66,6 +75,8 @@ def own_redis_db(redis_url: str) -> Iterator[str]:
             yield url
         finally:
             if admin.get(f"gatehouse-test:redis-db:{db}") == lease.encode():
+                with redis.Redis.from_url(url) as own:
+                    own.flushdb()
                 admin.delete(f"gatehouse-test:redis-db:{db}")
 
 

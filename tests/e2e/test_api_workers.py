@@ -13,10 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+from tests.e2e.stack import children
 
 
 def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
