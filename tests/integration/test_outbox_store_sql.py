@@ -34,13 +34,20 @@ async def published_seqs(engine: AsyncEngine) -> tuple[list[int], list[int]]:
     )
 
 
+async def write_events(units: Units, count: int, users: int = 1) -> None:
+    """`count` user events in one transaction, `data.n` numbering them from 0, over `users`
+    users (u-0, u-1, ...)."""
+    async with units() as uow:
+        for i in range(count):
+            event = events.user_event(events.VERIFIED, f"u-{i % users}", {"n": i}, NOW)
+            await uow.outbox.add(event)
+        await uow.commit()
+
+
 async def test_each_batch_marks_exactly_the_rows_it_published(
     engine: AsyncEngine, units: Units
 ) -> None:
-    async with units() as uow:
-        for i in range(1_203):
-            await uow.outbox.add(events.user_event(events.VERIFIED, f"u-{i % 7}", {"n": i}, NOW))
-        await uow.commit()
+    await write_events(units, 1_203, users=7)
     store = sql.SqlOutboxStore(engine, lambda: NOW)
     batches: list[list[int]] = []
 
@@ -126,10 +133,7 @@ async def test_relays_polling_together_publish_each_row_once_in_order(
     """Four relays drain one outbox at once: each row published once, in order, and no batch
     fails on the way. (InnoDB used to deadlock two relays' locking reads and updates, above all
     over rows deleted but not yet purged, as the relay's pruning leaves them.)"""
-    async with units() as uow:
-        for _ in range(1_200):
-            await uow.outbox.add(events.user_event(events.VERIFIED, "old", {"n": -1}, NOW))
-        await uow.commit()
+    await write_events(units, 1_200)
 
     async def nothing(records: Sequence[OutboxRecord]) -> None:
         pass
@@ -137,10 +141,7 @@ async def test_relays_polling_together_publish_each_row_once_in_order(
     while await sql.SqlOutboxStore(engine, lambda: NOW).claim(500, nothing):
         pass
     assert await sql.SqlOutboxStore(engine, lambda: NOW).prune(NOW + timedelta(seconds=1)) == 1_200
-    async with units() as uow:
-        for i in range(600):
-            await uow.outbox.add(events.user_event(events.VERIFIED, f"u-{i % 5}", {"n": i}, NOW))
-        await uow.commit()
+    await write_events(units, 600, users=5)
     stores = [sql.SqlOutboxStore(engine, lambda: NOW) for _ in range(4)]
     published: list[int] = []
 
@@ -162,10 +163,7 @@ async def test_a_failed_batch_leaves_the_next_relay_its_turn(
 ) -> None:
     """The turn (MariaDB's named lock, PostgreSQL's row locks) ends with a failed batch too: the
     next relay, on another connection, publishes at once what the failed one could not."""
-    async with units() as uow:
-        for i in range(5):
-            await uow.outbox.add(events.user_event(events.VERIFIED, "u", {"n": i}, NOW))
-        await uow.commit()
+    await write_events(units, 5)
 
     async def kafka_down(records: Sequence[OutboxRecord]) -> None:
         raise ConnectionError("broker down")
@@ -185,10 +183,7 @@ async def test_a_failed_batch_leaves_the_next_relay_its_turn(
 async def test_a_second_relay_waits_for_the_first_ones_batch(
     engine: AsyncEngine, units: Units
 ) -> None:
-    async with units() as uow:
-        for i in range(6):
-            await uow.outbox.add(events.user_event(events.VERIFIED, "u", {"n": i}, NOW))
-        await uow.commit()
+    await write_events(units, 6)
     batches: list[list[int]] = []
     first_in_hand, let_go = asyncio.Event(), asyncio.Event()
 

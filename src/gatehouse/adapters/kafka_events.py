@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -124,8 +124,7 @@ def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None
     """The broker's answer to an offset commit (served by the consumer's poll)."""
     failed = [p for p in partitions if p.error is not None]
     if err is not None or failed:
-        # The partition moved to another member (a rebalance) or the broker is away: the
-        # message will be read again, and the record de-duplicates it.
+        # As in `KafkaSource._commit`: the message will be read again and de-duplicated.
         log.warning("offset not committed, it may be delivered again: %s", err or failed[0].error)
 
 
@@ -187,7 +186,7 @@ class KafkaSource:
                     continue
 
                 async def ack(msg: Any = msg) -> None:
-                    self._commit(msg.topic(), msg.partition(), msg.offset() + 1)
+                    self._ack(msg.topic(), msg.partition(), msg.offset() + 1)
 
                 key, partition, offset = msg.key(), msg.partition(), msg.offset()
                 yield Delivery(
@@ -199,25 +198,18 @@ class KafkaSource:
                     -1 if offset is None else offset,
                 )
 
-    def _commit(self, topic: str, partition: int, offset: int) -> None:
+    def _ack(self, topic: str, partition: int, offset: int) -> None:
         """Commit past one handled message without waiting for the broker's answer: the answer
         does not change what happens next (a commit that fails only means the message is read
         again, and the delivery record de-duplicates it), and waiting cost a round trip to the
         broker per message. Offsets go out in order; `close` commits the last ones and waits."""
         self._acked[(topic, partition)] = offset
-        try:
-            self._consumer.commit(
-                offsets=[TopicPartition(topic, partition, offset)], asynchronous=True
-            )
-        except KafkaException as exc:
-            log.warning("offset not committed, it may be delivered again: %s", exc)
+        self._commit([TopicPartition(topic, partition, offset)], asynchronous=True)
 
-    def _final_commit(self) -> None:
-        if not self._acked:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()]
+    def _commit(self, offsets: list[TopicPartition], *, asynchronous: Literal[True, False]) -> None:
+        # (Literal, not bool: confluent_kafka's stubs overload `commit` on each value.)
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
             # The partitions moved to another member (a rebalance) or the broker is away: the
             # messages will be read again, and their records de-duplicate them.
@@ -227,7 +219,9 @@ class KafkaSource:
         self._closed = True
 
         def finish() -> None:
-            self._final_commit()
+            if self._acked:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()]
+                self._commit(offsets, asynchronous=False)
             self._consumer.close()
 
         await asyncio.get_running_loop().run_in_executor(self._pool, finish)

@@ -87,24 +87,21 @@ class SqlUsers:
     def __init__(self, conn: Executor):
         self._conn = conn
 
-    async def _one(self, where: Any) -> User | None:
-        row = (await self._conn.execute(select(users).where(where))).first()
+    async def _one(self, query: Executable, params: dict[str, Any] | None = None) -> User | None:
+        row = (await self._conn.execute(query, params)).first()
         return None if row is None else User(**row._mapping)
 
     async def get(self, user_id: str) -> User | None:
-        row = (await self._conn.execute(_USER_BY_ID, {"user_id": user_id})).first()
-        return None if row is None else User(**row._mapping)
+        return await self._one(_USER_BY_ID, {"user_id": user_id})
 
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
-        params = {"user_id": user_id, "session_id": session_id}
-        row = (await self._conn.execute(_SIGNED_IN_USER, params)).first()
-        return None if row is None else User(**row._mapping)
+        return await self._one(_SIGNED_IN_USER, {"user_id": user_id, "session_id": session_id})
 
     async def get_by_email(self, email: str) -> User | None:
-        return await self._one(users.c.email == email)
+        return await self._one(select(users).where(users.c.email == email))
 
     async def get_by_phone_index(self, phone_index: str) -> User | None:
-        return await self._one(users.c.phone_index == phone_index)
+        return await self._one(select(users).where(users.c.phone_index == phone_index))
 
     async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
         query = (
@@ -317,13 +314,21 @@ class SqlOutboxStore:
     def __init__(self, engine: AsyncEngine, clock: Clock):
         self._engine = engine
         self._clock = clock
-        postgres = engine.dialect.name == "postgresql"
+        dialect = engine.dialect.name
+        self._postgres = dialect == "postgresql"
+        # SQLite has no FOR UPDATE: a (no-op) write takes the database write lock first, so a
+        # second relay waits for it instead of reading the same rows.
+        self._write_lock = (
+            update(outbox).where(outbox.c.seq == -1).values(published_at=None)
+            if dialect == "sqlite"
+            else None
+        )
         # On PostgreSQL `published_at` (NULL in every row read) goes first in the order: the
         # order is still `seq`'s, and now the (published_at, seq) index's too, so PostgreSQL
         # reads that index from the first unpublished row and stops after `limit`. Ordered by
         # `seq` alone it sorted every unpublished row for each batch, or walked the published
         # ones first, depending on its statistics. (MariaDB and SQLite keep the order they had.)
-        order = (outbox.c.published_at, outbox.c.seq) if postgres else (outbox.c.seq,)
+        order = (outbox.c.published_at, outbox.c.seq) if self._postgres else (outbox.c.seq,)
         self._unpublished = (
             select(
                 outbox.c.seq,
@@ -339,11 +344,11 @@ class SqlOutboxStore:
             .with_for_update()
         )
         self._turn: tuple[Any, Any] | None = None
-        if engine.dialect.name in ("mysql", "mariadb"):
+        if dialect in ("mysql", "mariadb"):
             name = func.concat("gatehouse-outbox-relay:", func.database())
             self._turn = (select(func.get_lock(name, 10)), select(func.release_lock(name)))
         mark = update(outbox).values(published_at=bindparam("now"))
-        if postgres:
+        if self._postgres:
             # `seq = ANY($2)`: PostgreSQL types the parameter (bigint[]) from the column.
             self._mark = mark.where(outbox.c.seq == func.any(bindparam("seqs")))
         else:
@@ -378,12 +383,8 @@ class SqlOutboxStore:
         publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]],
     ) -> int:
         async with conn.begin():
-            if conn.dialect.name == "sqlite":
-                # SQLite has no FOR UPDATE: a (no-op) write takes the database write lock first,
-                # so a second relay waits here instead of reading the same rows.
-                await conn.execute(
-                    update(outbox).where(outbox.c.seq == -1).values(published_at=None)
-                )
+            if self._write_lock is not None:
+                await conn.execute(self._write_lock)
             rows = (await conn.execute(self._unpublished, {"limit": limit})).all()
             if not rows:
                 return 0
@@ -392,7 +393,7 @@ class SqlOutboxStore:
                 for seq, mid, topic, key, text, created_at in rows
             ]
             await publish(records)
-            if conn.dialect.name == "postgresql":
+            if self._postgres:
                 # Planned for this array, not once for any: a generic plan made while the table
                 # was small (a seq scan) stayed cached as it grew, and marking 500 rows then
                 # read the whole table (4,000 rows a second instead of 20,000).

@@ -25,6 +25,17 @@ def _plain(value: str) -> bool:
     return value.isascii() and "\r" not in value and "\n" not in value
 
 
+def headers(sender: str, message: OutgoingMessage, message_id: str) -> list[tuple[str, str]]:
+    """A mail's headers, in the order both writers put them."""
+    return [
+        ("From", sender),
+        ("To", message.to),  # validated address: CR/LF cannot reach the header
+        ("Subject", message.subject),
+        ("Message-ID", message_id),
+        ("X-Gatehouse-Message-Id", message.id),
+    ]
+
+
 def fast_bytes(sender: str, message: OutgoingMessage, message_id: str) -> bytes | None:
     """The mail exactly as the email package writes it, with its headers written here when
     nothing in them needs encoding or folding (ASCII, one short line each) and the body is
@@ -33,13 +44,7 @@ def fast_bytes(sender: str, message: OutgoingMessage, message_id: str) -> bytes 
     if not message.body.isascii():
         return None
     lines = []
-    for name, value in (
-        ("From", sender),
-        ("To", message.to),
-        ("Subject", message.subject),
-        ("Message-ID", message_id),
-        ("X-Gatehouse-Message-Id", message.id),
-    ):
+    for name, value in headers(sender, message, message_id):
         line = f"{name}: {value}"
         # A message id has no space to fold at: written whole, as the email package does.
         limit = 998 if name == "Message-ID" and " " not in value else MAX_HEADER
@@ -72,11 +77,8 @@ class SmtpChannel:
 
     def _mail(self, message: OutgoingMessage, message_id: str) -> EmailMessage:
         mail = EmailMessage()
-        mail["From"] = self._sender
-        mail["To"] = message.to  # validated address: CR/LF cannot reach the header
-        mail["Subject"] = message.subject
-        mail["Message-ID"] = message_id
-        mail["X-Gatehouse-Message-Id"] = message.id
+        for name, value in headers(self._sender, message, message_id):
+            mail[name] = value
         mail.set_content(message.body)
         return mail
 
