@@ -42,8 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 import seed
@@ -60,15 +58,6 @@ SOCKET_WARMUP_SECONDS = 1.0
 SOCKET_CLIENTS = 10
 USERS = 20  # accounts (tokens) the read-user jobs read
 Data = Callable[[int], dict[str, Any]]
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_pressure() -> float | None:
@@ -128,7 +117,7 @@ class Drain:
                     ]
                 )
             since = int(time.time() * 1000)
-            cpu = cpu_seconds(pid) if pid else 0.0
+            cpu = harness.cpu_seconds(pid, tree=False) if pid else 0.0
         finally:
             await self.queue.resume()
         completed = f"bull:{self.name}:completed"
@@ -137,7 +126,7 @@ class Drain:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: {done} of {count} jobs completed")
             await asyncio.sleep(0.05)
-        cpu = cpu_seconds(pid) - cpu if pid else 0.0
+        cpu = harness.cpu_seconds(pid, tree=False) - cpu if pid else 0.0
         finished = await self.redis.zrangebyscore(completed, since, "+inf", withscores=True)
         times = sorted(score for _member, score in finished)
         seconds = (times[-1] - times[0]) / 1000
@@ -271,7 +260,7 @@ async def _tokens(env: dict[str, str], count: int) -> list[str]:
     from gatehouse.flows import session
 
     emails = await seed.users(env, count, f"jobs-{uuid.uuid4().hex[:6]}")
-    services = await seed._services(env)
+    services = seed.services(env)
     try:
         return [
             (await session.login(services.ctx, email=email, password=seed.PASSWORD)).token
@@ -325,16 +314,6 @@ def read_user(
     }
 
 
-def wait_ready(url: str, timeout: float = 90) -> None:
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    harness.wait_until(ready, timeout, f"{url}/health/ready", interval=0.2)
-
-
 def socket_run(
     api_url: str,
     redis_url: str,
@@ -383,12 +362,9 @@ def job_to_socket(
     env = dict(bench.stack.env)
     tokens = tokens or tokens_for(bench)
     options = gatehouse_job_options(env)
-    api = bench.start(
-        "jobs-api", "api", port=harness.free_port(), env={"GATEHOUSE_API_WORKERS": "1"}
-    )
+    api = bench.api(workers=1)  # once it answers /health/ready
     bench.start("jobs-worker", "worker")
     try:
-        wait_ready(api.url)
         # Start-up and warm-up (the worker's first jobs, the api's first pushes): not counted.
         socket_run(api.url, bench.redis_url, tokens, options, rate=rate, seconds=2)
         figures = [
@@ -396,7 +372,7 @@ def job_to_socket(
         ]
     finally:
         bench.stop("jobs-worker")
-        bench.stop("jobs-api")
+        bench.stop("api")
     return {
         "job_to_socket_p99_ms": harness.median([f["p99_ms"] for f in figures]),
         "job_to_socket_p50_ms": harness.median([f["p50_ms"] for f in figures]),

@@ -3,29 +3,13 @@
 // line `{"ready": true}` once it consumes, and closes (finishing the jobs in flight) on SIGTERM.
 //
 //   REDIS_URL=redis://127.0.0.1:6379/3 QUEUE=noop CONCURRENCY=10 node benchmarks/node/noop_worker.mjs
-//
-// bullmq comes from the interop tests' install (tests/interop/install), not a second copy.
-import { createRequire } from 'node:module';
+import { env, redisConnection, require } from './common.mjs';
 
-const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
 const { Worker } = require('bullmq');
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
-
-const url = new URL(env('REDIS_URL'));
-const connection = {
-  host: url.hostname,
-  port: Number(url.port || 6379),
-  db: Number(url.pathname.slice(1) || 0),
-  ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-};
 const result = { success: true, message: 'noop', data: {} };
 const worker = new Worker(env('QUEUE'), async () => result, {
-  connection,
+  connection: redisConnection(),
   prefix: 'bull',
   concurrency: Number(process.env.CONCURRENCY || 10),
   autorun: false,

@@ -7,31 +7,19 @@
 // list) on stdin; prints one JSON line of figures. With DETAIL=1 the line also has, for the
 // slowest 1 %, where the time went, from the job hashes BullMQ keeps (`slowest`).
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
+import { env, redisConnection, require } from './common.mjs';
 
-const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
 const { Queue } = require('bullmq');
 const { io } = require('socket.io-client');
 
-const env = (name, fallback) => {
-  const value = process.env[name] ?? fallback;
-  if (value === undefined) throw new Error(`${name} is not set`);
-  return value;
-};
 const rate = Number(env('RATE', '500'));
 const seconds = Number(env('SECONDS', '6'));
 const warmup = Number(env('WARMUP_SECONDS', '1'));
 const clientCount = Number(env('CLIENTS', '10'));
 const options = JSON.parse(env('JOB_OPTIONS', '{}'));
 const gatehouse = env('GATEHOUSE_URL');
-const url = new URL(env('REDIS_URL'));
-const connection = {
-  host: url.hostname,
-  port: Number(url.port || 6379),
-  db: Number(url.pathname.slice(1) || 0),
-  ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-};
+const connection = redisConnection();
 
 let input = '';
 for await (const chunk of process.stdin) input += chunk;

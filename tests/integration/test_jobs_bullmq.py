@@ -17,7 +17,7 @@ from bullmq.redis_connection import SCRIPT_DEFINITIONS, loadScript
 from redis.asyncio import Redis
 
 from gatehouse.adapters.bullmq_jobs import BullmqJobs
-from gatehouse.adapters.bullmq_workers import BullmqWorkers
+from gatehouse.adapters.bullmq_workers import BullmqWorkers, FastWorker
 from gatehouse.adapters.redis_pipeline import PipelinedRedis
 from gatehouse.bootstrap import build_jobs
 from gatehouse.config import Settings
@@ -394,7 +394,6 @@ async def test_a_worker_whose_connections_are_cut_takes_the_next_job_at_once(
     """Connections cut while the worker waits for jobs (a Redis restart, a proxy): the wait is
     made again on a new connection, not after python bullmq's `runRetryDelay` (set here to
     10 minutes, so that the test would time out if it were used)."""
-    from gatehouse.adapters.bullmq_workers import FastWorker
 
     async def process(job: Job, _token: str) -> dict[str, Any]:
         return {"success": True, "message": "ok", "data": {}}

@@ -7,6 +7,7 @@ then reconnecting; and the notifier's publishes, which do not wait for their ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -45,16 +46,23 @@ class FakeRedis:
     """Parses the commands it is sent (with hiredis) and answers each with `answer`, the
     replies of one read cut into random pieces; keeps every command of every connection."""
 
-    def __init__(self, answer: Answer = default_answer):
+    def __init__(self, answer: Answer = default_answer, port: int = 0):
         self.answer = answer
         self.connections: list[list[list[str]]] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
-        self.port = 0
+        self.port = port  # 0: any free one
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    async def __aenter__(self) -> FakeRedis:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         commands: list[list[str]] = []
@@ -91,12 +99,11 @@ class FakeRedis:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeRedis]:
-    server = FakeRedis()
-    await server.start()
-    yield server
-    await server.close()
+    async with FakeRedis() as server:
+        yield server
 
 
+@contextlib.asynccontextmanager
 async def connected(url: str, **kwargs: Any) -> AsyncIterator[PipelinedRedis]:
     redis = PipelinedRedis(url, **kwargs)
     try:
@@ -107,7 +114,7 @@ async def connected(url: str, **kwargs: Any) -> AsyncIterator[PipelinedRedis]:
 
 @pytest.fixture
 async def redis(fake: FakeRedis) -> AsyncIterator[PipelinedRedis]:
-    async for made in connected(f"redis://127.0.0.1:{fake.port}/0"):
+    async with connected(f"redis://127.0.0.1:{fake.port}/0") as made:
         yield made
 
 
@@ -123,7 +130,7 @@ async def test_concurrent_commands_get_their_own_replies_in_order(
 
 async def test_setup_commands_go_first_on_each_connection(fake: FakeRedis) -> None:
     url = f"redis://worker:s3cret@127.0.0.1:{fake.port}/7"
-    async for redis in connected(url, name="bull:read-user:w:host"):
+    async with connected(url, name="bull:read-user:w:host") as redis:
         # Commands issued while the connection is being opened wait for AUTH and SELECT.
         assert await asyncio.gather(*(redis.execute("ECHO", str(i)) for i in range(20))) == [
             str(i) for i in range(20)
@@ -184,18 +191,14 @@ async def test_a_script_redis_does_not_know_is_loaded_and_run_again() -> None:
             return bulk("sha-of-" + command[2])
         return default_answer(command)
 
-    server = FakeRedis(answer)
-    await server.start()
-    try:
-        async for redis in connected(f"redis://127.0.0.1:{server.port}"):
+    async with FakeRedis(answer) as server:
+        async with connected(f"redis://127.0.0.1:{server.port}") as redis:
             script = Script("stale-sha", "return KEYS")
             assert await redis.evalsha(script, ["k1", "k2"], ["arg"]) == ["return KEYS", "k1,k2"]
             assert script.sha == "sha-of-return KEYS"  # learnt: no second NOSCRIPT
             assert await redis.evalsha(script, ["k3"], []) == ["return KEYS", "k3"]
         evals = [c for c in server.connections[0] if c[0] == "EVALSHA"]
         assert [c[1] for c in evals] == ["stale-sha", "sha-of-return KEYS", "sha-of-return KEYS"]
-    finally:
-        await server.close()
 
 
 async def test_a_lost_connection_fails_what_is_in_flight_and_the_next_command_reconnects(
@@ -215,7 +218,7 @@ async def test_a_lost_connection_fails_what_is_in_flight_and_the_next_command_re
 async def test_a_server_that_stops_answering_is_dropped_after_the_timeout(
     fake: FakeRedis,
 ) -> None:
-    async for redis in connected(f"redis://127.0.0.1:{fake.port}", timeout=0.3):
+    async with connected(f"redis://127.0.0.1:{fake.port}", timeout=0.3) as redis:
         with pytest.raises(RedisConnectionError):
             await asyncio.wait_for(redis.execute("HANG"), 10)
         assert await redis.execute("ECHO", "back") == "back"
@@ -223,11 +226,9 @@ async def test_a_server_that_stops_answering_is_dropped_after_the_timeout(
 
 
 async def test_an_unreachable_server_is_a_connection_error() -> None:
-    server = FakeRedis()
-    await server.start()
-    port = server.port
-    await server.close()
-    async for redis in connected(f"redis://127.0.0.1:{port}", timeout=0.5):
+    async with FakeRedis() as server:
+        port = server.port
+    async with connected(f"redis://127.0.0.1:{port}", timeout=0.5) as redis:
         with pytest.raises(RedisConnectionError):  # after trying for the timeout
             await redis.execute("ECHO", "anyone?")
 
@@ -239,26 +240,21 @@ def test_only_plain_tcp_urls_are_pipelined() -> None:
 
 
 async def test_commands_wait_for_a_redis_that_comes_back_within_the_timeout() -> None:
-    first = FakeRedis()
-    await first.start()
-    port = first.port
-    await first.close()  # Redis restarting
-    async for redis in connected(f"redis://127.0.0.1:{port}", timeout=30):
+    async with FakeRedis() as first:
+        port = first.port
+    # Redis restarting: gone, then back on the same port.
+    async with connected(f"redis://127.0.0.1:{port}", timeout=30) as redis:
         waiting = asyncio.ensure_future(redis.execute("ECHO", "back?"))
         await asyncio.sleep(0.3)
         assert not waiting.done()
-        again = FakeRedis()
-        again.server = await asyncio.start_server(again._serve, "127.0.0.1", port)
-        try:
+        async with FakeRedis(port=port):
             assert await asyncio.wait_for(waiting, 10) == "back?"
-        finally:
-            await again.close()
 
 
 async def test_a_blocking_command_given_up_drops_its_connection_and_nothing_else(
     fake: FakeRedis,
 ) -> None:
-    async for redis in connected(f"redis://127.0.0.1:{fake.port}"):
+    async with connected(f"redis://127.0.0.1:{fake.port}") as redis:
         blocked = asyncio.ensure_future(redis.execute_blocking("HANG"))
         await asyncio.sleep(0.05)
         blocked.cancel()  # a worker pausing: its wait on the marker is cancelled
@@ -286,18 +282,16 @@ async def test_the_notifier_publishes_without_waiting_and_logs_a_failed_publish(
             return b":1\r\n" if "ok" in command[2] else b"-ERR publishing refused\r\n"
         return default_answer(command)
 
-    server = FakeRedis(answer)
-    await server.start()
-    notifier = SocketIONotifier(socket_server("", []), f"redis://127.0.0.1:{server.port}/3")
-    try:
-        await notifier.emit("user:1", "notification", {"message": "ok"})
-        await notifier.emit("user:1", "notification", {"message": "no"})
-        async with asyncio.timeout(10):
-            while "not published" not in caplog.text:
-                await asyncio.sleep(0.01)
-    finally:
-        await notifier.close()
-        await server.close()
+    async with FakeRedis(answer) as server:
+        notifier = SocketIONotifier(socket_server("", []), f"redis://127.0.0.1:{server.port}/3")
+        try:
+            await notifier.emit("user:1", "notification", {"message": "ok"})
+            await notifier.emit("user:1", "notification", {"message": "no"})
+            async with asyncio.timeout(10):
+                while "not published" not in caplog.text:
+                    await asyncio.sleep(0.01)
+        finally:
+            await notifier.close()
     [commands] = server.connections
     assert commands[0] == ["SELECT", "3"]
     published = [c for c in commands if c[0] == "PUBLISH"]

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgpack  # type: ignore[import-untyped]
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
-from bullmq.scripts import array2obj, raw2NextJobData
+from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -208,8 +208,6 @@ class FastWorker(Worker):  # type: ignore[misc]  # python bullmq has no types
             found = await self._again_if_lost(
                 lambda: blocking.execute_blocking("BZPOPMIN", self.keys["marker"], timeout)
             )
-        except asyncio.CancelledError:
-            raise
         except Exception as err:
             if self.isConnectionError(err) and not self.closing and not self.closed:
                 await asyncio.sleep(0.1)  # Redis away: the caller's retries must not spin
@@ -233,6 +231,11 @@ class FastWorker(Worker):  # type: ignore[misc]  # python bullmq has no types
         script = scripts.commands["moveToActive"]
         keys = scripts.getKeys(MOVE_TO_ACTIVE_KEYS)
         raw = await self._again_if_lost(lambda: fast.evalsha(script, keys, args))
+        return await self._job_of(raw, token)
+
+    async def _job_of(self, raw: list[Any], token: str) -> Job | None:
+        """The job a fetch answered with (`moveToActive`, or `moveToFinished` with fetch-next),
+        taken as python bullmq's `moveToActive` takes it; None when it found none."""
         data, job_id, limit_until, delay_until = raw2NextJobData(raw)
         return await self.nextJobFromJobData(data, job_id, limit_until, delay_until, token)
 
@@ -285,11 +288,7 @@ class FastWorker(Worker):  # type: ignore[misc]  # python bullmq has no types
             self.lockManager.untrack_job(job.id)
         if not isinstance(raw, list):  # 0: nothing fetched (none waiting, or none asked for)
             return None
-        data, job_id, limit_until, delay_until = (*raw, 0, 0, 0, 0)[:4]
-        fields = array2obj(data) if data else None
-        following = await self.nextJobFromJobData(
-            fields, job_id if fields else None, int(limit_until or 0), int(delay_until or 0), token
-        )
+        following = await self._job_of(raw, token)
         if following is not None:
             self.emit("active", following, "waiting")
         return following
@@ -470,17 +469,15 @@ class BullmqWorkers:
             job.attemptsMade,
             type(err).__name__,
         )
-        self._finished(worker, job, failed=True)
-
-    def _finished(self, worker: Worker, job: Job, failed: bool = False) -> None:
-        # A completed job's data is blanked in the call that completes it (`_redacted`).
-        task = asyncio.ensure_future(self._redact(worker, job, failed))
+        # Its secrets sealed in the background (a completed job's are blanked in the call that
+        # completes it: `_redacted`).
+        task = asyncio.ensure_future(self._seal(worker, job))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _redact(self, worker: Worker, job: Job, failed: bool) -> None:
-        """Completed: secrets blanked. Failed: sealed, for a re-drive (blanked without a key)."""
-        if failed and self._keyring is not None:
+    async def _seal(self, worker: Worker, job: Job) -> None:
+        """A failed job's secrets sealed, for a re-drive (blanked without a key)."""
+        if self._keyring is not None:
             cleaned = seal(job.data, self._keyring, worker.name, str(job.id))
         else:
             cleaned = redact(job.data)
