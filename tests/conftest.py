@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import threading
@@ -113,19 +115,46 @@ def body_of(message: Message) -> str:
     return str(message.get_payload())
 
 
+def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    """Each partition of `topic` and its end (the offset the next record will take)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique("marks")})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def courier_group_at_end(bootstrap_servers: str, group: str, topic: str = "send-otp") -> None:
     """Commit `group`'s offsets at the end of `topic`, so a test's courier skips every earlier
     run's commands on the shared broker (a fresh broker has no topic yet: nothing to skip)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    marks = [
+        TopicPartition(topic, p, end) for p, end in end_offsets(bootstrap_servers, topic).items()
+    ]
+    if not marks:
+        return
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = [
-            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-            for p in partitions
-        ]
-        if marks:
-            consumer.commit(offsets=marks, asynchronous=False)
+        consumer.commit(offsets=marks, asynchronous=False)
     finally:
         consumer.close()
+
+
+@contextlib.contextmanager
+def quiet_mail_log() -> Iterator[None]:
+    """aiosmtpd logs every connection at INFO from its own thread, and a kept connection closes
+    at the end of a test: not a record to send to whatever handler an earlier test left."""
+    log = logging.getLogger("mail.log")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

@@ -52,6 +52,12 @@ class Conflict(GatehouseError):
     message = "Conflict"
 
 
+class AccountExists(Conflict):
+    """A unique email or phone already taken, as the storage found it."""
+
+    message = "An account with these details already exists"
+
+
 class RateLimited(GatehouseError):
     code = "rate_limited"
     message = "Too many requests"

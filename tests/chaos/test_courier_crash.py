@@ -30,7 +30,7 @@ from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, parse_secrets
 from gatehouse.ports import Published
-from tests.conftest import MailSink, courier_group_at_end, free_port, unique
+from tests.conftest import MailSink, courier_group_at_end, end_offsets, free_port, unique
 from tests.e2e.stack import Role, Stack
 from tests.integration.conftest import create_database, drop_database
 
@@ -105,19 +105,6 @@ def couriers(database: str, kafka_bootstrap: str, sink: Sink, tmp_path: Path) ->
         yield stack
     finally:
         stack.stop()
-
-
-def end_offsets(bootstrap_servers: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique("marks")})
-    try:
-        topic = events.SEND_OTP
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
 
 
 def acknowledged_up_to(bootstrap_servers: str, group: str, marks: dict[int, int]) -> bool:
@@ -232,7 +219,7 @@ async def test_courier_killed_mid_batch_loses_nothing(
         sink.hold_at, sink.watched = total // 4, ids
     first = couriers.start("courier-1", "courier")
     await publish(kafka_bootstrap, records)
-    marks = await asyncio.to_thread(end_offsets, kafka_bootstrap)
+    marks = await asyncio.to_thread(end_offsets, kafka_bootstrap, events.SEND_OTP)
 
     def time_to_kill() -> bool:
         if sink.hold_at:
@@ -324,7 +311,7 @@ async def test_the_same_command_to_two_couriers_at_once_is_sent_once(
     await wait_for("both couriers to hold partitions", both_consuming, [one, two])
     started = time.monotonic()
     copies = await asyncio.to_thread(produce_to_every_partition, kafka_bootstrap, records)
-    marks = await asyncio.to_thread(end_offsets, kafka_bootstrap)
+    marks = await asyncio.to_thread(end_offsets, kafka_bootstrap, events.SEND_OTP)
     done_at = await wait_for("every message", lambda: len(received(sink, ids)) == total, [one, two])
     await wait_for(
         "every copy handled and committed",

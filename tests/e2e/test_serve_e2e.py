@@ -19,7 +19,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
+from tests.conftest import MailSink, body_of, courier_group_at_end, end_offsets, free_port, unique
 from tests.integration.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
@@ -58,14 +58,7 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, timeout: 
 
 
 def high_watermarks(bootstrap: str, topic: str) -> list[TopicPartition]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("e2e-marks")})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    marks = [
-        TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-        for p in partitions
-    ]
-    consumer.close()
-    return marks
+    return [TopicPartition(topic, p, end) for p, end in end_offsets(bootstrap, topic).items()]
 
 
 def read_events(

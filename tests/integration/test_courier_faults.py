@@ -35,9 +35,8 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.entrypoints.courier import Courier
 from gatehouse.entrypoints.relay import to_published
 from gatehouse.ports import OutboxRecord, Published
-from tests.conftest import free_port, unique
+from tests.conftest import free_port, quiet_mail_log, unique
 from tests.integration.conftest import create_database, drop_database
-from tests.integration.test_smtp_connections import quiet_mail_log
 
 CODE = "480316"
 

@@ -6,8 +6,6 @@ leaves to the email package (a non-ASCII name) arrives intact."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ import pytest
 from gatehouse.adapters.courier import smtp as smtp_module
 from gatehouse.adapters.courier.smtp import SmtpChannel
 from gatehouse.ports import ChannelError, OutgoingMessage
-from tests.conftest import body_of, free_port
+from tests.conftest import body_of, free_port, quiet_mail_log
 
 SENDER = "Gatehouse <no-reply@gatehouse.local>"
 
@@ -55,19 +53,6 @@ class Server:
 
     def connections(self) -> int:
         return len({port for port, _ in self.mails})
-
-
-@contextlib.contextmanager
-def quiet_mail_log() -> Iterator[None]:
-    """aiosmtpd logs every connection at INFO from its own thread, and a kept connection closes
-    at the end of a test: not a record to send to whatever handler an earlier test left."""
-    log = logging.getLogger("mail.log")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 @pytest.fixture

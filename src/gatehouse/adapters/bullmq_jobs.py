@@ -41,6 +41,20 @@ def _state(queue: str, job: Job, state: str) -> JobState:
     )
 
 
+def job_options(
+    attempts: int, backoff_ms: int, retention_seconds: int, retention_count: int
+) -> dict[str, Any]:
+    """The BullMQ options every job Gatehouse submits carries: retries with exponential
+    backoff, and finished jobs kept for a while (their results are read back by id)."""
+    keep = {"age": retention_seconds, "count": retention_count}
+    return {
+        "attempts": attempts,
+        "backoff": {"type": "exponential", "delay": backoff_ms},
+        "removeOnComplete": keep,
+        "removeOnFail": keep,
+    }
+
+
 class BullmqJobs:
     """The producer side (`ports.Jobs`): what the HTTP door and Python producers use."""
 
@@ -57,13 +71,7 @@ class BullmqJobs:
         self._url = redis_url
         self._timeout = timeout
         self._queues: dict[str, Queue] = {}
-        keep = {"age": retention_seconds, "count": retention_count}
-        self._options: dict[str, Any] = {
-            "attempts": attempts,
-            "backoff": {"type": "exponential", "delay": backoff_ms},
-            "removeOnComplete": keep,
-            "removeOnFail": keep,
-        }
+        self._options = job_options(attempts, backoff_ms, retention_seconds, retention_count)
 
     def _queue(self, name: str) -> Queue:
         if name not in self._queues:

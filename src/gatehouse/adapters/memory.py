@@ -17,7 +17,7 @@ from gatehouse.domain.crypto import same
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
-from gatehouse.errors import Conflict
+from gatehouse.errors import AccountExists
 from gatehouse.ports import (
     FINAL,
     QUEUED,
@@ -91,11 +91,11 @@ class MemoryUsers(_Repo):
                 other.email == user.email
                 or (user.phone_index is not None and other.phone_index == user.phone_index)
             ):
-                raise Conflict("An account with these details already exists")
+                raise AccountExists()
 
     async def add(self, user: User) -> None:
         if user.id in self._t.users:
-            raise Conflict("An account with these details already exists")
+            raise AccountExists()
         self._check_unique(user)
         self._t.users[user.id] = user
 

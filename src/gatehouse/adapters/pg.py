@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import fields
 from datetime import UTC, datetime
 from types import TracebackType
@@ -23,12 +22,11 @@ from sqlalchemy.engine import make_url
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
-from gatehouse.errors import Conflict, Unavailable
+from gatehouse.errors import AccountExists, Unavailable
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-TAKEN = "An account with these details already exists"
 R = TypeVar("R", bound="DataclassInstance")  # a record: User, PendingRegistration, ...
 
 
@@ -316,13 +314,13 @@ class PgUsers(_Repo[User]):
         try:
             await self._insert(user)
         except asyncpg.UniqueViolationError as exc:
-            raise Conflict(TAKEN) from exc
+            raise AccountExists() from exc
 
     async def update(self, user: User) -> None:
         try:
             await self._uow.run("execute", USER_UPDATE, *_values(user, USERS.fields))
         except asyncpg.UniqueViolationError as exc:
-            raise Conflict(TAKEN) from exc
+            raise AccountExists() from exc
 
     async def delete(self, user_id: str) -> None:
         await self._uow.run("execute", "DELETE FROM users WHERE id = $1", user_id)
@@ -389,6 +387,6 @@ class PgOutbox(_Repo[OutboxMessage]):
             message.id,
             message.topic,
             message.key,
-            json.dumps(message.payload, separators=(",", ":")),
+            message.payload_text(),
             _naive(message.created_at),
         )

@@ -21,7 +21,7 @@ from gatehouse.adapters.sql_schema import outbox, pending_registrations, refresh
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
-from gatehouse.errors import Conflict, Unavailable
+from gatehouse.errors import AccountExists, Unavailable
 from gatehouse.ports import Clock, OutboxRecord
 
 
@@ -117,7 +117,7 @@ class SqlUsers:
         try:
             await self._conn.execute(insert(users).values(**asdict(user)))
         except IntegrityError as exc:
-            raise Conflict("An account with these details already exists") from exc
+            raise AccountExists() from exc
 
     async def update(self, user: User) -> None:
         values = asdict(user)
@@ -125,7 +125,7 @@ class SqlUsers:
         try:
             await self._conn.execute(update(users).where(users.c.id == user.id).values(values))
         except IntegrityError as exc:
-            raise Conflict("An account with these details already exists") from exc
+            raise AccountExists() from exc
 
     async def delete(self, user_id: str) -> None:
         await self._conn.execute(delete(users).where(users.c.id == user_id))
@@ -213,7 +213,7 @@ class SqlOutbox:
                 "id": message.id,
                 "topic": message.topic,
                 "message_key": message.key,
-                "payload": json.dumps(message.payload, separators=(",", ":")),
+                "payload": message.payload_text(),
                 "created_at": message.created_at,
             },
         )

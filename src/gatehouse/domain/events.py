@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,10 @@ class OutboxMessage:
     key: str
     payload: dict[str, Any]
     created_at: datetime
+
+    def payload_text(self) -> str:
+        """The payload as stored in the outbox row (compact JSON), whatever the database."""
+        return json.dumps(self.payload, separators=(",", ":"))
 
 
 def new_id() -> str:
