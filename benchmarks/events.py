@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # `python benchmarks/events.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
+from tests.conftest import end_offsets
 
 from gatehouse.adapters import sql
 from gatehouse.adapters.sql_schema import deliveries, outbox
@@ -189,18 +190,6 @@ def _consumer(bootstrap: str) -> Consumer:
             "enable.auto.commit": False,
         }
     )
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = _consumer(bootstrap)
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
 
 
 def produce_times(

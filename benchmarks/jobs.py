@@ -47,6 +47,8 @@ import harness
 import seed
 from tests.e2e.stack import node_modules  # npm bullmq and socket.io-client, installed if missing
 
+from gatehouse.adapters.bullmq_jobs import job_options
+
 NODE = harness.ROOT / "benchmarks" / "node"
 NOOP_RESULT = {"success": True, "message": "noop", "data": {}}
 NOOP_JOBS = 10_000  # a run
@@ -78,13 +80,9 @@ def settings(env: dict[str, str]) -> Any:
 def gatehouse_job_options(env: dict[str, str]) -> dict[str, Any]:
     """The options Gatehouse's own producer (`BullmqJobs.submit`) gives every job."""
     s = settings(env)
-    keep = {"age": s.job_retention_seconds, "count": s.job_retention_count}
-    return {
-        "attempts": s.job_attempts,
-        "backoff": {"type": "exponential", "delay": s.job_backoff_ms},
-        "removeOnComplete": keep,
-        "removeOnFail": keep,
-    }
+    return job_options(
+        s.job_attempts, s.job_backoff_ms, s.job_retention_seconds, s.job_retention_count
+    )
 
 
 # --- Filling a queue and timing its drain ----------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from gatehouse.config import Settings
 from gatehouse.domain.codes import Purpose
 from gatehouse.domain.events import new_id
 from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.flows.context import FlowContext
 
 PASSWORD = "correct horse battery staple"
 CODE = "424242"
@@ -33,22 +34,38 @@ def settings_of(env: dict[str, str]) -> Iterator[Settings]:
         os.environ.update(saved)
 
 
-async def _services(env: dict[str, str]) -> Services:
+def services(env: dict[str, str]) -> Services:
+    """Gatehouse's services built as the processes under test build them."""
     with settings_of(env) as settings:
         return build(settings)
 
 
+BATCH = 500  # rows a transaction
+
+
+@contextlib.asynccontextmanager
+async def seeding(env: dict[str, str]) -> AsyncIterator[tuple[FlowContext, str]]:
+    """The flow context, and PASSWORD's hash (one argon2id for every seeded row)."""
+    built = services(env)
+    try:
+        yield built.ctx, await built.ctx.hasher.hash(PASSWORD)
+    finally:
+        await built.aclose()
+
+
+def batches(emails: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(emails), BATCH):
+        yield emails[start : start + BATCH]
+
+
 async def users(env: dict[str, str], count: int, prefix: str) -> list[str]:
     """`count` verified users whose password is PASSWORD; their emails."""
-    services = await _services(env)
-    try:
-        ctx = services.ctx
-        password_hash = await ctx.hasher.hash(PASSWORD)
+    emails = [f"{prefix}-{i}@bench.example" for i in range(count)]
+    async with seeding(env) as (ctx, password_hash):
         now = ctx.clock()
-        emails = [f"{prefix}-{i}@bench.example" for i in range(count)]
-        for start in range(0, count, 500):
+        for batch in batches(emails):
             async with ctx.uow() as uow:
-                for email in emails[start : start + 500]:
+                for email in batch:
                     user = User(
                         id=new_id(),
                         email=email,
@@ -60,24 +77,19 @@ async def users(env: dict[str, str], count: int, prefix: str) -> list[str]:
                     )
                     await uow.users.add(user)
                 await uow.commit()
-        return emails
-    finally:
-        await services.aclose()
+    return emails
 
 
 async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
     """`count` pending registrations whose code is CODE, as register leaves them; their emails."""
-    services = await _services(env)
-    try:
-        ctx = services.ctx
-        password_hash = await ctx.hasher.hash(PASSWORD)
+    emails = [f"{prefix}-{i}@bench.example" for i in range(count)]
+    purpose = Purpose.REGISTER.value
+    ttl = 3600
+    async with seeding(env) as (ctx, password_hash):
         now = ctx.clock()
-        purpose = Purpose.REGISTER.value
-        ttl = 3600
-        emails = [f"{prefix}-{i}@bench.example" for i in range(count)]
-        for start in range(0, count, 500):
+        for batch in batches(emails):
             async with ctx.uow() as uow:
-                for email in emails[start : start + 500]:
+                for email in batch:
                     await uow.pending.put(
                         PendingRegistration(
                             id=new_id(),
@@ -89,7 +101,7 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
                         )
                     )
                 await uow.commit()
-            for email in emails[start : start + 500]:
+            for email in batch:
                 await ctx.codes.put(
                     purpose,
                     ctx.code_subject(purpose, email),
@@ -97,9 +109,7 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
                     ttl,
                     ctx.policy.code_attempts,
                 )
-        return emails
-    finally:
-        await services.aclose()
+    return emails
 
 
 def login_body(email: str) -> dict[str, Any]:
