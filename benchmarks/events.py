@@ -49,9 +49,9 @@ if __package__ in (None, ""):  # `python benchmarks/events.py`
 import harness
 from tests.conftest import end_offsets
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
+from gatehouse.storage import sql
+from gatehouse.storage.schema import deliveries, outbox
 
 RATE = 50.0  # registrations offered a second
 SECONDS = 6.0  # of load in each measured run

@@ -11,7 +11,7 @@ import statistics
 import time
 from pathlib import Path
 
-from gatehouse.adapters.hashing import Argon2Hasher
+from gatehouse.security.hashing import Argon2Hasher
 
 RESULTS = Path(__file__).parent / "results" / "hash_rate.json"
 

@@ -47,7 +47,8 @@ import harness
 import seed
 from tests.e2e.stack import node_modules  # npm bullmq and socket.io-client, installed if missing
 
-from gatehouse.adapters.bullmq_jobs import job_options
+from gatehouse.jobs.bullmq_queues import job_options
+from gatehouse.selfservice.login import flow as login_flow
 
 NODE = harness.ROOT / "benchmarks" / "node"
 NOOP_RESULT = {"success": True, "message": "noop", "data": {}}
@@ -172,8 +173,9 @@ def python_noop_worker(queue: str) -> None:
     """`benchmarks/jobs.py noop-worker QUEUE`: `gatehouse worker`'s role on one queue with a
     handler that answers at once (a process of its own, started by `noop`)."""
     from gatehouse.config import Settings
-    from gatehouse.entrypoints import logs, processes
-    from gatehouse.entrypoints.worker import worker_role
+    from gatehouse.entrypoints import processes
+    from gatehouse.jobs.worker import worker_role
+    from gatehouse.observability import logs
 
     config = Settings()
     logs.configure(config.log_level, config.log_json)
@@ -255,13 +257,12 @@ def noop(bench: harness.Bench, runs: int = 3, count: int = NOOP_JOBS) -> dict[st
 
 async def _tokens(env: dict[str, str], count: int) -> list[str]:
     """Access tokens of `count` new accounts, each signed in once (setup, not measured)."""
-    from gatehouse.flows import session
 
     emails = await seed.users(env, count, f"jobs-{uuid.uuid4().hex[:6]}")
     services = seed.services(env)
     try:
         return [
-            (await session.login(services.ctx, email=email, password=seed.PASSWORD)).token
+            (await login_flow.login(services.ctx, email=email, password=seed.PASSWORD)).token
             for email in emails
         ]
     finally:

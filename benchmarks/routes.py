@@ -29,7 +29,7 @@ import harness
 import seed
 from tests.e2e.stack import mailed_code
 
-from gatehouse.adapters.hashing import Argon2Hasher
+from gatehouse.security.hashing import Argon2Hasher
 
 CONNECTIONS = 32  # wrk connections for the cheap routes: enough to keep 2 cores busy
 

@@ -16,7 +16,7 @@ from gatehouse.config import Settings
 from gatehouse.domain.codes import Purpose
 from gatehouse.domain.events import new_id
 from gatehouse.domain.users import PendingRegistration, User
-from gatehouse.flows.context import FlowContext
+from gatehouse.selfservice.context import FlowContext
 
 PASSWORD = "correct horse battery staple"
 CODE = "424242"

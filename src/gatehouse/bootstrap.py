@@ -15,29 +15,19 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.bullmq_jobs import BullmqJobs
-from gatehouse.adapters.bullmq_workers import BullmqWorkers
-from gatehouse.adapters.courier.console import ConsoleChannel
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
-from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
-from gatehouse.adapters.hashing import Argon2Hasher
-from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.memory import MemoryBus, MemoryCodeStore, MemoryFailureCounter
-from gatehouse.adapters.memory_jobs import MemoryJobs
-from gatehouse.adapters.password_list import load_common_passwords
-from gatehouse.adapters.pg import PgDatabase
-from gatehouse.adapters.ratelimit import LimitsRateLimiter
-from gatehouse.adapters.redis_codes import RedisCodeStore
-from gatehouse.adapters.redis_throttle import RedisFailureCounter
-from gatehouse.adapters.socketio_notifier import SocketIONotifier, socket_server
-from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
 from gatehouse.config import Settings
+from gatehouse.courier.channels.console import ConsoleChannel
+from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
+from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
-from gatehouse.flows.context import FlowContext, Policy
+from gatehouse.jobs.bullmq_queues import BullmqJobs
+from gatehouse.jobs.bullmq_workers import BullmqWorkers
+from gatehouse.jobs.embedded import MemoryJobs
+from gatehouse.outbox.bus import MemoryBus
+from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.ports import (
     Channel,
     CodeStore,
@@ -50,6 +40,18 @@ from gatehouse.ports import (
     OutboxStore,
     UnitOfWork,
 )
+from gatehouse.realtime.notifier import SocketIONotifier, socket_server
+from gatehouse.security.hashing import Argon2Hasher
+from gatehouse.security.memory import MemoryCodeStore, MemoryFailureCounter
+from gatehouse.security.password_list import load_common_passwords
+from gatehouse.security.ratelimit import LimitsRateLimiter
+from gatehouse.security.redis_codes import RedisCodeStore
+from gatehouse.security.redis_failures import RedisFailureCounter
+from gatehouse.selfservice.context import FlowContext, Policy
+from gatehouse.storage import sql
+from gatehouse.storage.pg import PgDatabase
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 
 log = logging.getLogger(__name__)
 TOPICS = (events.SEND_OTP, events.USER_EVENTS, events.SEND_OTP_DLQ)
@@ -139,7 +141,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     """The courier's channels by name (`email`, `sms`, `whatsapp`), from configuration. The
     email libraries are imported only when configured (SendGrid's SDK alone is 8 MB per
     process); the Twilio channels import their SDK themselves, when first used."""
-    from gatehouse.adapters.courier.smtp import SmtpChannel
+    from gatehouse.courier.channels.smtp import SmtpChannel
 
     s = settings
     channels: dict[str, Channel] = {}
@@ -149,7 +151,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=smtp needs GATEHOUSE_SMTP_URL")
         channels["email"] = SmtpChannel(s.smtp_url, s.mail_from, s.smtp_timeout_seconds)
     elif provider == "sendgrid":
-        from gatehouse.adapters.courier.sendgrid import SendGridChannel
+        from gatehouse.courier.channels.sendgrid import SendGridChannel
 
         if not s.sendgrid_api_key:
             raise RuntimeError("GATEHOUSE_EMAIL_PROVIDER=sendgrid needs GATEHOUSE_SENDGRID_API_KEY")
@@ -297,7 +299,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         settings=settings,
         engine=engine,
         ctx=ctx,
-        outbox_store=sql.SqlOutboxStore(engine, clock),
+        outbox_store=SqlOutboxStore(engine, clock),
         publisher=publisher,
         templates=Templates(),
         channels=channels,

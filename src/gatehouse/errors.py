@@ -1,4 +1,4 @@
-"""The one exception tree; `entrypoints.api.errors` maps it to HTTP statuses and the envelope."""
+"""The one exception tree; `web.errors` maps it to HTTP statuses and the envelope."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_schema import deliveries, outbox, pending_registrations, users
 from gatehouse.domain import events
+from gatehouse.storage import sql
+from gatehouse.storage.schema import deliveries, outbox, pending_registrations, users
 from tests.conftest import MailSink, body_of, unique
 
 PASSWORD = "correct horse battery staple"

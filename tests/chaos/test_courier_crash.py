@@ -24,12 +24,12 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from gatehouse import bootstrap
-from gatehouse.adapters import sql
-from gatehouse.adapters.kafka_events import KafkaPublisher, ensure_topics
-from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, parse_secrets
+from gatehouse.outbox.kafka import KafkaPublisher, ensure_topics
 from gatehouse.ports import Published
+from gatehouse.storage import sql
+from gatehouse.storage.schema import deliveries, outbox
 from tests.conftest import MailSink, courier_group_at_end, end_offsets, free_port, unique
 from tests.e2e.stack import Role, Stack
 from tests.integration.conftest import create_database, drop_database

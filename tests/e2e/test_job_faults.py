@@ -24,11 +24,11 @@ from bullmq import Job, Queue
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gatehouse.adapters.sql_schema import outbox, pending_registrations, users
 from gatehouse.bootstrap import build
 from gatehouse.config import DEFAULT_RATE_LIMITS, Settings
 from gatehouse.domain import events
 from gatehouse.domain.codes import Purpose
+from gatehouse.storage.schema import outbox, pending_registrations, users
 from tests.conftest import free_port, unique
 from tests.e2e.stack import Role, Stack, own_redis_db
 from tests.integration.conftest import create_database, drop_database

@@ -19,7 +19,7 @@ from bullmq import Job, Queue
 
 from gatehouse.domain.crypto import parse_secrets
 from gatehouse.domain.tokens import AccessTokens
-from gatehouse.entrypoints.jobs import QUEUES
+from gatehouse.jobs.dispatch import QUEUES
 from tests.conftest import MailSink, free_port, unique
 from tests.e2e.stack import Stack, mailed_code, module_mail_sink, own_redis_db, run_node
 from tests.integration.conftest import create_database, drop_database

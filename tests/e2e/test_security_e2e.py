@@ -23,9 +23,9 @@ from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_schema import metadata
 from gatehouse.domain.crypto import generate_secrets_document
+from gatehouse.storage import sql
+from gatehouse.storage.schema import metadata
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
 from tests.e2e.stack import own_redis_db
 from tests.e2e.test_serve_e2e import high_watermarks, start_serve, wait_ready

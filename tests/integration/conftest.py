@@ -11,11 +11,11 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.pg import PgDatabase
-from gatehouse.adapters.sql_migrations import upgrade
-from gatehouse.adapters.sql_schema import metadata
 from gatehouse.ports import UnitOfWork
+from gatehouse.storage import sql
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.pg import PgDatabase
+from gatehouse.storage.schema import metadata
 from tests.conftest import service_env, unique
 
 # "postgres-asyncpg": the same PostgreSQL, with the flows' units of work on the asyncpg adapter

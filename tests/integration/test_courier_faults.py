@@ -23,18 +23,18 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.courier.smtp import SmtpChannel
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
-from gatehouse.adapters.sql_schema import deliveries, outbox
+from gatehouse.courier.channels.smtp import SmtpChannel
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.entrypoints.courier import Courier
-from gatehouse.entrypoints.relay import to_published
+from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
+from gatehouse.outbox.relay import to_published
 from gatehouse.ports import OutboxRecord, Published
+from gatehouse.storage import sql
+from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from tests.conftest import free_port, quiet_mail_log, unique
 from tests.integration.conftest import create_database, drop_database
 

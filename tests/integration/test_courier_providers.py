@@ -20,25 +20,25 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.courier.sendgrid import SendGridChannel
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
-from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
-from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.memory import MemoryDeliveryLog
-from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
-from gatehouse.adapters.sql_migrations import upgrade
-from gatehouse.adapters.sql_schema import deliveries, outbox
+from gatehouse.courier.channels.sendgrid import SendGridChannel
+from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
+from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.delivery import deliver
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.users import mask_phone
-from gatehouse.entrypoints.courier import Courier
-from gatehouse.entrypoints.relay import to_published
-from gatehouse.flows.delivery import deliver
+from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
+from gatehouse.outbox.relay import to_published
 from gatehouse.ports import Channel, ChannelError, OutboxRecord, OutgoingMessage
+from gatehouse.storage import sql
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from tests.conftest import free_port, unique
+from tests.fakes import MemoryDeliveryLog
 
 SID, TOKEN = "AC" + "0123456789abcdef" * 2, "twilio-auth-token"
 SMS_FROM, WHATSAPP_FROM = "+15005550006", "+14155238886"

@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
-from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.errors import Unavailable
 from gatehouse.ports import DeliveryRecord
+from gatehouse.storage import sql
+from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from tests.conftest import free_port
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)

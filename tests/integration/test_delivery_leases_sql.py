@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters.sql_deliveries import SqlDeliveryLog
-from gatehouse.adapters.sql_schema import deliveries, outbox
 from gatehouse.domain import events
 from gatehouse.ports import Claim
+from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 LEASE = timedelta(seconds=60)

@@ -16,12 +16,13 @@ from bullmq import Job, Queue, Worker
 from bullmq.redis_connection import SCRIPT_DEFINITIONS, loadScript
 from redis.asyncio import Redis
 
-from gatehouse.adapters.bullmq_jobs import BullmqJobs
-from gatehouse.adapters.bullmq_workers import BullmqWorkers, FastWorker
-from gatehouse.adapters.redis_pipeline import PipelinedRedis
 from gatehouse.bootstrap import build_jobs
 from gatehouse.config import Settings
 from gatehouse.errors import Unavailable
+from gatehouse.jobs.bullmq_queues import BullmqJobs
+from gatehouse.jobs.bullmq_workers import BullmqWorkers
+from gatehouse.jobs.fast_worker import FastWorker
+from gatehouse.jobs.redis_pipeline import PipelinedRedis
 from gatehouse.ports import JobRun, JobState
 from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db

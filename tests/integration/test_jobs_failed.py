@@ -16,18 +16,18 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
-from gatehouse.adapters.bullmq_jobs import BullmqJobs
-from gatehouse.adapters.bullmq_workers import BullmqWorkers
-from gatehouse.adapters.job_data import REDACTED, SEALED
-from gatehouse.adapters.sql_migrations import upgrade
-from gatehouse.adapters.sql_schema import users
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
 from gatehouse.domain.codes import Purpose
 from gatehouse.domain.crypto import generate_secrets_document, parse_secrets
-from gatehouse.entrypoints.api.app import create_app
-from gatehouse.entrypoints.worker import worker_role
+from gatehouse.entrypoints.app import create_app
+from gatehouse.jobs.bullmq_queues import BullmqJobs
+from gatehouse.jobs.bullmq_workers import BullmqWorkers
+from gatehouse.jobs.job_data import REDACTED, SEALED
+from gatehouse.jobs.worker import worker_role
 from gatehouse.ports import JobRun, JobState
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.schema import users
 from tests.conftest import unique
 from tests.e2e.stack import own_redis_db
 

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api.app import create_app
-from gatehouse.entrypoints.worker import worker_role
-from gatehouse.flows.context import FlowContext
+from gatehouse.entrypoints.app import create_app
+from gatehouse.jobs.worker import worker_role
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.storage.migrate import upgrade
 from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db
 

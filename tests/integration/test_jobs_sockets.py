@@ -18,15 +18,17 @@ import pytest
 import socketio
 import uvicorn
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
 from gatehouse.domain import events
-from gatehouse.entrypoints.api import sockets
-from gatehouse.entrypoints.api.app import create_app
-from gatehouse.entrypoints.relay import Relay
-from gatehouse.entrypoints.worker import worker_role
-from gatehouse.flows import registration, session
+from gatehouse.entrypoints.app import create_app
+from gatehouse.jobs.worker import worker_role
+from gatehouse.outbox.relay import Relay
+from gatehouse.realtime import sockets
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.sessions import flow as session
+from gatehouse.storage.migrate import upgrade
 from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db
 
@@ -87,7 +89,7 @@ class Served:
             if c.get("to") == email and c.get("code_ciphertext")
         ]
         user = await registration.verify(ctx, email=email, otp=code)
-        return user["id"], await session.login(ctx, email=email, password=PASSWORD)
+        return user["id"], await login_flow.login(ctx, email=email, password=PASSWORD)
 
 
 @pytest.fixture(params=["redis", "embedded"])

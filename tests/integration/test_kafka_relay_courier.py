@@ -11,17 +11,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.courier.smtp import SmtpChannel
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.kafka_events import KafkaPublisher, KafkaSource, ensure_topics
-from gatehouse.adapters.sql_migrations import upgrade
+from gatehouse.courier.channels.smtp import SmtpChannel
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.entrypoints.courier import Courier
-from gatehouse.entrypoints.relay import Relay
+from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
+from gatehouse.outbox.relay import Relay
 from gatehouse.ports import Published
+from gatehouse.storage import sql
+from gatehouse.storage.migrate import upgrade
 from tests.conftest import MailSink, body_of, unique
 
 
@@ -131,7 +131,7 @@ async def test_courier_delivers_kafka_commands_by_smtp_and_commits(
     )
     publisher = KafkaPublisher(kafka_bootstrap, "gatehouse-test")
     await publisher.start()
-    from gatehouse.entrypoints.relay import to_published
+    from gatehouse.outbox.relay import to_published
     from gatehouse.ports import OutboxRecord
 
     await publisher.publish(

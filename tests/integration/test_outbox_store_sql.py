@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_schema import outbox
 from gatehouse.domain import events
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.ports import OutboxRecord
+from gatehouse.storage import sql
+from gatehouse.storage.schema import outbox
 from tests.integration.conftest import Units
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gatehouse.adapters.redis_codes import RedisCodeStore
 from gatehouse.domain.codes import CodeCheck
 from gatehouse.errors import Unavailable
+from gatehouse.security.redis_codes import RedisCodeStore
 from tests.conftest import free_port, unique
 
 GOOD, BAD = "a" * 64, "b" * 64

@@ -20,12 +20,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.sql_migrations import SchemaReport, code_heads, schema_report
-from gatehouse.adapters.sql_schema import metadata
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api.app import create_app
+from gatehouse.entrypoints.app import create_app
+from gatehouse.storage import sql
+from gatehouse.storage.migrate import SchemaReport, code_heads, schema_report
+from gatehouse.storage.schema import metadata
 from tests.conftest import free_port
 from tests.integration.conftest import create_database, drop_database
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gatehouse.adapters.courier import smtp as smtp_module
-from gatehouse.adapters.courier.smtp import SmtpChannel
+from gatehouse.courier.channels import smtp as smtp_module
+from gatehouse.courier.channels.smtp import SmtpChannel
 from gatehouse.ports import ChannelError, OutgoingMessage
 from tests.conftest import body_of, free_port, quiet_mail_log
 

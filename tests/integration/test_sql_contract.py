@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gatehouse.adapters import sql
-from gatehouse.adapters.pg import PgDatabase
-from gatehouse.adapters.sql_migrations import revisions
-from gatehouse.adapters.sql_schema import metadata, outbox, users
 from gatehouse.domain import events
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict, Unavailable
 from gatehouse.ports import OutboxRecord
+from gatehouse.storage import sql
+from gatehouse.storage.migrate import revisions
+from gatehouse.storage.pg import PgDatabase
+from gatehouse.storage.schema import metadata, outbox, users
 from tests.integration.conftest import Units, create_database, drop_database
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)

@@ -15,13 +15,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from gatehouse.adapters import memory
-from gatehouse.adapters.sql_migrations import upgrade
-from gatehouse.adapters.sql_schema import outbox, pending_registrations, refresh_tokens, users
 from gatehouse.bootstrap import Services, build
 from gatehouse.domain import events
-from gatehouse.entrypoints.api.app import create_app
-from gatehouse.entrypoints.relay import Relay
+from gatehouse.entrypoints.app import create_app
+from gatehouse.outbox.relay import Relay
+from gatehouse.security import memory
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.schema import outbox, pending_registrations, refresh_tokens, users
 
 from .helpers import FakeClock, offline_settings
 

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from gatehouse.adapters import memory
-from gatehouse.adapters.hashing import Argon2Hasher
-from gatehouse.adapters.memory import MemoryCodeStore, MemoryDatabase
-from gatehouse.adapters.ratelimit import LimitsRateLimiter
 from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
-from gatehouse.flows.context import FlowContext, Policy
+from gatehouse.security import memory
+from gatehouse.security.hashing import Argon2Hasher
+from gatehouse.security.memory import MemoryCodeStore
+from gatehouse.security.ratelimit import LimitsRateLimiter
+from gatehouse.selfservice.context import FlowContext, Policy
+from tests.fakes import MemoryDatabase, MemoryNotifier
 
 from .api_client import Api, open_api
 from .helpers import FakeClock
@@ -94,7 +95,7 @@ def ctx(
     policy: Policy,
 ) -> FlowContext:
     return FlowContext(
-        notifier=memory.MemoryNotifier(),
+        notifier=MemoryNotifier(),
         limiter=LimitsRateLimiter({}),  # no limits: the rules have tests of their own
         failures=memory.MemoryFailureCounter(),
         uow=db.uow,

@@ -10,13 +10,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gatehouse.adapters.memory import MemoryDatabase
 from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.errors import Unavailable
 from gatehouse.ports import ChannelError, Delivery, OutgoingMessage, UnitOfWork
+from tests.fakes import MemoryDatabase
 
 
 def offline_settings(tmp: Path, **overrides: Any) -> Settings:

@@ -10,17 +10,19 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from gatehouse.adapters import memory
-from gatehouse.adapters.memory import MemoryDatabase
-from gatehouse.adapters.ratelimit import LimitsRateLimiter
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
 from gatehouse.domain.throttle import country_prefix, login_wait
-from gatehouse.entrypoints.api.app import create_app
+from gatehouse.entrypoints.app import create_app
 from gatehouse.errors import InvalidCredentials, RateLimited
-from gatehouse.flows import recovery, registration, session
-from gatehouse.flows.context import FlowContext
+from gatehouse.security import memory
+from gatehouse.security.ratelimit import LimitsRateLimiter
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.recovery import flow as recovery
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.storage.migrate import upgrade
+from tests.fakes import MemoryDatabase
 
 from .helpers import FakeClock, last_code
 
@@ -67,23 +69,23 @@ async def test_failed_logins_make_the_account_wait_even_for_the_right_password(
     await make_user(ctx, db, "ada@example.com")
     for _ in range(5):
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email="ada@example.com", password="wrong password!")
+            await login_flow.login(ctx, email="ada@example.com", password="wrong password!")
     with pytest.raises(RateLimited) as limited:
-        await session.login(ctx, email="ada@example.com", password=PASSWORD)
+        await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     assert limited.value.retry_after == 60
     clock.advance(61)
-    await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     for _ in range(5):  # a success cleared the count: five fresh tries again
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email="ada@example.com", password="wrong password!")
+            await login_flow.login(ctx, email="ada@example.com", password="wrong password!")
 
 
 async def test_unknown_emails_are_throttled_alike(ctx: FlowContext, clock: FakeClock) -> None:
     for _ in range(5):
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email="ghost@example.com", password="wrong password!")
+            await login_flow.login(ctx, email="ghost@example.com", password="wrong password!")
     with pytest.raises(RateLimited) as limited:
-        await session.login(ctx, email="ghost@example.com", password="wrong password!")
+        await login_flow.login(ctx, email="ghost@example.com", password="wrong password!")
     assert limited.value.retry_after == 60
 
 
@@ -91,13 +93,13 @@ async def test_a_password_reset_clears_failed_logins(ctx: FlowContext, db: Memor
     await make_user(ctx, db, "ada@example.com")
     for _ in range(6):
         with pytest.raises((InvalidCredentials, RateLimited)):
-            await session.login(ctx, email="ada@example.com", password="wrong password!")
+            await login_flow.login(ctx, email="ada@example.com", password="wrong password!")
     await recovery.request(ctx, email="ada@example.com")
     from .helpers import code_in, deliveries
 
     code = code_in(ctx.keyring, deliveries(db, "password-reset")[-1].payload)
     await recovery.reset(ctx, email="ada@example.com", otp=code, new_password="new fine password")
-    await session.login(ctx, email="ada@example.com", password="new fine password")
+    await login_flow.login(ctx, email="ada@example.com", password="new fine password")
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import bcrypt
 import pytest
 from typer.testing import CliRunner
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
 from gatehouse.domain.crypto import generate_secrets_document, rotate_signing_keys
 from gatehouse.domain.users import User
 from gatehouse.entrypoints.cli import app
-from gatehouse.flows import session
-from gatehouse.flows.context import PHONE_CONTEXT
+from gatehouse.selfservice.context import PHONE_CONTEXT
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.storage.migrate import upgrade
 
 runner = CliRunner()
 
@@ -143,9 +143,11 @@ def test_import_legacy_bcrypt_users_then_login_rehashes(env: Path) -> None:
 
     async def login() -> None:
         svc = services()
-        opened = await session.login(svc.ctx, email="one@example.com", password="legacy password 1")
+        opened = await login_flow.login(
+            svc.ctx, email="one@example.com", password="legacy password 1"
+        )
         assert opened.user["phone"].startswith("+1415")
-        await session.login(svc.ctx, email="two@example.com", password="legacy password 2")
+        await login_flow.login(svc.ctx, email="two@example.com", password="legacy password 2")
         async with svc.ctx.uow() as uow:
             user = await uow.users.get_by_email("one@example.com")
         assert user is not None and user.password_hash.startswith("$argon2id$")

@@ -13,8 +13,8 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from gatehouse.adapters.sql_schema import users
 from gatehouse.domain import events
+from gatehouse.storage.schema import users
 
 from .api_client import EMAIL, PASSWORD, Api
 from .helpers import other_code

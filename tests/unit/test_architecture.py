@@ -20,7 +20,7 @@ import gatehouse
 
 PACKAGE_DIR = Path(gatehouse.__file__).parent
 # Run by their tools, not importable on their own: the CLI runner and Alembic's environment.
-NOT_IMPORTABLE = {"gatehouse.__main__", "gatehouse.migrations.env"}
+NOT_IMPORTABLE = {"gatehouse.__main__", "gatehouse.storage.migrations.env"}
 
 
 def module_name(path: Path) -> str:
@@ -74,15 +74,15 @@ def of_layer(prefix: str) -> list[str]:
 def test_the_package_is_where_we_think() -> None:
     for expected in (
         "gatehouse.domain.crypto",
-        "gatehouse.flows.registration",
-        "gatehouse.adapters.memory",
-        "gatehouse.entrypoints.api.app",
+        "gatehouse.selfservice.registration.flow",
+        "tests.fakes",
+        "gatehouse.entrypoints.app",
         "gatehouse.bootstrap",
     ):
         assert expected in MODULES
     # The resolver sees what a module really imports.
     assert "gatehouse.domain.crypto" in gatehouse_imports("gatehouse.domain.tokens")
-    assert "gatehouse.adapters.sql" in gatehouse_imports("gatehouse.bootstrap")
+    assert "gatehouse.storage.sql" in gatehouse_imports("gatehouse.bootstrap")
 
 
 @pytest.mark.parametrize("module", of_layer("gatehouse.domain"))
@@ -115,7 +115,7 @@ def test_adapters_never_import_flows_entrypoints_or_bootstrap(module: str) -> No
 
 
 # The migrate command may run migrations on an engine it makes itself.
-ENTRYPOINT_ADAPTERS = {"gatehouse.adapters.sql_migrations", "gatehouse.adapters.sql"}
+ENTRYPOINT_ADAPTERS = {"gatehouse.storage.migrate", "gatehouse.storage.sql"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -8,11 +8,14 @@ import logging
 
 import pytest
 
-from gatehouse.adapters.memory import MemoryDatabase
-from gatehouse.entrypoints.logs import JsonFormatter
 from gatehouse.errors import InvalidCode, InvalidCredentials, InvalidToken
-from gatehouse.flows import profile, registration, session
-from gatehouse.flows.context import FlowContext
+from gatehouse.observability.logs import JsonFormatter
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.profile import flow as profile
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.sessions import flow as session
+from tests.fakes import MemoryDatabase
 
 from .helpers import last_code, other_code
 
@@ -35,8 +38,8 @@ async def test_authentication_operations_are_audited_without_secrets(
         await registration.verify(ctx, email="ada@example.com", otp=other_code(code))
     user = await registration.verify(ctx, email="ada@example.com", otp=code)
     with pytest.raises(InvalidCredentials):
-        await session.login(ctx, email="ada@example.com", password="wrong password!")
-    opened = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+        await login_flow.login(ctx, email="ada@example.com", password="wrong password!")
+    opened = await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     refreshed = await session.refresh(ctx, refresh_token=opened.refresh_token)
     with pytest.raises(InvalidToken):
         await session.refresh(ctx, refresh_token=opened.refresh_token)

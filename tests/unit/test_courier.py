@@ -12,14 +12,14 @@ from typing import Any
 import orjson
 import pytest
 
-from gatehouse.adapters.courier.console import ConsoleChannel
-from gatehouse.adapters.courier.templates import Templates, UnknownTemplate
-from gatehouse.adapters.memory import MemoryBus
+from gatehouse.courier.channels.console import ConsoleChannel
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.delivery import Unreadable, deliver
+from gatehouse.courier.templates import Templates, UnknownTemplate
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
-from gatehouse.entrypoints.courier import Courier
-from gatehouse.entrypoints.relay import to_published
-from gatehouse.flows.delivery import Unreadable, deliver
+from gatehouse.outbox.bus import MemoryBus
+from gatehouse.outbox.relay import to_published
 from gatehouse.ports import ChannelError, OutboxRecord, OutgoingMessage, Published
 
 from .helpers import FakeClock, RecordingChannel, acked_delivery

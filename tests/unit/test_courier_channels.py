@@ -15,24 +15,24 @@ from typing import Any
 import pytest
 
 from gatehouse import bootstrap
-from gatehouse.adapters.courier.console import ConsoleChannel
-from gatehouse.adapters.courier.errors import is_permanent
-from gatehouse.adapters.courier.sendgrid import SendGridChannel
-from gatehouse.adapters.courier.smtp import SmtpChannel
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.courier.twilio_sms import TwilioSmsChannel
-from gatehouse.adapters.courier.twilio_whatsapp import TwilioWhatsAppChannel
-from gatehouse.adapters.memory import MemoryBus, MemoryDeliveryLog
 from gatehouse.config import Settings
+from gatehouse.courier import consumer as courier_module
+from gatehouse.courier import delivery as delivery_flow
+from gatehouse.courier.channels.console import ConsoleChannel
+from gatehouse.courier.channels.errors import is_permanent
+from gatehouse.courier.channels.sendgrid import SendGridChannel
+from gatehouse.courier.channels.smtp import SmtpChannel
+from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
+from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.delivery import Unreadable, deliver
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.users import mask_phone
-from gatehouse.entrypoints import courier as courier_module
-from gatehouse.entrypoints.courier import Courier
 from gatehouse.errors import Unavailable
-from gatehouse.flows import delivery as delivery_flow
-from gatehouse.flows.delivery import Unreadable, deliver
+from gatehouse.outbox.bus import MemoryBus
 from gatehouse.ports import (
     ChannelError,
     Claim,
@@ -41,6 +41,7 @@ from gatehouse.ports import (
     OutgoingMessage,
     Published,
 )
+from tests.fakes import MemoryDeliveryLog
 
 from .helpers import FakeClock
 

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 
 from gatehouse import bootstrap
-from gatehouse.adapters.courier.templates import Templates
-from gatehouse.adapters.memory import MemoryBus, MemoryDeliveryLog
 from gatehouse.config import Settings
+from gatehouse.courier import consumer as courier_module
+from gatehouse.courier import delivery as delivery_flow
+from gatehouse.courier.consumer import Courier
+from gatehouse.courier.delivery import deliver
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.entrypoints import courier as courier_module
-from gatehouse.entrypoints.courier import Courier
 from gatehouse.errors import Unavailable
-from gatehouse.flows import delivery as delivery_flow
-from gatehouse.flows.delivery import deliver
+from gatehouse.outbox.bus import MemoryBus
 from gatehouse.ports import (
     ChannelError,
     Claim,
@@ -35,6 +35,7 @@ from gatehouse.ports import (
     OutgoingMessage,
     Published,
 )
+from tests.fakes import MemoryDeliveryLog
 
 from .helpers import FakeClock
 

@@ -21,7 +21,7 @@ from gatehouse.domain.users import (
     public_view,
 )
 from gatehouse.errors import InvalidInput
-from gatehouse.flows.validation import require_name, require_password, require_phone
+from gatehouse.selfservice.validation import require_name, require_password, require_phone
 
 
 class TestCodes:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gatehouse.adapters.memory import MemoryDatabase, MemoryNotifier
 from gatehouse.domain import events
 from gatehouse.errors import Conflict, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
-from gatehouse.flows import profile, recovery, registration, session
-from gatehouse.flows.context import FlowContext
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.profile import flow as profile
+from gatehouse.selfservice.recovery import flow as recovery
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.sessions import flow as session
+from tests.fakes import MemoryDatabase, MemoryNotifier
 
 from .helpers import FaultyUow, code_in, deliveries, last_code, other_code, user_events
 
@@ -21,7 +25,7 @@ async def signed_up(
 ) -> session.Session:
     await registration.register(ctx, name="Ada", email=email, password=PASSWORD, phone=phone)
     await registration.verify(ctx, email=email, otp=last_code(db, ctx.keyring, email))
-    return await session.login(ctx, email=email, password=PASSWORD)
+    return await login_flow.login(ctx, email=email, password=PASSWORD)
 
 
 def reset_code(db: MemoryDatabase, ctx: FlowContext) -> str:
@@ -78,7 +82,7 @@ async def test_password_change_needs_current_password_and_revokes_sessions(
     ctx: FlowContext, db: MemoryDatabase
 ) -> None:
     opened = await signed_up(ctx, db)
-    other = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    other = await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     with pytest.raises(InvalidInput):
         await profile.update(ctx, token=opened.token, password="a new long password")
     with pytest.raises(InvalidCredentials):
@@ -97,8 +101,8 @@ async def test_password_change_needs_current_password_and_revokes_sessions(
     with pytest.raises(InvalidToken):
         await session.refresh(ctx, refresh_token=other.refresh_token)
     with pytest.raises(InvalidCredentials):
-        await session.login(ctx, email="ada@example.com", password=PASSWORD)
-    await session.login(ctx, email="ada@example.com", password="a new long password")
+        await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
+    await login_flow.login(ctx, email="ada@example.com", password="a new long password")
     assert isinstance(ctx.notifier, MemoryNotifier)
     assert (f"user:{opened.user['id']}", "session.revoked", {"reason": "password_changed"}) in list(
         ctx.notifier.sent
@@ -128,7 +132,7 @@ async def test_delete_requires_password_erases_and_revokes(
     with pytest.raises(InvalidToken):
         await profile.read(ctx, token=opened.token)
     with pytest.raises(InvalidCredentials):
-        await session.login(ctx, email="ada@example.com", password=PASSWORD)
+        await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
 
 
 async def test_recovery_by_email_resets_password_and_revokes(
@@ -151,7 +155,7 @@ async def test_recovery_by_email_resets_password_and_revokes(
         )
     with pytest.raises(InvalidToken):
         await profile.read(ctx, token=opened.token)
-    await session.login(ctx, email="ada@example.com", password="brand new password")
+    await login_flow.login(ctx, email="ada@example.com", password="brand new password")
     assert user_events(db, events.PASSWORD_RESET)
 
 
@@ -217,7 +221,7 @@ async def test_reset_restores_the_code_when_the_database_fails(
     await recovery.reset(
         flaky, email="ada@example.com", otp=code, new_password="brand new password"
     )
-    await session.login(ctx, email="ada@example.com", password="brand new password")
+    await login_flow.login(ctx, email="ada@example.com", password="brand new password")
 
 
 async def test_create_user_from_a_signup_code(ctx: FlowContext, db: MemoryDatabase) -> None:
@@ -268,20 +272,20 @@ async def test_asking_for_new_codes_does_not_buy_more_guesses(
 
 async def test_logout_everywhere_ends_every_session(ctx: FlowContext, db: MemoryDatabase) -> None:
     first = await signed_up(ctx, db)
-    second = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    second = await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     await session.logout(ctx, refresh_token=second.refresh_token, everywhere=True)
     for opened in (first, second):
         with pytest.raises(InvalidToken):
             await profile.read(ctx, token=opened.token)
         with pytest.raises(InvalidToken):
             await session.refresh(ctx, refresh_token=opened.refresh_token)
-    third = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    third = await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     assert (await profile.read(ctx, token=third.token))["email"] == "ada@example.com"
 
 
 async def test_logout_ends_only_this_session(ctx: FlowContext, db: MemoryDatabase) -> None:
     first = await signed_up(ctx, db)
-    second = await session.login(ctx, email="ada@example.com", password=PASSWORD)
+    second = await login_flow.login(ctx, email="ada@example.com", password=PASSWORD)
     await session.logout(ctx, refresh_token=second.refresh_token)
     with pytest.raises(InvalidToken):
         await profile.read(ctx, token=second.token)

@@ -8,13 +8,15 @@ from datetime import timedelta
 
 import pytest
 
-from gatehouse.adapters.memory import MemoryCodeStore, MemoryDatabase
 from gatehouse.domain import events
 from gatehouse.domain.codes import looks_like_code
 from gatehouse.domain.crypto import DecryptionError
 from gatehouse.errors import InvalidCode, InvalidInput, Unavailable
-from gatehouse.flows import registration, session
-from gatehouse.flows.context import PHONE_CONTEXT, FlowContext, Policy
+from gatehouse.security.memory import MemoryCodeStore
+from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, Policy
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.registration import flow as registration
+from tests.fakes import MemoryDatabase
 
 from .helpers import (
     FakeClock,
@@ -212,7 +214,7 @@ class TestVerify:
     async def test_the_new_user_can_log_in(self, ctx: FlowContext, db: MemoryDatabase) -> None:
         await register(ctx)
         await registration.verify(ctx, email=EMAIL, otp=last_code(db, ctx.keyring, EMAIL))
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         assert opened.user["email"] == EMAIL
 
     async def test_email_is_case_insensitive(self, ctx: FlowContext, db: MemoryDatabase) -> None:

@@ -9,14 +9,17 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatehouse.adapters.hashing import Argon2Hasher
-from gatehouse.adapters.memory import MemoryDatabase
 from gatehouse.domain import events
 from gatehouse.domain.crypto import SigningKey
 from gatehouse.domain.tokens import AccessTokens, RefreshToken, hash_refresh_token
 from gatehouse.errors import InvalidCredentials, InvalidToken
-from gatehouse.flows import profile, registration, session
-from gatehouse.flows.context import FlowContext, Policy
+from gatehouse.security.hashing import Argon2Hasher
+from gatehouse.selfservice.context import FlowContext, Policy
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.profile import flow as profile
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.sessions import flow as session
+from tests.fakes import MemoryDatabase
 
 from .helpers import FakeClock, last_code, outbox_messages, user_events
 
@@ -54,7 +57,7 @@ class TestLogin:
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
         before = len(outbox_messages(db))
-        opened = await session.login(ctx, email="Ada@Example.COM", password=PASSWORD)
+        opened = await login_flow.login(ctx, email="Ada@Example.COM", password=PASSWORD)
 
         claims = ctx.tokens.verify(opened.token, clock.now)
         assert claims.sub == account.id
@@ -84,8 +87,8 @@ class TestLogin:
     async def test_each_login_opens_its_own_session(
         self, ctx: FlowContext, account: Account, clock: FakeClock
     ) -> None:
-        one = await session.login(ctx, email=EMAIL, password=PASSWORD)
-        two = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        one = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
+        two = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         assert one.refresh_token != two.refresh_token
         assert (
             ctx.tokens.verify(one.token, clock.now).sid
@@ -97,7 +100,7 @@ class TestLogin:
     ) -> None:
         before = len(outbox_messages(db))
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email=EMAIL, password="wrong password")
+            await login_flow.login(ctx, email=EMAIL, password="wrong password")
         new_rows = outbox_messages(db)[before:]
         assert [m.payload["type"] for m in new_rows] == [events.LOGIN_FAILED]
         assert new_rows[0].key == account.id
@@ -106,12 +109,12 @@ class TestLogin:
 
     async def test_unknown_email(self, ctx: FlowContext, db: MemoryDatabase) -> None:
         with pytest.raises(InvalidCredentials) as unknown:
-            await session.login(ctx, email="nobody@example.com", password=PASSWORD)
+            await login_flow.login(ctx, email="nobody@example.com", password=PASSWORD)
         assert outbox_messages(db) == []
         assert db.tables.tokens == {}
         await make_account(ctx, db)
         with pytest.raises(InvalidCredentials) as wrong:
-            await session.login(ctx, email=EMAIL, password="wrong password")
+            await login_flow.login(ctx, email=EMAIL, password="wrong password")
         # One answer for both: nothing tells an unknown account from a wrong password.
         assert (unknown.value.code, unknown.value.message) == (
             wrong.value.code,
@@ -130,7 +133,7 @@ class TestLogin:
 
         monkeypatch.setattr(hasher, "burn", spy)
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email="nobody@example.com", password=PASSWORD)
+            await login_flow.login(ctx, email="nobody@example.com", password=PASSWORD)
         assert burned == [PASSWORD]
 
     async def test_pending_registration_cannot_log_in(
@@ -138,25 +141,27 @@ class TestLogin:
     ) -> None:
         await registration.register(ctx, name="Ada", email=EMAIL, password=PASSWORD)
         with pytest.raises(InvalidCredentials):
-            await session.login(ctx, email=EMAIL, password=PASSWORD)
+            await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
 
     async def test_rehash_when_parameters_were_raised(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account
     ) -> None:
         stronger = Argon2Hasher(memory_kib=2048, time_cost=1, parallelism=1, workers=1)
         try:
-            await session.login(replace(ctx, hasher=stronger), email=EMAIL, password=PASSWORD)
+            await login_flow.login(replace(ctx, hasher=stronger), email=EMAIL, password=PASSWORD)
         finally:
             stronger.close()
         assert db.tables.users[account.id].password_hash.startswith("$argon2id$v=19$m=2048,")
-        assert (await session.login(ctx, email=EMAIL, password=PASSWORD)).user["id"] == account.id
+        assert (await login_flow.login(ctx, email=EMAIL, password=PASSWORD)).user[
+            "id"
+        ] == account.id
 
 
 class TestRefresh:
     async def test_rotation(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
-        first = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        first = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         second = await session.refresh(ctx, refresh_token=first.refresh_token)
 
         assert second.refresh_token != first.refresh_token
@@ -174,7 +179,7 @@ class TestRefresh:
     async def test_reuse_revokes_the_whole_family(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
-        first = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        first = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         second = await session.refresh(ctx, refresh_token=first.refresh_token)
         family = stored(db, ctx, first.refresh_token).family_id
         before = len(outbox_messages(db))
@@ -196,8 +201,8 @@ class TestRefresh:
     async def test_reuse_leaves_other_sessions_alone(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account
     ) -> None:
-        phone = await session.login(ctx, email=EMAIL, password=PASSWORD)
-        laptop = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        phone = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
+        laptop = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         await session.refresh(ctx, refresh_token=phone.refresh_token)
         with pytest.raises(InvalidToken):
             await session.refresh(ctx, refresh_token=phone.refresh_token)
@@ -213,7 +218,7 @@ class TestRefresh:
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
         short = replace(ctx, policy=Policy(refresh_ttl=timedelta(minutes=5)))
-        opened = await session.login(short, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(short, email=EMAIL, password=PASSWORD)
         clock.advance(5 * 60)
         with pytest.raises(InvalidToken):
             await session.refresh(short, refresh_token=opened.refresh_token)
@@ -228,7 +233,7 @@ class TestRefresh:
                 refresh_ttl=timedelta(minutes=5), refresh_family_max=timedelta(minutes=6)
             ),
         )
-        opened = await session.login(capped, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(capped, email=EMAIL, password=PASSWORD)
         family_end = stored(db, ctx, opened.refresh_token).family_expires_at
         clock.advance(4 * 60)
         rotated = await session.refresh(capped, refresh_token=opened.refresh_token)
@@ -240,7 +245,7 @@ class TestRefresh:
     async def test_deleted_user(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account
     ) -> None:
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         async with ctx.uow() as uow:
             await uow.users.delete(account.id)
             await uow.commit()
@@ -252,8 +257,8 @@ class TestLogout:
     async def test_revokes_the_session(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
-        other = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
+        other = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         before = len(outbox_messages(db))
 
         await session.logout(ctx, refresh_token=opened.refresh_token)
@@ -269,7 +274,7 @@ class TestLogout:
         assert (await session.refresh(ctx, refresh_token=other.refresh_token)).user["id"]
 
     async def test_revokes_tokens_rotated_from_it(self, ctx: FlowContext, account: Account) -> None:
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         rotated = await session.refresh(ctx, refresh_token=opened.refresh_token)
         await session.logout(ctx, refresh_token=opened.refresh_token)
         with pytest.raises(InvalidToken):
@@ -281,7 +286,7 @@ class TestLogout:
         before = len(outbox_messages(db))
         await session.logout(ctx, refresh_token="rt_unknown")
         assert len(outbox_messages(db)) == before
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         await session.logout(ctx, refresh_token=opened.refresh_token)
         after_first = len(outbox_messages(db))
         await session.logout(ctx, refresh_token=opened.refresh_token)
@@ -292,7 +297,7 @@ class TestLogout:
 class TestProfile:
     async def test_read(self, ctx: FlowContext, db: MemoryDatabase) -> None:
         account = await make_account(ctx, db, phone="+44 20 7946 0958")
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         view = await profile.read(ctx, token=opened.token)
         assert view["id"] == account.id
         assert view["email"] == EMAIL
@@ -305,7 +310,7 @@ class TestProfile:
     async def test_deleted_user(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account
     ) -> None:
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         async with ctx.uow() as uow:
             await uow.users.delete(account.id)
             await uow.commit()
@@ -315,7 +320,7 @@ class TestProfile:
     async def test_expired_token(
         self, ctx: FlowContext, account: Account, clock: FakeClock
     ) -> None:
-        opened = await session.login(ctx, email=EMAIL, password=PASSWORD)
+        opened = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         clock.advance(15 * 60 - 1)
         assert (await profile.read(ctx, token=opened.token))["id"] == account.id
         clock.advance(1)

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gatehouse.adapters.hashing import Argon2Hasher
 from gatehouse.config import Settings
+from gatehouse.security.hashing import Argon2Hasher
 
 
 def default(name: str) -> int:

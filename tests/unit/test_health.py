@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatehouse.adapters.sql_migrations import code_heads, upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api import health
-from gatehouse.entrypoints.api.app import create_app
+from gatehouse.entrypoints.app import create_app
+from gatehouse.observability import health
+from gatehouse.storage.migrate import code_heads, upgrade
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gatehouse.entrypoints.api import hot
+from gatehouse.web import hot
 
 from .api_client import EMAIL, PASSWORD, Api
 

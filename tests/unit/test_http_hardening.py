@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api.app import create_app
+from gatehouse.entrypoints.app import create_app
+from gatehouse.storage.migrate import upgrade
 
 ALLOWED = "https://app.example.com"
 

@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 
-from gatehouse.adapters.job_data import REDACTED, SEALED, redact, seal, unseal
-from gatehouse.adapters.memory import MemoryCodeStore, MemoryDatabase
-from gatehouse.adapters.memory_jobs import MemoryJobs
 from gatehouse.domain.codes import CodeCheck, Purpose
 from gatehouse.domain.crypto import Keyring
-from gatehouse.entrypoints.jobs import handle_job
-from gatehouse.flows import registration
-from gatehouse.flows.context import FlowContext
+from gatehouse.jobs.dispatch import handle_job
+from gatehouse.jobs.embedded import MemoryJobs
+from gatehouse.jobs.job_data import REDACTED, SEALED, redact, seal, unseal
 from gatehouse.ports import JobRun
+from gatehouse.security.memory import MemoryCodeStore
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.registration import flow as registration
+from tests.fakes import MemoryDatabase
 
 from .helpers import FakeClock, last_code, user_events
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api.app import create_app
+from gatehouse.entrypoints.app import create_app
 from gatehouse.ports import JobRun
+from gatehouse.storage.migrate import upgrade
 
 from .helpers import offline_settings
 

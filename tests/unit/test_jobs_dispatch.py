@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
-from gatehouse.adapters.memory import MemoryDatabase
-from gatehouse.entrypoints.jobs import QUEUES, handle_job, notification_room
 from gatehouse.errors import Unavailable
-from gatehouse.flows.context import FlowContext
+from gatehouse.jobs.dispatch import QUEUES, handle_job, notification_room
+from gatehouse.selfservice.context import FlowContext
+from tests.fakes import MemoryDatabase
 
 from .helpers import FaultyUow, code_in, deliveries, last_code
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from gatehouse.adapters.memory import MemoryNotifier
-from gatehouse.adapters.memory_jobs import MemoryJobs
-from gatehouse.entrypoints.worker import GAVE_UP, JobFailed, JobProcessor
 from gatehouse.errors import Unavailable
-from gatehouse.flows.context import FlowContext
+from gatehouse.jobs.embedded import MemoryJobs
+from gatehouse.jobs.worker import GAVE_UP, JobFailed, JobProcessor
 from gatehouse.ports import JobRun, JobState
+from gatehouse.selfservice.context import FlowContext
+from tests.fakes import MemoryNotifier
 
 Process = Callable[[JobRun], Awaitable[dict[str, Any]]]
 OK = {"success": True, "message": "done", "data": {}}

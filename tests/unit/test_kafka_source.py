@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from gatehouse.adapters import kafka_events
-from gatehouse.adapters.kafka_events import FETCH_BATCH, POLL_SECONDS, KafkaSource
+from gatehouse.outbox import kafka as kafka_events
+from gatehouse.outbox.kafka import FETCH_BATCH, POLL_SECONDS, KafkaSource
 
 TOPIC = "send-otp"
 

@@ -11,7 +11,7 @@ import sys
 from gatehouse.entrypoints.launch import leave_out
 leave_out(sys.argv[1])
 import socketio
-from gatehouse.entrypoints.api import sockets
+from gatehouse.realtime import sockets
 server = socketio.AsyncServer(async_mode="asgi")
 print(sorted(n for n in ("aiohttp", "requests") if sys.modules.get(n) is not None))
 """

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from gatehouse.adapters.password_list import load_common_passwords
 from gatehouse.domain.users import password_problem
 from gatehouse.errors import InvalidInput
-from gatehouse.flows import registration
-from gatehouse.flows.context import FlowContext
+from gatehouse.security.password_list import load_common_passwords
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.registration import flow as registration
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from gatehouse.adapters.redis_pipeline import PipelinedRedis
-from gatehouse.adapters.socketio_notifier import CHANNEL, SocketIONotifier, socket_server
+from gatehouse.jobs.redis_pipeline import PipelinedRedis
+from gatehouse.realtime.notifier import CHANNEL, SocketIONotifier, socket_server
 
 Answer = Callable[[list[str]], bytes | None]  # a command's reply; None: no reply, ever
 

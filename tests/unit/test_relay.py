@@ -9,11 +9,12 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from gatehouse.adapters.memory import MemoryBus, MemoryDatabase, MemoryOutboxStore
 from gatehouse.domain import events
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.entrypoints.relay import Relay
+from gatehouse.outbox.bus import MemoryBus
+from gatehouse.outbox.relay import Relay
 from gatehouse.ports import Published
+from tests.fakes import MemoryDatabase, MemoryOutboxStore
 
 from .helpers import FakeClock
 

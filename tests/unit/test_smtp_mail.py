@@ -9,8 +9,8 @@ from email.utils import make_msgid
 import pytest
 from aiosmtplib.email import flatten_message
 
-from gatehouse.adapters.courier.smtp import SmtpChannel, fast_bytes
-from gatehouse.adapters.courier.templates import Templates
+from gatehouse.courier.channels.smtp import SmtpChannel, fast_bytes
+from gatehouse.courier.templates import Templates
 from gatehouse.ports import OutgoingMessage
 
 SENDER = "Gatehouse <no-reply@gatehouse.local>"

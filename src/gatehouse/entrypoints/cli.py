@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from gatehouse.admin import cli as admin
+from gatehouse.admin import jobs_cli as job_admin
 from gatehouse.config import Settings
-from gatehouse.entrypoints import admin, job_admin, logs, processes
-from gatehouse.entrypoints.jobs import QUEUES
-from gatehouse.entrypoints.worker import worker_role
+from gatehouse.entrypoints import processes
+from gatehouse.jobs.queues import QUEUES
+from gatehouse.jobs.worker import worker_role
+from gatehouse.observability import logs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
 app.add_typer(admin.keys, name="keys")
@@ -83,8 +86,8 @@ def courier() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the newest migration."""
-    from gatehouse.adapters import sql
-    from gatehouse.adapters.sql_migrations import revisions, upgrade
+    from gatehouse.storage import sql
+    from gatehouse.storage.migrate import revisions, upgrade
 
     settings = _settings()
 
@@ -107,9 +110,9 @@ def db_check(
     not (or the database cannot be reached). The same report as GET /health/schema."""
     import json
 
-    from gatehouse.adapters import sql
-    from gatehouse.adapters.sql_migrations import SchemaReport, schema_report
     from gatehouse.errors import Unavailable
+    from gatehouse.storage import sql
+    from gatehouse.storage.migrate import SchemaReport, schema_report
 
     settings = _settings()
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import uvicorn
 
-from gatehouse.adapters.sql_migrations import upgrade
 from gatehouse.bootstrap import Services, build, load_secrets
 from gatehouse.config import Settings
-from gatehouse.entrypoints.api import sockets
-from gatehouse.entrypoints.api.app import Background, create_app
-from gatehouse.entrypoints.courier import Courier
-from gatehouse.entrypoints.relay import Relay
+from gatehouse.courier.consumer import Courier
+from gatehouse.entrypoints.app import Background, create_app
+from gatehouse.outbox.relay import Relay
+from gatehouse.realtime import sockets
+from gatehouse.storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""Adapters: one module per technology, each implementing ports of `gatehouse.ports`."""

@@ -1,1 +1,0 @@
-"""Delivery channels of the courier, one module per provider, and the message templates."""

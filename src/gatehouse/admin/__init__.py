@@ -1,0 +1,1 @@
+"""The operator's surface: admin API and command-line tasks."""

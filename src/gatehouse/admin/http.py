@@ -1,0 +1,77 @@
+"""`/api/admin/*`: the operators' door, behind the bearer key `GATEHOUSE_ADMIN_TOKEN`.
+
+With no key configured the whole prefix answers 404, as any unknown path does: an API that is
+off does not announce itself. The key is compared in constant time. Failed jobs are listed
+without their data (it holds passwords, codes and tokens)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gatehouse.admin.jobs_cli import describe
+from gatehouse.bootstrap import Services
+from gatehouse.errors import Conflict, InvalidToken, NotFound
+from gatehouse.jobs.queues import QUEUES
+from gatehouse.web.deps import services, services_of
+from gatehouse.web.responses import JSON, success
+from gatehouse.web.schemas import ERRORS
+
+log = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False, description="The admin key (GATEHOUSE_ADMIN_TOKEN)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def require_admin(request: Request, credentials: Credentials) -> None:
+    expected = services_of(request).settings.admin_token.get_secret_value()
+    if not expected:
+        raise NotFound("Not Found")  # the same answer as a path that does not exist
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise InvalidToken("Missing or wrong admin key")
+
+
+router = APIRouter(
+    prefix="/api/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(require_admin)]
+)
+Svc = Annotated[Services, Depends(services)]
+
+
+def _queue(queue: str) -> str:
+    if queue not in QUEUES:
+        raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
+    return queue
+
+
+@router.get("/jobs/{queue}/failed")
+async def failed_jobs(
+    queue: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> JSON:
+    """The queue's failed jobs, most recent first: id, name, attempts, reason; never the data."""
+    found = await svc.jobs.failed(_queue(queue), limit)
+    return success("Failed jobs", {"queue": queue, "jobs": [describe(s) for s in found]})
+
+
+@router.post("/jobs/{queue}/retry-all")
+async def retry_all(queue: str, svc: Svc) -> JSON:
+    """Every job failed now goes back to waiting, its attempts reset."""
+    moved = await svc.jobs.retry(_queue(queue))
+    log.warning("admin: re-drove %d failed job(s) of %s", len(moved), queue)
+    return success("Failed jobs moved back to waiting", {"queue": queue, "job_ids": moved})
+
+
+@router.post("/jobs/{queue}/{job_id}/retry")
+async def retry_one(queue: str, job_id: str, svc: Svc) -> JSON:
+    """One failed job goes back to waiting, its attempts reset; 409 if it is not failed."""
+    moved = await svc.jobs.retry(_queue(queue), [job_id]) if len(job_id) <= 128 else []
+    if not moved:
+        state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None
+        if state is None:
+            raise NotFound("No such job (finished jobs are kept for a limited time)")
+        raise Conflict(f"The job is {state.state}, not failed")
+    log.warning("admin: re-drove job %s/%s", queue, job_id)
+    return success("Job moved back to waiting", {"queue": queue, "job_ids": moved})

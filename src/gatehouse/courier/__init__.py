@@ -1,0 +1,1 @@
+"""The courier: consumes `send-otp`, delivers by its channels, records each outcome."""

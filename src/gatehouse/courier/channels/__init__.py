@@ -1,0 +1,1 @@
+"""Delivery technologies: SMTP, SendGrid, Twilio SMS and WhatsApp, the console."""

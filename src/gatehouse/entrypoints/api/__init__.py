@@ -1,1 +1,0 @@
-"""The HTTP api: FastAPI app, wire schemas, one router per flow."""

@@ -1,0 +1,83 @@
+"""The FastAPI application; background roles (relay, courier) run in its lifespan when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gatehouse import __version__
+from gatehouse.admin import http as admin
+from gatehouse.bootstrap import Services
+from gatehouse.jobs import http as jobs
+from gatehouse.observability import health
+from gatehouse.selfservice.login import http as login
+from gatehouse.selfservice.profile import http as profile
+from gatehouse.selfservice.recovery import http as recovery
+from gatehouse.selfservice.registration import http as registration
+from gatehouse.selfservice.sessions import http as sessions
+from gatehouse.web import errors
+from gatehouse.web.hot import HotRoutes
+from gatehouse.web.middleware import BodyLimit, SecurityHeaders
+
+log = logging.getLogger(__name__)
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def create_app(
+    services: Services, background: Sequence[Background] = (), close_services: bool = True
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(role(stop)) for role in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    log.error("background role failed: %r", result)
+            if close_services:
+                await services.aclose()
+
+    app = FastAPI(
+        title="Gatehouse",
+        version=__version__,
+        summary="User onboarding and identity: registration with codes, login, profiles.",
+        lifespan=lifespan,
+        # Gatehouse configures no OpenTelemetry; with it on, FastAPI looks for a provider
+        # (reading the environment) on every request: 4 % of a refresh.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.services = services
+    settings = services.settings
+    # The last added runs outermost: security headers wrap every answer, 413s included, and
+    # the hot routes run inside all three.
+    app.add_middleware(HotRoutes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    errors.install(app)
+    for flow in (registration, login, sessions, profile, recovery):
+        app.include_router(flow.router)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(admin.router)
+    return app

@@ -1,0 +1,1 @@
+"""Jobs: the dispatcher, the worker role, BullMQ producer and workers, the embedded queue."""

@@ -1,0 +1,113 @@
+"""`/api/jobs/*`: the queues' door for clients without a Redis connection.
+
+Whoever holds a job's id can read its result, and results hold tokens and personal data. So the
+ids this door makes are random (128 bits), client-chosen ones must be at least 16 characters,
+and a job whose id is shorter (BullMQ's own ids count 1, 2, 3 …) shows its state and outcome
+but not its `data`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatehouse.bootstrap import Services
+from gatehouse.errors import InvalidInput, NotFound
+from gatehouse.jobs.queues import QUEUES
+from gatehouse.web.deps import services
+from gatehouse.web.limits import guard
+from gatehouse.web.responses import JSON, success
+from gatehouse.web.schemas import ERRORS
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)
+Svc = Annotated[Services, Depends(services)]
+# Letters, digits, `-` and `_`: BullMQ refuses `:` in ids and treats all-digit ones as its own.
+JobId = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+UNGUESSABLE = 16
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    data: dict[str, Any]
+    job_id: JobId | None = None
+
+
+class IdempotencyKey(BaseModel):
+    key: JobId
+
+
+def _queue(queue: str) -> str:
+    if queue not in QUEUES:
+        raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
+    return queue
+
+
+@router.post("/{queue}", status_code=202)
+async def submit(
+    queue: str,
+    body: JobIn,
+    svc: Svc,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> JSON:
+    """Queue a job; its result comes over Socket.IO (`data.notify`) or from the GET below."""
+    _queue(queue)
+    await guard(request, "jobs")  # per client address (`jobs_ip`)
+    job_id = body.job_id
+    if idempotency_key is not None:
+        key = _idempotency_key(idempotency_key)
+        if job_id is not None and job_id != key:
+            raise InvalidInput(
+                "job_id and Idempotency-Key differ",
+                errors=[{"field": "job_id", "message": "must equal the Idempotency-Key header"}],
+            )
+        job_id = key
+    # A repeated id is the same job: submitting it again adds nothing.
+    job_id = await svc.jobs.submit(queue, body.name or queue, body.data, job_id or _new_id())
+    accepted = success("Job accepted", {"job_id": job_id, "queue": queue}, status=202)
+    accepted.headers["Location"] = f"/api/jobs/{queue}/{job_id}"
+    return accepted
+
+
+@router.get("/{queue}/{job_id}")
+async def read(queue: str, job_id: str, svc: Svc) -> JSON:
+    _queue(queue)
+    state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None
+    if state is None:
+        raise NotFound("No such job (finished jobs are kept for a limited time)")
+    result = state.result
+    if result is not None and len(job_id) < UNGUESSABLE:
+        result = {k: v for k, v in result.items() if k in ("success", "message", "code")}
+    data = {
+        "job_id": state.id,
+        "queue": state.queue,
+        "name": state.name,
+        "state": state.state,
+        "result": result,
+        "failed_reason": state.failed_reason,
+        "attempts_made": state.attempts_made,
+    }
+    return success("Job state", data)
+
+
+def _idempotency_key(value: str) -> str:
+    try:
+        return IdempotencyKey(key=value).key
+    except ValueError:
+        raise InvalidInput(
+            "Invalid Idempotency-Key",
+            errors=[
+                {
+                    "field": "Idempotency-Key",
+                    "message": "16 to 128 letters, digits, '-' or '_'",
+                }
+            ],
+        ) from None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,89 @@
+"""The worker role: each job of the queues through `handle_job`, its result pushed over Socket.IO.
+
+The same processor runs under BullMQ workers (with Redis) and under the in-process queue of the
+embedded `gatehouse serve`. Job data holds passwords, codes and tokens: nothing here logs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from gatehouse.bootstrap import Services
+from gatehouse.errors import GatehouseError
+from gatehouse.jobs.dispatch import QUEUES, handle_job, notification_room
+from gatehouse.ports import JobRun, Notifier
+from gatehouse.selfservice.context import FlowContext
+
+log = logging.getLogger(__name__)
+# (context, queue, job name, data, job id)
+Handler = Callable[[FlowContext, str, str, Any, str], Awaitable[dict[str, Any]]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+GAVE_UP = "The job could not be completed; please try again later"
+
+
+class JobFailed(Exception):
+    """What the queue records for a failed attempt: the kind of error, not its text, which may
+    quote job data or driver parameters (BullMQ keeps it in Redis as `failedReason`)."""
+
+
+class JobProcessor:
+    """One attempt at one job: run it, push the result to its room, hand the result back."""
+
+    def __init__(self, ctx: FlowContext, notifier: Notifier, handler: Handler = handle_job):
+        self._ctx = ctx
+        self._notifier = notifier
+        self._handler = handler
+
+    async def __call__(self, run: JobRun) -> dict[str, Any]:
+        try:
+            result = await self._handler(self._ctx, run.queue, run.name, run.data, run.id)
+        except Exception as exc:
+            # Infrastructure failure: raise so the queue retries with backoff. The client hears
+            # of it only when no retry is left.
+            reason = exc.message if isinstance(exc, GatehouseError) else type(exc).__name__
+            if run.final:
+                # Where it failed, not the error's text: that may quote the job's data.
+                where = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("job %s/%s gave up (%s)\n%s", run.queue, run.id, reason, where)
+                failure = {"success": False, "message": GAVE_UP, "code": "job_failed", "data": {}}
+                await self._notify(run, failure)
+            # `from None`: BullMQ keeps the traceback in Redis, and the chained error's text
+            # could quote the job's data.
+            raise JobFailed(reason) from None
+        # Ids only: the multi-node test counts these lines per worker.
+        log.info("processed job %s/%s (success=%s)", run.queue, run.id, result.get("success"))
+        await self._notify(run, result)
+        return result
+
+    async def _notify(self, run: JobRun, result: dict[str, Any]) -> None:
+        room = notification_room(run.data, result)
+        if room is None:
+            return
+        payload = {**result, "job_id": run.id, "queue": run.queue}
+        try:
+            await self._notifier.emit(room, "notification", payload)
+        except Exception as exc:  # the job is done either way; a lost push must not redo it
+            log.warning("job %s/%s: notification not sent (%s)", run.queue, run.id, exc)
+
+
+def worker_role(
+    queues: Sequence[str] = QUEUES, handler: Handler = handle_job
+) -> Callable[[Services], Background]:
+    """A role for `processes.run_roles` or `serve_http`: consume `queues` until stopped."""
+
+    def role(services: Services) -> Background:
+        processor = JobProcessor(services.ctx, services.ctx.notifier, handler)
+
+        async def run(stop: asyncio.Event) -> None:
+            concurrency = services.settings.worker_concurrency
+            try:
+                await services.job_worker.work(queues, processor, stop, concurrency)
+            finally:
+                log.info("worker stopped")
+
+        return run
+
+    return role

@@ -1,0 +1,1 @@
+"""Logs, health and (later) metrics and traces."""

@@ -1,0 +1,101 @@
+"""Embedded code store and failure counter: `gatehouse serve` without Redis."""
+
+from __future__ import annotations
+
+import time
+
+from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck
+from gatehouse.domain.crypto import same
+
+
+class MemoryCodeStore:
+    """Codes in a dict with monotonic expiry; the event loop makes each check atomic. Wrong tries
+    are also counted per subject across codes, for the failure window."""
+
+    def __init__(self) -> None:
+        self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
+        self._fails: dict[tuple[str, str], tuple[int, float]] = {}
+        self._receipts: dict[tuple[str, str], float] = {}  # (purpose, receipt) -> deadline
+
+    def _recent_fails(self, key: tuple[str, str]) -> int:
+        count, until = self._fails.get(key, (0, 0.0))
+        return count if until > time.monotonic() else 0
+
+    async def put(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> int:
+        key = (purpose, subject)
+        left = attempts - self._recent_fails(key)
+        self._codes.pop(key, None)
+        if left <= 0:
+            return 0
+        self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds)
+        return left
+
+    async def restore(
+        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+    ) -> None:
+        self._codes.setdefault(
+            (purpose, subject), (code_hash, attempts, time.monotonic() + ttl_seconds)
+        )
+
+    async def check(
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        *,
+        receipt: str | None = None,
+        receipt_ttl_seconds: int = 0,
+    ) -> CodeCheck:
+        now = time.monotonic()
+        if self._receipts:
+            self._receipts = {k: t for k, t in self._receipts.items() if t > now}
+        if receipt and (purpose, receipt) in self._receipts:
+            return CodeCheck.OK  # the same job presenting the same code again
+        key = (purpose, subject)
+        entry = self._codes.get(key)
+        if entry is None or entry[2] <= time.monotonic():
+            self._codes.pop(key, None)
+            return CodeCheck.MISSING
+        stored, attempts, deadline = entry
+        if same(stored, code_hash):
+            del self._codes[key]
+            self._fails.pop(key, None)
+            if receipt and receipt_ttl_seconds > 0:
+                self._receipts[(purpose, receipt)] = now + receipt_ttl_seconds
+            return CodeCheck.OK
+        self._fails[key] = (
+            self._recent_fails(key) + 1,
+            time.monotonic() + FAILURE_WINDOW_SECONDS,
+        )
+        if attempts <= 1:
+            del self._codes[key]
+            return CodeCheck.EXHAUSTED
+        self._codes[key] = (stored, attempts - 1, deadline)
+        return CodeCheck.MISMATCH
+
+    async def ping(self) -> None:
+        return None
+
+
+class MemoryFailureCounter:
+    """Failure counts in a dict; each entry is forgotten `window` seconds after its last failure."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, float, float]] = {}
+
+    async def get(self, key: str, now: float) -> tuple[int, float]:
+        entry = self._entries.get(key)
+        if entry is None or entry[2] <= now:
+            self._entries.pop(key, None)
+            return 0, 0.0
+        return entry[0], entry[1]
+
+    async def add(self, key: str, now: float, window_seconds: int) -> int:
+        count, _last = await self.get(key, now)
+        self._entries[key] = (count + 1, now, now + window_seconds)
+        return count + 1
+
+    async def clear(self, key: str) -> None:
+        self._entries.pop(key, None)

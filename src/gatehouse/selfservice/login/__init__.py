@@ -1,0 +1,1 @@
+"""Password sign-in: the account's credentials checked, a session opened."""

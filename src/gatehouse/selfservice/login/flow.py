@@ -1,0 +1,56 @@
+"""Password sign-in: the credentials checked (same answer and timing for unknown accounts), then
+a session opened."""
+
+from __future__ import annotations
+
+from gatehouse.domain import events
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
+from gatehouse.domain.users import normalize_email
+from gatehouse.errors import InvalidCredentials, RateLimited
+from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.sessions.flow import Session, open_session
+
+
+async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
+    email = normalize_email(email)
+    # Failures are counted per email whether or not an account exists, so the growing waits
+    # reveal nothing about which emails are registered.
+    throttle_key = ctx.blind_index("login", email)
+    started = ctx.clock().timestamp()
+    failures, last_failure = await ctx.failures.get(throttle_key, started)
+    wait = login_wait(failures, last_failure, started)
+    if wait:
+        audit("login", "throttled", factor="password")
+        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
+    async with ctx.reader() as uow:  # one read: no transaction around it
+        user = await uow.users.get_by_email(email)
+    if user is None:
+        await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
+        await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
+        audit("login", "failure", factor="password", reason="unknown_account")
+        raise InvalidCredentials()
+    ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
+    now = ctx.clock()
+    if not ok:
+        await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
+    elif failures:
+        await ctx.failures.clear(throttle_key)
+    async with ctx.uow() as uow:
+        if not ok:
+            await uow.outbox.add(
+                events.user_event(events.LOGIN_FAILED, user.id, {"factor": "password"}, now)
+            )
+            await uow.commit()
+            audit("login", "failure", factor="password", user_id=user.id, reason="wrong_password")
+            raise InvalidCredentials()
+        if needs_rehash:
+            user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
+            await uow.users.update(user)
+        session = await open_session(ctx, uow, user, family_id=events.new_id(), family_expires=None)
+        await uow.outbox.add(
+            events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
+        )
+        await uow.commit()
+    audit("login", "success", factor="password", user_id=user.id)
+    return session

@@ -1,0 +1,21 @@
+"""Password sign-in over HTTP (seed 002's `POST /api/auth/login`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.login.schemas import LoginIn
+from gatehouse.web.deps import Ctx
+from gatehouse.web.limits import guard
+from gatehouse.web.responses import JSON, success
+from gatehouse.web.schemas import ERRORS
+
+router = APIRouter(prefix="/api/auth", tags=["login"], responses=ERRORS)
+
+
+@router.post("/login")
+async def login(body: LoginIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "login", account=str(body.email).lower())
+    opened = await login_flow.login(c, email=str(body.email), password=body.password)
+    return success("Logged in successfully", opened.as_data())

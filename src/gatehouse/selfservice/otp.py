@@ -1,0 +1,157 @@
+"""Issuing, delivering and checking one-time codes, shared by sign-up, recovery and verification."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from gatehouse.domain import events
+from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck, generate_code, looks_like_code
+from gatehouse.domain.throttle import country_prefix
+from gatehouse.domain.users import User, mask_phone
+from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
+from gatehouse.ports import UnitOfWork
+from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.context import FlowContext, phone_of
+
+PHONE_CHANNELS = ("sms", "whatsapp")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a code goes: a channel and its address, then fallbacks tried in order."""
+
+    channel: str
+    address: str
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
+
+
+def route_for(user: User, ctx: FlowContext, channel: str) -> Route | None:
+    """The chosen channel first, then WhatsApp → SMS → email among what the user has."""
+    phone = phone_of(ctx, user)
+    available = {"email": user.email}
+    if phone:
+        available.update(sms=phone, whatsapp=phone)
+    if channel not in available:
+        return None
+    order = [c for c in ("whatsapp", "sms", "email") if c in available and c != channel]
+    return Route(channel, available[channel], [(c, available[c]) for c in order])
+
+
+async def send_code(
+    ctx: FlowContext,
+    uow: UnitOfWork,
+    *,
+    purpose: str,
+    identifier: str,
+    key: str,
+    route: Route,
+    template: str,
+    variables: dict[str, str] | None = None,
+) -> None:
+    """Store the code's HMAC and queue its delivery in the caller's transaction. The plaintext
+    code, and any phone number, leave this function only encrypted for the courier."""
+    now = ctx.clock()
+    code = generate_code()
+    ttl = int(ctx.policy.code_ttl.total_seconds())
+    tries = await ctx.codes.put(
+        purpose,
+        ctx.code_subject(purpose, identifier),
+        ctx.code_hash(purpose, identifier, code),
+        ttl,
+        ctx.policy.code_attempts,
+    )
+    if tries == 0:  # every try of the window was spent on wrong codes: a new one would not help
+        raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")
+    message_id = events.new_id()
+
+    def address(channel: str, value: str) -> tuple[str, str | None]:
+        if channel in PHONE_CHANNELS:
+            sealed = ctx.keyring.encrypt(value, events.recipient_context(message_id))
+            return mask_phone(value), sealed
+        return value, None
+
+    to, to_ciphertext = address(route.channel, route.address)
+    fallbacks: list[dict[str, str | None]] = []
+    for channel, value in route.fallbacks:
+        shown, sealed = address(channel, value)
+        fallbacks.append({"channel": channel, "to": shown, "to_ciphertext": sealed})
+    await uow.outbox.add(
+        events.delivery(
+            message_id=message_id,
+            key=key,
+            channel=route.channel,
+            to=to,
+            to_ciphertext=to_ciphertext,
+            template=template,
+            now=now,
+            expires_at=now + ctx.policy.code_ttl,
+            code_ciphertext=ctx.keyring.encrypt(code, events.code_context(message_id)),
+            variables={"minutes": str(ttl // 60), **(variables or {})},
+            fallbacks=fallbacks,
+        )
+    )
+
+
+async def limit_sends(ctx: FlowContext, channel: str, address: str) -> None:
+    """At most one code per recipient a minute and a bounded number an hour (rule
+    `otp_recipient`), and SMS/WhatsApp sends per destination country (`otp_country`) against
+    SMS pumping. Callers apply it to the address they were given, before looking anything up,
+    so known and unknown accounts are limited alike and a 429 reveals nothing."""
+    recipient = ctx.blind_index("otp-recipient", address)
+    wait = await ctx.limiter.hit("otp_recipient", recipient)
+    if not wait and channel in PHONE_CHANNELS:
+        wait = await ctx.limiter.hit("otp_country", country_prefix(address))
+    if wait:
+        raise RateLimited(wait, "A code was sent recently; wait before asking for another")
+
+
+async def consume_then(
+    ctx: FlowContext,
+    *,
+    purpose: str,
+    identifier: str,
+    otp: str,
+    action: Callable[[], Awaitable[T]],
+    holder: str | None = None,
+) -> T:
+    """Check and consume the code, then run `action`. If the action fails for an infrastructure
+    reason the code is put back, so the person can simply retry once we recover.
+
+    `holder` names a job (queue and id). A job whose worker is killed after the check is run
+    again by the queue; the code is spent by then, so the check leaves a receipt bound to the
+    code and the holder, and the same holder presenting the same code passes again (and only
+    it: the receipt is an HMAC under the code key). The action must then be idempotent."""
+    otp = otp.strip()
+    if not looks_like_code(otp):
+        raise InvalidCode()
+    subject = ctx.code_subject(purpose, identifier)
+    code_hash = ctx.code_hash(purpose, identifier, otp)
+    receipt = ctx.code_receipt(purpose, identifier, otp, holder) if holder else None
+    result = await ctx.codes.check(
+        purpose,
+        subject,
+        code_hash,
+        receipt=receipt,
+        receipt_ttl_seconds=int(ctx.policy.code_ttl.total_seconds()),
+    )
+    if result is not CodeCheck.OK:
+        audit(f"code.{purpose}", "failure", factor="otp", reason=result.value)
+        raise InvalidCode()
+    audit(f"code.{purpose}", "success", factor="otp")
+    try:
+        return await action()
+    except GatehouseError as exc:
+        if isinstance(exc, Unavailable):
+            await _restore(ctx, purpose, subject, code_hash)
+        raise
+    except Exception:
+        await _restore(ctx, purpose, subject, code_hash)
+        raise
+
+
+async def _restore(ctx: FlowContext, purpose: str, subject: str, code_hash: str) -> None:
+    ttl = int(ctx.policy.code_ttl.total_seconds())
+    await ctx.codes.restore(purpose, subject, code_hash, ttl, ctx.policy.code_attempts)

@@ -1,0 +1,1 @@
+"""Password recovery: a reset code by email, SMS or WhatsApp, then the new password."""

@@ -1,0 +1,107 @@
+"""Password recovery: a code by email, SMS or WhatsApp, then a reset that ends every session."""
+
+from __future__ import annotations
+
+from gatehouse.domain import events
+from gatehouse.domain.codes import Purpose
+from gatehouse.domain.users import User, normalize_email
+from gatehouse.errors import InvalidCode, InvalidInput
+from gatehouse.ports import UnitOfWork
+from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.otp import consume_then, limit_sends, route_for, send_code
+from gatehouse.selfservice.sessions.flow import announce_revoked, revoke_all
+from gatehouse.selfservice.timing import no_sooner_than
+from gatehouse.selfservice.validation import require_password, require_phone
+
+PURPOSE = Purpose.RECOVERY
+CHANNELS = ("email", "sms", "whatsapp")
+
+
+async def _find(
+    ctx: FlowContext, uow: UnitOfWork, email: str | None, phone: str | None
+) -> User | None:
+    if bool(email) == bool(phone):
+        raise InvalidInput(
+            "Give either an email or a phone",
+            errors=[{"field": "email", "message": "give exactly one of email and phone"}],
+        )
+    if email:
+        return await uow.users.get_by_email(normalize_email(email))
+    clean = require_phone(phone)
+    assert clean is not None
+    return await uow.users.get_by_phone_index(ctx.blind_index("phone", clean))
+
+
+async def request(
+    ctx: FlowContext, *, email: str | None = None, phone: str | None = None, channel: str = "email"
+) -> int:
+    """Send a reset code if the account exists and can be reached on `channel` (or a fallback).
+    The answer is the same, in the same time, either way: no account enumeration. Returns the
+    code lifetime."""
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _request(ctx, email=email, phone=phone, channel=channel)
+
+
+async def _request(ctx: FlowContext, *, email: str | None, phone: str | None, channel: str) -> int:
+    if channel not in CHANNELS:
+        raise InvalidInput(
+            "Unknown channel", errors=[{"field": "channel", "message": "email, sms or whatsapp"}]
+        )
+    given = normalize_email(email) if email else require_phone(phone)
+    if given and not (email and phone):
+        await limit_sends(ctx, channel if phone else "email", given)
+    async with ctx.uow() as uow:
+        user = await _find(ctx, uow, email, phone)
+        route = route_for(user, ctx, channel) if user else None
+        if user is not None and route is not None:
+            await send_code(
+                ctx,
+                uow,
+                purpose=PURPOSE,
+                identifier=user.id,
+                key=user.id,
+                route=route,
+                template="password-reset",
+                variables={"name": user.name},
+            )
+            await uow.commit()
+    return int(ctx.policy.code_ttl.total_seconds())
+
+
+async def reset(
+    ctx: FlowContext,
+    *,
+    otp: str,
+    new_password: str,
+    email: str | None = None,
+    phone: str | None = None,
+) -> str:
+    """Set a new password with a recovery code; every session ends. Returns the user id."""
+    require_password(new_password, "new_password", ctx.common_passwords)
+    async with ctx.uow() as uow:
+        user = await _find(ctx, uow, email, phone)
+    if user is None:
+        raise InvalidCode()
+    found = user
+
+    async def apply() -> str:
+        password_hash = await ctx.hasher.hash(new_password)
+        now = ctx.clock()
+        async with ctx.uow() as uow:
+            current = await uow.users.get(found.id)
+            if current is None:
+                raise InvalidCode()
+            await uow.users.update(
+                current.with_changes(password_hash=password_hash, updated_at=now)
+            )
+            await uow.outbox.add(events.user_event(events.PASSWORD_RESET, current.id, {}, now))
+            await revoke_all(ctx, uow, current.id, "password_reset")
+            await uow.commit()
+        await announce_revoked(ctx, found.id, "password_reset")
+        # The account's owner proved control of it: earlier failed logins no longer count.
+        await ctx.failures.clear(ctx.blind_index("login", found.email))
+        audit("password.reset", "success", factor="otp", user_id=found.id)
+        return found.id
+
+    return await consume_then(ctx, purpose=PURPOSE, identifier=user.id, otp=otp, action=apply)

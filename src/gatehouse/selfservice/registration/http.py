@@ -1,0 +1,40 @@
+"""Sign-up over HTTP: register, resend the code, verify it (seed 002's paths)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.registration.schemas import RegisterIn, ResendOtpIn, VerifyOtpIn
+from gatehouse.web.deps import Ctx
+from gatehouse.web.limits import guard
+from gatehouse.web.responses import JSON, success
+from gatehouse.web.schemas import ERRORS
+
+router = APIRouter(prefix="/api/auth", tags=["registration"], responses=ERRORS)
+CODE_SENT = "If the address can receive mail, a verification code has been sent to it"
+
+
+@router.post("/register", status_code=202)
+async def register(body: RegisterIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "register")
+    accepted = await registration.register(
+        c, name=body.name, email=str(body.email), password=body.password, phone=body.phone
+    )
+    data = {"email": accepted.email, "expires_in": accepted.expires_in}
+    return success(CODE_SENT, data, status=202)
+
+
+@router.post("/resend-otp", status_code=202)
+async def resend_otp(body: ResendOtpIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "resend")
+    accepted = await registration.resend(c, email=str(body.email))
+    data = {"email": accepted.email, "expires_in": accepted.expires_in}
+    return success(CODE_SENT, data, status=202)
+
+
+@router.post("/verify-otp", status_code=201)
+async def verify_otp(body: VerifyOtpIn, c: Ctx, request: Request) -> JSON:
+    await guard(request, "verify", account=str(body.email).lower())
+    user = await registration.verify(c, email=str(body.email), otp=body.otp)
+    return success("Email verified; account created", {"user": user}, status=201)

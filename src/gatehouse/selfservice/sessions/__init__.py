@@ -1,0 +1,1 @@
+"""Sessions: refresh-token rotation, logout, revocation."""

@@ -1,0 +1,1 @@
+"""Storage: table schema, migrations, SQLAlchemy and asyncpg implementations."""

@@ -1,0 +1,107 @@
+"""The one table from exceptions to status codes and envelopes; routers hold no try/except."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from gatehouse import errors
+from gatehouse.web.responses import JSON, failure
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.GatehouseError], int] = {
+    errors.InvalidInput: 422,
+    errors.InvalidCode: 400,
+    errors.InvalidCredentials: 401,
+    errors.InvalidToken: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.Unavailable: 503,
+}
+
+
+def _status_of(exc: errors.GatehouseError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+async def on_gatehouse_error(_request: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, errors.GatehouseError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.InvalidToken):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, errors.Unavailable):
+        headers["Retry-After"] = "5"
+        log.warning("dependency unavailable: %s (%s)", exc.message, exc.__cause__)
+    return failure(_status_of(exc), exc.code, exc.message, exc.errors, headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    return ".".join(parts) or "body"
+
+
+async def on_validation_error(_request: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return failure(400, "malformed_request", "Request body is not valid JSON")
+    if any(
+        p.get("loc") == ("body",) and p.get("type") == "model_attributes_type" for p in problems
+    ):
+        return failure(400, "malformed_request", "Request body must be a JSON object")
+    if any(p.get("loc") == ("body",) and p.get("type") == "missing" for p in problems):
+        return failure(400, "malformed_request", "Request body is required")
+    details = [
+        {
+            "field": _field(tuple(p.get("loc", ()))),
+            "message": p.get("msg", "invalid"),
+            "type": p.get("type", "invalid"),
+        }
+        for p in problems
+    ]
+    return failure(422, "invalid_input", "Some fields are invalid", details)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    return failure(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def on_unexpected(_request: Request, exc: Exception) -> JSON:
+    log.exception("unhandled error", exc_info=exc)
+    return failure(500, "internal_error", "Internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.GatehouseError, on_gatehouse_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,295 @@
+"""In-memory adapters: unit tests and the embedded `gatehouse serve` (codes and the bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.tokens import RefreshToken
+from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.errors import AccountExists
+from gatehouse.ports import (
+    FINAL,
+    QUEUED,
+    SENDING,
+    Claim,
+    Clock,
+    DeliveryRecord,
+    OutboxRecord,
+)
+
+
+@dataclass
+class _Tables:
+    users: dict[str, User] = field(default_factory=dict)
+    pending: dict[str, PendingRegistration] = field(default_factory=dict)
+    tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    outbox: list[tuple[int, OutboxMessage, datetime | None]] = field(default_factory=list)
+
+
+class MemoryDatabase:
+    """Tables in dicts; a unit of work holds the lock and restores a snapshot on rollback."""
+
+    def __init__(self) -> None:
+        self.tables = _Tables()
+        self.lock = asyncio.Lock()
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def uow(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self)
+
+
+class _Repo:
+    def __init__(self, db: MemoryDatabase):
+        self._t = db.tables
+        self._db = db
+
+
+class MemoryUsers(_Repo):
+    async def get(self, user_id: str) -> User | None:
+        return self._t.users.get(user_id)
+
+    async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
+        revoked = any(
+            t.family_id == session_id and t.revoked_at is not None for t in self._t.tokens.values()
+        )
+        return None if revoked else self._t.users.get(user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        return next((u for u in self._t.users.values() if u.email == email), None)
+
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[User]:
+        stale = [
+            u
+            for u in self._t.users.values()
+            if u.phone_ciphertext and not u.phone_ciphertext.startswith(prefix)
+        ]
+        return sorted(stale, key=lambda u: (u.created_at, u.id))[:limit]
+
+    async def get_by_phone_index(self, phone_index: str) -> User | None:
+        return next((u for u in self._t.users.values() if u.phone_index == phone_index), None)
+
+    def _check_unique(self, user: User) -> None:
+        for other in self._t.users.values():
+            if other.id != user.id and (
+                other.email == user.email
+                or (user.phone_index is not None and other.phone_index == user.phone_index)
+            ):
+                raise AccountExists()
+
+    async def add(self, user: User) -> None:
+        if user.id in self._t.users:
+            raise AccountExists()
+        self._check_unique(user)
+        self._t.users[user.id] = user
+
+    async def update(self, user: User) -> None:
+        self._check_unique(user)
+        self._t.users[user.id] = user
+
+    async def delete(self, user_id: str) -> None:
+        self._t.users.pop(user_id, None)
+
+
+class MemoryPending(_Repo):
+    async def get_by_email(self, email: str) -> PendingRegistration | None:
+        return self._t.pending.get(email)
+
+    async def encrypted_not_under(self, prefix: str, limit: int) -> list[PendingRegistration]:
+        stale = [
+            p
+            for p in self._t.pending.values()
+            if p.phone_ciphertext and not p.phone_ciphertext.startswith(prefix)
+        ]
+        return sorted(stale, key=lambda p: (p.created_at, p.id))[:limit]
+
+    async def put(self, pending: PendingRegistration) -> None:
+        self._t.pending[pending.email] = pending
+
+    async def delete(self, pending_id: str) -> None:
+        for email, p in list(self._t.pending.items()):
+            if p.id == pending_id:
+                del self._t.pending[email]
+
+
+class MemoryRefreshTokens(_Repo):
+    async def add(self, token: RefreshToken) -> None:
+        self._t.tokens[token.id] = token
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
+        return next((t for t in self._t.tokens.values() if t.token_hash == token_hash), None)
+
+    async def mark_used(self, token_id: str, now: datetime) -> bool:
+        token = self._t.tokens[token_id]
+        if token.used_at is not None:
+            return False
+        self._t.tokens[token_id] = replace(token, used_at=now)
+        return True
+
+    async def _revoke(self, match: Callable[[RefreshToken], bool], now: datetime) -> int:
+        hits = [t for t in self._t.tokens.values() if match(t) and t.revoked_at is None]
+        for t in hits:
+            self._t.tokens[t.id] = replace(t, revoked_at=now)
+        return len(hits)
+
+    async def revoke_family(self, family_id: str, now: datetime) -> int:
+        return await self._revoke(lambda t: t.family_id == family_id, now)
+
+    async def revoke_user(self, user_id: str, now: datetime) -> int:
+        return await self._revoke(lambda t: t.user_id == user_id, now)
+
+
+class MemoryOutbox(_Repo):
+    async def add(self, message: OutboxMessage) -> None:
+        self._t.outbox.append((self._db.next_seq(), message, None))
+
+
+class MemoryUnitOfWork:
+    def __init__(self, db: MemoryDatabase):
+        self._db = db
+        self._snapshot: _Tables | None = None
+        self.users = MemoryUsers(db)
+        self.pending = MemoryPending(db)
+        self.refresh_tokens = MemoryRefreshTokens(db)
+        self.outbox = MemoryOutbox(db)
+
+    async def __aenter__(self) -> MemoryUnitOfWork:
+        await self._db.lock.acquire()
+        self._snapshot = copy.deepcopy(self._db.tables)
+        return self
+
+    async def commit(self) -> None:
+        self._snapshot = None
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._snapshot is not None:  # not committed: put every table back
+            for name in ("users", "pending", "tokens", "outbox"):
+                getattr(self._db.tables, name).clear()
+                container = getattr(self._snapshot, name)
+                target = getattr(self._db.tables, name)
+                target.update(container) if isinstance(target, dict) else target.extend(container)
+        self._db.lock.release()
+
+
+class MemoryOutboxStore:
+    def __init__(self, db: MemoryDatabase, clock: Clock):
+        self._db = db
+        self._clock = clock
+
+    async def claim(
+        self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        async with self._db.lock:
+            rows = [(i, r) for i, r in enumerate(self._db.tables.outbox) if r[2] is None][:limit]
+            if not rows:
+                return 0
+            await publish([OutboxRecord(seq, msg) for _, (seq, msg, _p) in rows])
+            now = self._clock()
+            for index, (seq, msg, _p) in rows:
+                self._db.tables.outbox[index] = (seq, msg, now)
+            return len(rows)
+
+    async def pending_count(self) -> int:
+        return sum(1 for r in self._db.tables.outbox if r[2] is None)
+
+    async def prune(self, older_than: datetime) -> int:
+        before = len(self._db.tables.outbox)
+        self._db.tables.outbox[:] = [
+            r for r in self._db.tables.outbox if r[2] is None or r[2] >= older_than
+        ]
+        return before - len(self._db.tables.outbox)
+
+
+class MemoryNotifier:
+    """Records what would be pushed; for unit tests and processes without Socket.IO."""
+
+    def __init__(self) -> None:
+        self.sent: deque[tuple[str, str, dict[str, Any]]] = deque(maxlen=10_000)
+
+    async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None:
+        self.sent.append((room, event, payload))
+
+
+class MemoryDeliveryLog:
+    """The courier's delivery records in a dict. Each operation runs without yielding to the
+    event loop between its read and its write, so it is as atomic as the SQL statement; events go
+    to the database's outbox under its lock, like one transaction."""
+
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db or MemoryDatabase()
+        self.records: dict[str, DeliveryRecord] = {}
+
+    async def get(self, message_id: str) -> DeliveryRecord | None:
+        return self.records.get(message_id)
+
+    async def claim(self, message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
+        record = self.records.get(message_id)
+        if record is None:
+            record = DeliveryRecord(message_id, SENDING, None, 0, None, now, now, owner, until)
+            self.records[message_id] = record
+            return Claim(True, record)
+        takeable = record.status == QUEUED or (
+            record.status == SENDING
+            and (
+                record.lease_until is None
+                or record.lease_until <= now
+                or record.lease_owner == owner
+            )
+        )
+        if not takeable:
+            return Claim(False, record)
+        record = replace(
+            record, status=SENDING, lease_owner=owner, lease_until=until, updated_at=now
+        )
+        self.records[message_id] = record
+        return Claim(True, record)
+
+    async def release(self, message_id: str, owner: str, now: datetime) -> None:
+        record = self.records.get(message_id)
+        if record is not None and record.status == SENDING and record.lease_owner == owner:
+            self.records[message_id] = replace(
+                record, status=QUEUED, lease_owner=None, lease_until=None, updated_at=now
+            )
+
+    async def record(
+        self,
+        message_id: str,
+        status: str,
+        channel: str | None,
+        attempts: int,
+        error: str | None,
+        event: OutboxMessage | None,
+        now: datetime,
+        owner: str | None = None,
+    ) -> bool:
+        async with self.db.lock:
+            previous = self.records.get(message_id)
+            if previous is not None and (
+                previous.status in FINAL
+                or (status not in FINAL and owner is not None and previous.lease_owner != owner)
+            ):
+                return False
+            created = previous.created_at if previous else now
+            keep = status not in FINAL and previous is not None  # a final status ends the lease
+            lease = (
+                (previous.lease_owner, previous.lease_until) if keep and previous else (None, None)
+            )
+            self.records[message_id] = DeliveryRecord(
+                message_id, status, channel, attempts, error, created, now, *lease
+            )
+            if event is not None:
+                self.db.tables.outbox.append((self.db.next_seq(), event, None))
+            return True
