@@ -31,6 +31,7 @@ from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.ports import (
     Channel,
     CodeStore,
+    DatabaseSchema,
     DeliveryLog,
     DeliverySource,
     EventPublisher,
@@ -49,6 +50,7 @@ from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
 from gatehouse.selfservice.context import FlowContext, Policy
 from gatehouse.storage import sql
+from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from gatehouse.storage.sql_outbox import SqlOutboxStore
@@ -73,6 +75,7 @@ class Services:
     jobs: Jobs  # submit and read jobs (BullMQ, or the in-process queue embedded)
     job_worker: JobWorker  # consume them
     sockets: Any  # the socketio.AsyncServer api processes mount at /socket.io
+    schema: DatabaseSchema  # migrations and the schema check, on the service's engine
     bus: MemoryBus | None = None
     redis: Redis | None = None
     checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
@@ -229,6 +232,12 @@ def units_of_work(
     )
 
 
+def build_schema(settings: Settings) -> DatabaseSchema:
+    """Migrations and the schema check alone, on an engine of their own (closed with it): what
+    `gatehouse migrate` and `gatehouse db check` need, without secrets or any other service."""
+    return SqlSchema(sql.create_engine(settings.database_url), owns_engine=True)
+
+
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Services:
     secrets = load_secrets(settings)
     engine = sql.create_engine(settings.database_url, settings.database_pool_size)
@@ -306,6 +315,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         jobs=jobs,
         job_worker=job_worker,
         sockets=sockets,
+        schema=SqlSchema(engine),
         bus=bus,
         redis=redis,
     )

@@ -1,4 +1,24 @@
-"""The one exception tree; `web.errors` maps it to HTTP statuses and the envelope."""
+"""The one exception tree of Gatehouse; `web.errors` maps the answers to HTTP statuses.
+
+    Exception
+    ├── GatehouseError          an answer to the caller: `code`, `message`, `errors`
+    │   ├── InvalidInput        422  a field the rules refuse
+    │   ├── InvalidCode         400  wrong, spent or expired one-time code
+    │   ├── InvalidCredentials  401  wrong email or password (and unknown accounts alike)
+    │   ├── InvalidToken        401  access or refresh token not accepted
+    │   ├── Forbidden           403
+    │   ├── NotFound            404
+    │   ├── Conflict            409
+    │   │   └── AccountExists        a unique email or phone taken, as storage found it
+    │   ├── RateLimited         429  with `retry_after`
+    │   └── Unavailable         503  a dependency is down: jobs are retried, HTTP says retry
+    ├── TokenError              the domain's "this access token is not accepted"
+    ├── DecryptionError         a ciphertext tampered with or under an unknown key
+    ├── JobFailed               what a failed job attempt records (its kind, never its text)
+    └── (the courier's, below)
+
+A job completes with `success: false` on a GatehouseError other than Unavailable, and is
+retried on anything else. This module imports nothing, so the domain may raise from it too."""
 
 from __future__ import annotations
 
@@ -72,3 +92,17 @@ class Unavailable(GatehouseError):
 
     code = "unavailable"
     message = "Service temporarily unavailable"
+
+
+class TokenError(Exception):
+    """Any reason an access token is not accepted; deliberately one type, one message. The
+    domain raises it; flows answer `InvalidToken`."""
+
+
+class DecryptionError(Exception):
+    """Ciphertext tampered with, truncated, or under a key id the keyring does not hold."""
+
+
+class JobFailed(Exception):
+    """What the queue records for a failed attempt: the kind of error, not its text, which may
+    quote job data or driver parameters (BullMQ keeps it in Redis as `failedReason`)."""

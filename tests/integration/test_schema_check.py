@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
 from gatehouse.entrypoints.app import create_app
+from gatehouse.ports import SchemaReport
 from gatehouse.storage import sql
-from gatehouse.storage.migrate import SchemaReport, code_heads, schema_report
+from gatehouse.storage.migrate import code_heads, schema_report
 from gatehouse.storage.schema import metadata
 from tests.conftest import free_port
 from tests.integration.conftest import create_database, drop_database

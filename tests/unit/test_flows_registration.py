@@ -10,8 +10,7 @@ import pytest
 
 from gatehouse.domain import events
 from gatehouse.domain.codes import looks_like_code
-from gatehouse.domain.crypto import DecryptionError
-from gatehouse.errors import InvalidCode, InvalidInput, Unavailable
+from gatehouse.errors import DecryptionError, InvalidCode, InvalidInput, Unavailable
 from gatehouse.security.memory import MemoryCodeStore
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, Policy
 from gatehouse.selfservice.login import flow as login_flow

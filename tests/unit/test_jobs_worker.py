@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gatehouse.errors import Unavailable
+from gatehouse.errors import JobFailed, Unavailable
 from gatehouse.jobs.embedded import MemoryJobs
-from gatehouse.jobs.worker import GAVE_UP, JobFailed, JobProcessor
+from gatehouse.jobs.worker import GAVE_UP, JobProcessor
 from gatehouse.ports import JobRun, JobState
 from gatehouse.selfservice.context import FlowContext
 from tests.fakes import MemoryNotifier

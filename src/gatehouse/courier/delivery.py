@@ -17,7 +17,8 @@ from typing import Any
 
 from gatehouse.courier.record import NotRecorded, Outcome
 from gatehouse.domain import events
-from gatehouse.domain.crypto import DecryptionError, Keyring
+from gatehouse.domain.crypto import Keyring
+from gatehouse.errors import DecryptionError
 from gatehouse.ports import (
     ABANDONED,
     SENT,

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gatehouse.errors import DecryptionError
+
 CIPHERTEXT_VERSION = "v1"
 
 
@@ -25,9 +27,6 @@ def b64e(raw: bytes) -> str:
 def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
-
-class DecryptionError(Exception):
-    """Ciphertext tampered with, truncated, or under a key id the keyring does not hold."""
 
 
 class Keyring:

@@ -12,6 +12,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash
+from gatehouse.errors import TokenError
 
 ACCESS_TYPE = "at+jwt"
 CLOCK_SKEW = timedelta(seconds=5)
@@ -20,9 +21,6 @@ REFRESH_PREFIX = "rt_"
 FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 VERIFIED_CACHE_SIZE = 4096  # about 1 MB of checked tokens per process
 
-
-class TokenError(Exception):
-    """Any reason an access token is not accepted; deliberately one type, one message."""
 
 
 @dataclass(frozen=True, slots=True)

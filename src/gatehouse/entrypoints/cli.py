@@ -9,11 +9,14 @@ import typer
 
 from gatehouse.admin import cli as admin
 from gatehouse.admin import jobs_cli as job_admin
+from gatehouse.bootstrap import build_schema
 from gatehouse.config import Settings
 from gatehouse.entrypoints import processes
+from gatehouse.errors import Unavailable
 from gatehouse.jobs.queues import QUEUES
 from gatehouse.jobs.worker import worker_role
 from gatehouse.observability import logs
+from gatehouse.ports import SchemaReport
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
 app.add_typer(admin.keys, name="keys")
@@ -86,18 +89,15 @@ def courier() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the newest migration."""
-    from gatehouse.storage import sql
-    from gatehouse.storage.migrate import revisions, upgrade
-
     settings = _settings()
 
     async def main() -> None:
-        engine = sql.create_engine(settings.database_url)
+        schema = build_schema(settings)
         try:
-            await upgrade(engine)
-            typer.echo(f"schema at {', '.join((await revisions(engine))['current'])}")
+            await schema.upgrade()
+            typer.echo(f"schema at {', '.join((await schema.revisions())['current'])}")
         finally:
-            await engine.dispose()
+            await schema.aclose()
 
     asyncio.run(main())
 
@@ -110,18 +110,14 @@ def db_check(
     not (or the database cannot be reached). The same report as GET /health/schema."""
     import json
 
-    from gatehouse.errors import Unavailable
-    from gatehouse.storage import sql
-    from gatehouse.storage.migrate import SchemaReport, schema_report
-
     settings = _settings()
 
     async def main() -> SchemaReport:
-        engine = sql.create_engine(settings.database_url)
+        schema = build_schema(settings)
         try:
-            return await schema_report(engine)
+            return await schema.report()
         finally:
-            await engine.dispose()
+            await schema.aclose()
 
     try:
         report = asyncio.run(main())

@@ -22,7 +22,6 @@ from gatehouse.courier.consumer import Courier
 from gatehouse.entrypoints.app import Background, create_app
 from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
-from gatehouse.storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def courier_role(services: Services) -> Background:
 
 async def prepare(services: Services, *, migrate: bool) -> None:
     if migrate:
-        await upgrade(services.engine)
+        await services.schema.upgrade()
     created = await asyncio.to_thread(services.ensure_topics)
     if created:
         log.info("created Kafka topics: %s", ", ".join(created))

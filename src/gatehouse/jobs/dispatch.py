@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatehouse.domain.tokens import TokenError
-from gatehouse.errors import GatehouseError, InvalidInput, Unavailable
+from gatehouse.errors import GatehouseError, InvalidInput, TokenError, Unavailable
 from gatehouse.jobs.queues import QUEUES
 from gatehouse.jobs.results import Handler, Result, refusal
 from gatehouse.selfservice.context import FlowContext

@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gatehouse.domain.crypto import DecryptionError, Keyring
+from gatehouse.domain.crypto import Keyring
+from gatehouse.errors import DecryptionError
 
 SECRET_FIELDS = frozenset(
     {"password", "current_password", "new_password", "otp", "code", "token", "refresh_token"}

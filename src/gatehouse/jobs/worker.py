@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from gatehouse.bootstrap import Services
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import GatehouseError, JobFailed
 from gatehouse.jobs.dispatch import QUEUES, handle_job, notification_room
 from gatehouse.ports import JobRun, Notifier
 from gatehouse.selfservice.context import FlowContext
@@ -23,10 +23,6 @@ Handler = Callable[[FlowContext, str, str, Any, str], Awaitable[dict[str, Any]]]
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 GAVE_UP = "The job could not be completed; please try again later"
 
-
-class JobFailed(Exception):
-    """What the queue records for a failed attempt: the kind of error, not its text, which may
-    quote job data or driver parameters (BullMQ keeps it in Redis as `failedReason`)."""
 
 
 class JobProcessor:

@@ -3,7 +3,6 @@ and has every table and column the code expects (seed 004's Mysql_Structure chec
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.errors import Unavailable
+from gatehouse.ports import SchemaReport
 from gatehouse.storage.schema import metadata
 from gatehouse.storage.sql import _unavailable
 
@@ -65,28 +65,6 @@ async def revisions(engine: AsyncEngine) -> dict[str, Any]:
         return await conn.run_sync(_revisions)
 
 
-@dataclass(frozen=True)
-class SchemaReport:
-    """Revisions of the database and of the code, and what of the code's tables is missing
-    (`missing_columns` as `table.column`, only for tables that exist)."""
-
-    current: list[str]
-    head: list[str]
-    missing_tables: list[str]
-    missing_columns: list[str]
-
-    @property
-    def at_head(self) -> bool:
-        return self.current == self.head
-
-    @property
-    def ok(self) -> bool:
-        return self.at_head and not self.missing_tables and not self.missing_columns
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _report(connection: Connection) -> SchemaReport:
     found = _revisions(connection)
     inspector = inspect(connection)
@@ -118,3 +96,25 @@ async def schema_report(engine: AsyncEngine) -> SchemaReport:
         if _unavailable(exc):
             raise Unavailable("Database unavailable") from exc
         raise
+
+
+class SqlSchema:
+    """`ports.DatabaseSchema` on an engine: migrations and the schema check. With `owns_engine`
+    (a command that made an engine for this alone) closing it disposes the engine."""
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False):
+        self._engine = engine
+        self._owns_engine = owns_engine
+
+    async def upgrade(self, revision: str = "head") -> None:
+        await upgrade(self._engine, revision)
+
+    async def revisions(self) -> dict[str, Any]:
+        return await revisions(self._engine)
+
+    async def report(self) -> SchemaReport:
+        return await schema_report(self._engine)
+
+    async def aclose(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()

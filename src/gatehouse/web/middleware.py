@@ -86,20 +86,18 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge()
+                    # Raised inside the app (FastAPI re-raises an HTTPException met while
+                    # reading a body), so the app's HTTP error handler answers 413.
+                    raise HTTPException(413, "Request body too large")
             return message
 
         try:
             await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
             await _too_large(send)
 
-
-class _BodyTooLarge(HTTPException):
-    """Raised from `receive`, inside the app, so the app's HTTP error handler answers 413."""
-
-    def __init__(self) -> None:
-        super().__init__(413, "Request body too large")
 
 
 async def _too_large(send: Send) -> None:

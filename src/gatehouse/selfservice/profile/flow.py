@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gatehouse.domain import events
-from gatehouse.domain.tokens import TokenError
 from gatehouse.domain.users import User, public_view
-from gatehouse.errors import InvalidCredentials, InvalidInput, InvalidToken
+from gatehouse.errors import InvalidCredentials, InvalidInput, InvalidToken, TokenError
 from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, phone_of
