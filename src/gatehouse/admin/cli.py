@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from gatehouse.admin.maintenance import import_users, reencrypt
+from gatehouse.admin.schemas import imported
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
 from gatehouse.domain.crypto import add_data_key, generate_secrets_document, rotate_signing_keys
@@ -107,7 +108,7 @@ def users_import(
     async def main() -> None:
         services = build(settings)
         try:
-            report = await import_users(services.ctx, _records(file, fmt))
+            report = await import_users(services.ctx, map(imported, _records(file, fmt)))
         finally:
             await services.aclose()
         typer.echo(

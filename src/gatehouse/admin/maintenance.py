@@ -51,12 +51,18 @@ class ImportReport:
     invalid: list[tuple[int, str]] = field(default_factory=list)
 
 
-async def import_users(ctx: FlowContext, records: Iterable[Mapping[str, Any]]) -> ImportReport:
+async def import_users(
+    ctx: FlowContext, records: Iterable[Mapping[str, Any] | GatehouseError]
+) -> ImportReport:
     """Load users exported from another system, keeping their password hashes: bcrypt
     (`$2a$`/`$2b$`/`$2y$`) verifies and is re-hashed to argon2id at the next login. One
-    transaction per user, so a bad record costs only itself; existing emails are left alone."""
+    transaction per user, so a bad record costs only itself; existing emails are left alone.
+    A record the door already refused comes as its error, so that it is counted in its place."""
     report = ImportReport()
     for number, record in enumerate(records, start=1):
+        if isinstance(record, GatehouseError):
+            report.invalid.append((number, record.message))
+            continue
         try:
             user = _user_from(ctx, record)
         except (GatehouseError, KeyError, TypeError, ValueError) as exc:

@@ -8,13 +8,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from gatehouse.domain.users import NAME_MAX, PASSWORD_MAX, PASSWORD_MIN
+
 Email = EmailStr
 # A password presented to be checked: anything a user may once have set, bounded.
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 # A password being set: the policy's bounds, so the schema says what the server accepts.
-NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-NewName = Annotated[str, Field(max_length=200)]
+NewPassword = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+NewName = Annotated[str, Field(max_length=NAME_MAX)]
 Phone = Annotated[str, Field(max_length=32)]
 Image = Annotated[str, Field(max_length=2048)]
 Otp = Annotated[str, Field(min_length=1, max_length=16)]
