@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime
 
 from gatehouse.admin.jobs_cli import describe
 from gatehouse.bootstrap import Services
@@ -19,7 +20,7 @@ from gatehouse.errors import Conflict, InvalidToken, NotFound
 from gatehouse.jobs.queues import QUEUES
 from gatehouse.web.deps import services, services_of
 from gatehouse.web.responses import JSON, success
-from gatehouse.web.schemas import ERRORS
+from gatehouse.web.schemas import Envelope, Out, error_answers
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="The admin key (GATEHOUSE_ADMIN_TOKEN)")
@@ -35,10 +36,37 @@ async def require_admin(request: Request, credentials: Credentials) -> None:
         raise InvalidToken("Missing or wrong admin key")
 
 
-router = APIRouter(
-    prefix="/api/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(require_admin)]
-)
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 Svc = Annotated[Services, Depends(services)]
+# What any admin route may answer: a wrong key (401), the API off or an unknown queue (404), a
+# bad parameter (422, see error_answers), the job store away (503).
+REFUSED = (401, 404, 422, 503)
+UNKNOWN = "Admin API off, or unknown queue"
+
+
+class FailedJobOut(Out):
+    """A failed job as an operator sees it (`jobs_cli.describe`): never its data."""
+
+    job_id: str
+    queue: str
+    name: str
+    attempts_made: int
+    failed_reason: str | None
+    failed_at: AwareDatetime | None
+
+
+class FailedJobsData(Out):
+    """A queue's failed jobs, the most recent first."""
+
+    queue: str
+    jobs: list[FailedJobOut]
+
+
+class RetriedData(Out):
+    """The ids of the jobs moved back to waiting."""
+
+    queue: str
+    job_ids: list[str]
 
 
 def _queue(queue: str) -> str:
@@ -47,7 +75,11 @@ def _queue(queue: str) -> str:
     return queue
 
 
-@router.get("/jobs/{queue}/failed")
+@router.get(
+    "/jobs/{queue}/failed",
+    response_model=Envelope[FailedJobsData],
+    responses=error_answers(*REFUSED, meaning={404: UNKNOWN}),
+)
 async def failed_jobs(
     queue: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> JSON:
@@ -56,7 +88,11 @@ async def failed_jobs(
     return success("Failed jobs", {"queue": queue, "jobs": [describe(s) for s in found]})
 
 
-@router.post("/jobs/{queue}/retry-all")
+@router.post(
+    "/jobs/{queue}/retry-all",
+    response_model=Envelope[RetriedData],
+    responses=error_answers(*REFUSED, meaning={404: UNKNOWN}),
+)
 async def retry_all(queue: str, svc: Svc) -> JSON:
     """Every job failed now goes back to waiting, its attempts reset."""
     moved = await svc.jobs.retry(_queue(queue))
@@ -64,7 +100,13 @@ async def retry_all(queue: str, svc: Svc) -> JSON:
     return success("Failed jobs moved back to waiting", {"queue": queue, "job_ids": moved})
 
 
-@router.post("/jobs/{queue}/{job_id}/retry")
+@router.post(
+    "/jobs/{queue}/{job_id}/retry",
+    response_model=Envelope[RetriedData],
+    responses=error_answers(
+        *REFUSED, meaning={404: f"{UNKNOWN}, or no such job", 409: "The job is not failed"}
+    ),
+)
 async def retry_one(queue: str, job_id: str, svc: Svc) -> JSON:
     """One failed job goes back to waiting, its attempts reset; 409 if it is not failed."""
     moved = await svc.jobs.retry(_queue(queue), [job_id]) if len(job_id) <= 128 else []

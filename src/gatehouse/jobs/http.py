@@ -19,9 +19,9 @@ from gatehouse.jobs.queues import QUEUES
 from gatehouse.web.deps import services
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
-from gatehouse.web.schemas import ERRORS
+from gatehouse.web.schemas import BODY_ERRORS, Envelope, Out, error_answers
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
 # Letters, digits, `-` and `_`: BullMQ refuses `:` in ids and treats all-digit ones as its own.
 JobId = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -40,13 +40,38 @@ class IdempotencyKey(BaseModel):
     key: JobId
 
 
+class JobAcceptedData(Out):
+    """The `data` of a submitted job: its id (also in the Location header) and queue."""
+
+    job_id: str
+    queue: str
+
+
+class JobStateData(Out):
+    """The `data` of a job's state. `result` is the job's `{success, message, data}` as stored
+    (never a credential), only `success`, `message` and `code` of it for a short, guessable id."""
+
+    job_id: str
+    queue: str
+    name: str
+    state: str  # BullMQ's: waiting, delayed, active, completed, failed... or unknown
+    result: dict[str, Any] | None
+    failed_reason: str | None
+    attempts_made: int
+
+
 def _queue(queue: str) -> str:
     if queue not in QUEUES:
         raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
     return queue
 
 
-@router.post("/{queue}", status_code=202)
+@router.post(
+    "/{queue}",
+    status_code=202,
+    response_model=Envelope[JobAcceptedData],
+    responses=error_answers(*BODY_ERRORS, 404, 429, 503, meaning={404: "Unknown queue"}),
+)
 async def submit(
     queue: str,
     body: JobIn,
@@ -73,7 +98,13 @@ async def submit(
     return accepted
 
 
-@router.get("/{queue}/{job_id}")
+@router.get(
+    "/{queue}/{job_id}",
+    response_model=Envelope[JobStateData],
+    responses=error_answers(
+        404, 422, 503, meaning={404: "Unknown queue, or no such job (any more)"}
+    ),
+)
 async def read(queue: str, job_id: str, svc: Svc) -> JSON:
     _queue(queue)
     state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None

@@ -1,7 +1,8 @@
-"""The profile on the wire: the HTTP bodies and the `read-user`, `update-user` and `delete-user`
-jobs' data."""
+"""The profile on the wire: HTTP bodies and answers (the user), and the *-user jobs' data."""
 
 from __future__ import annotations
+
+from pydantic import AwareDatetime
 
 from gatehouse.selfservice.fields import (
     AccessToken,
@@ -13,6 +14,7 @@ from gatehouse.selfservice.fields import (
     Password,
     Phone,
 )
+from gatehouse.web.schemas import Out
 
 
 class ProfileUpdateIn(Body):
@@ -43,3 +45,23 @@ class UpdateUserJob(JobData):
 class DeleteUserJob(JobData):
     token: AccessToken
     password: Password
+
+
+class UserOut(Out):
+    """The user as clients see it (`domain.users.public_view`): never the password hash; the
+    phone in full, as only its owner is answered."""
+
+    id: str
+    name: str
+    email: str
+    phone: str | None
+    image: str | None
+    email_verified: bool
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class UserData(Out):
+    """The `data` of an answer about one user: profile read and update, sign-up verified."""
+
+    user: UserOut

@@ -5,17 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from gatehouse.selfservice.recovery import flow as recovery
-from gatehouse.selfservice.recovery.schemas import ForgotIn, ResetIn
+from gatehouse.selfservice.recovery.schemas import ForgotData, ForgotIn, ResetIn
 from gatehouse.web.deps import Ctx
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
-from gatehouse.web.schemas import ERRORS
+from gatehouse.web.schemas import BODY_ERRORS, Envelope, NoData, error_answers
 
-router = APIRouter(prefix="/api/auth", tags=["recovery"], responses=ERRORS)
+router = APIRouter(prefix="/api/auth", tags=["recovery"])
 RESET_SENT = "If an account matches, a reset code has been sent to it"
 
 
-@router.post("/password/forgot", status_code=202)
+@router.post(
+    "/password/forgot",
+    status_code=202,
+    response_model=Envelope[ForgotData],
+    responses=error_answers(*BODY_ERRORS, 429, 503),
+)
 async def forgot_password(body: ForgotIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "forgot")
     ttl = await recovery.request(
@@ -24,7 +29,11 @@ async def forgot_password(body: ForgotIn, c: Ctx, request: Request) -> JSON:
     return success(RESET_SENT, {"expires_in": ttl}, status=202)
 
 
-@router.post("/password/reset")
+@router.post(
+    "/password/reset",
+    response_model=Envelope[NoData],
+    responses=error_answers(*BODY_ERRORS, 429, 503),
+)
 async def reset_password(body: ResetIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "reset", account=str(body.email or body.phone).lower())
     await recovery.reset(

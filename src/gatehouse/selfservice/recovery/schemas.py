@@ -1,8 +1,9 @@
-"""Password recovery on the wire: the HTTP bodies and the `password-recovery` jobs' data."""
+"""Password recovery on the wire: HTTP bodies and answer, and `password-recovery` job data."""
 
 from __future__ import annotations
 
 from gatehouse.selfservice.fields import Body, Channel, Email, JobData, NewPassword, Otp, Phone
+from gatehouse.web.schemas import Out
 
 
 class ForgotIn(Body):
@@ -29,3 +30,10 @@ class RecoveryResetJob(JobData):
     phone: Phone | None = None
     otp: Otp
     new_password: NewPassword
+
+
+class ForgotData(Out):
+    """The `data` of password/forgot: the reset code's lifetime in seconds (the same answer
+    whether or not an account matches)."""
+
+    expires_in: int

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from gatehouse.selfservice.profile.schemas import UserData
 from gatehouse.selfservice.registration import flow as registration
-from gatehouse.selfservice.registration.schemas import RegisterIn, ResendOtpIn, VerifyOtpIn
+from gatehouse.selfservice.registration.schemas import (
+    RegisterData,
+    RegisterIn,
+    ResendOtpIn,
+    VerifyOtpIn,
+)
 from gatehouse.web.deps import Ctx
+from gatehouse.web.hot import hot
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
-from gatehouse.web.schemas import ERRORS
+from gatehouse.web.schemas import BODY_ERRORS, Envelope, error_answers
 
-router = APIRouter(prefix="/api/auth", tags=["registration"], responses=ERRORS)
+router = APIRouter(prefix="/api/auth", tags=["registration"])
 CODE_SENT = "If the address can receive mail, a verification code has been sent to it"
 
 
-@router.post("/register", status_code=202)
+@router.post(
+    "/register",
+    status_code=202,
+    response_model=Envelope[RegisterData],
+    responses=error_answers(*BODY_ERRORS, 429, 503),
+)
 async def register(body: RegisterIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "register")
     accepted = await registration.register(
@@ -25,7 +37,12 @@ async def register(body: RegisterIn, c: Ctx, request: Request) -> JSON:
     return success(CODE_SENT, data, status=202)
 
 
-@router.post("/resend-otp", status_code=202)
+@router.post(
+    "/resend-otp",
+    status_code=202,
+    response_model=Envelope[RegisterData],
+    responses=error_answers(*BODY_ERRORS, 429, 503),
+)
 async def resend_otp(body: ResendOtpIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "resend")
     accepted = await registration.resend(c, email=str(body.email))
@@ -33,7 +50,13 @@ async def resend_otp(body: ResendOtpIn, c: Ctx, request: Request) -> JSON:
     return success(CODE_SENT, data, status=202)
 
 
-@router.post("/verify-otp", status_code=201)
+@router.post(
+    "/verify-otp",
+    status_code=201,
+    response_model=Envelope[UserData],
+    responses=error_answers(*BODY_ERRORS, 409, 429, 503),
+)
+@hot
 async def verify_otp(body: VerifyOtpIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "verify", account=str(body.email).lower())
     user = await registration.verify(c, email=str(body.email), otp=body.otp)

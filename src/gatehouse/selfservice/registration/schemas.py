@@ -1,4 +1,4 @@
-"""Sign-up on the wire: the HTTP bodies and the `create-user` job's data."""
+"""Sign-up on the wire: the HTTP bodies and answers, and the `create-user` job's data."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from gatehouse.selfservice.fields import (
     Otp,
     Phone,
 )
+from gatehouse.web.schemas import Out
 
 
 class RegisterIn(Body):
@@ -35,3 +36,11 @@ class CreateUserJob(JobData):
     password: NewPassword
     name: Name
     phone: Phone | None = None
+
+
+class RegisterData(Out):
+    """The `data` of register and resend-otp: the address a code went to (the same answer for an
+    address that has an account) and the code's lifetime in seconds."""
+
+    email: str
+    expires_in: int
