@@ -1,4 +1,8 @@
-"""In-memory adapters: unit tests and the embedded `gatehouse serve` (codes and the bus)."""
+"""Test doubles: the storage, outbox store, notifier and delivery log in memory, for the unit
+suite. Never used by `gatehouse serve` (its embedded implementations are production code in the
+package: security/memory.py, outbox/bus.py, jobs/embedded.py). The `MemoryDatabase` and its
+`MemoryOutboxStore` run the storage contract beside SQL (tests/integration/test_sql_contract.py,
+`[fake]`), so a unit test's stand-in behaves as the database does."""
 
 from __future__ import annotations
 
@@ -17,12 +21,11 @@ from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists
 from gatehouse.ports import (
     FINAL,
-    QUEUED,
-    SENDING,
     Claim,
     Clock,
     DeliveryRecord,
     OutboxRecord,
+    Status,
 )
 
 
@@ -95,6 +98,8 @@ class MemoryUsers(_Repo):
         self._t.users[user.id] = user
 
     async def update(self, user: User) -> None:
+        if user.id not in self._t.users:
+            return  # as SQL's UPDATE: no such row, nothing written
         self._check_unique(user)
         self._t.users[user.id] = user
 
@@ -131,8 +136,8 @@ class MemoryRefreshTokens(_Repo):
         return next((t for t in self._t.tokens.values() if t.token_hash == token_hash), None)
 
     async def mark_used(self, token_id: str, now: datetime) -> bool:
-        token = self._t.tokens[token_id]
-        if token.used_at is not None:
+        token = self._t.tokens.get(token_id)
+        if token is None or token.used_at is not None:
             return False
         self._t.tokens[token_id] = replace(token, used_at=now)
         return True
@@ -238,11 +243,13 @@ class MemoryDeliveryLog:
     async def claim(self, message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
         record = self.records.get(message_id)
         if record is None:
-            record = DeliveryRecord(message_id, SENDING, None, 0, None, now, now, owner, until)
+            record = DeliveryRecord(
+                message_id, Status.SENDING, None, 0, None, now, now, owner, until
+            )
             self.records[message_id] = record
             return Claim(True, record)
-        takeable = record.status == QUEUED or (
-            record.status == SENDING
+        takeable = record.status == Status.QUEUED or (
+            record.status == Status.SENDING
             and (
                 record.lease_until is None
                 or record.lease_until <= now
@@ -252,22 +259,22 @@ class MemoryDeliveryLog:
         if not takeable:
             return Claim(False, record)
         record = replace(
-            record, status=SENDING, lease_owner=owner, lease_until=until, updated_at=now
+            record, status=Status.SENDING, lease_owner=owner, lease_until=until, updated_at=now
         )
         self.records[message_id] = record
         return Claim(True, record)
 
     async def release(self, message_id: str, owner: str, now: datetime) -> None:
         record = self.records.get(message_id)
-        if record is not None and record.status == SENDING and record.lease_owner == owner:
+        if record is not None and record.status == Status.SENDING and record.lease_owner == owner:
             self.records[message_id] = replace(
-                record, status=QUEUED, lease_owner=None, lease_until=None, updated_at=now
+                record, status=Status.QUEUED, lease_owner=None, lease_until=None, updated_at=now
             )
 
     async def record(
         self,
         message_id: str,
-        status: str,
+        status: Status,
         channel: str | None,
         attempts: int,
         error: str | None,
@@ -275,6 +282,7 @@ class MemoryDeliveryLog:
         now: datetime,
         owner: str | None = None,
     ) -> bool:
+        status = Status(status)  # a test's plain string too, as the SQL log takes one
         async with self.db.lock:
             previous = self.records.get(message_id)
             if previous is not None and (

@@ -15,7 +15,10 @@
     ├── TokenError              the domain's "this access token is not accepted"
     ├── DecryptionError         a ciphertext tampered with or under an unknown key
     ├── JobFailed               what a failed job attempt records (its kind, never its text)
-    └── (the courier's, below)
+    ├── ChannelError            a courier channel could not hand a message over; `permanent`
+    └── Undeliverable           a `send-otp` command, or one route of it, can never be sent
+        ├── Unreadable          the command itself cannot be opened: recorded, dead-lettered
+        └── UnknownTemplate     no template of that name: that route cannot be rendered
 
 A job completes with `success: false` on a GatehouseError other than Unavailable, and is
 retried on anything else. This module imports nothing, so the domain may raise from it too."""
@@ -106,3 +109,33 @@ class DecryptionError(Exception):
 class JobFailed(Exception):
     """What the queue records for a failed attempt: the kind of error, not its text, which may
     quote job data or driver parameters (BullMQ keeps it in Redis as `failedReason`)."""
+
+
+# The courier's
+
+
+class ChannelError(Exception):
+    """A channel could not hand a message to its provider; `permanent` says whether trying again
+    can help (a refused address never will, a timeout or a 503 may)."""
+
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Undeliverable(Exception):
+    """A command, or one route of it, can never be delivered: trying again cannot help."""
+
+
+class Unreadable(Undeliverable):
+    """The command itself cannot be opened (malformed, its code sealed for another message):
+    recorded abandoned when it has an id, then dead-lettered. `message_id` and `template` are
+    what could be read of it."""
+
+    def __init__(self, reason: str, message_id: str | None = None, template: str = ""):
+        super().__init__(reason)
+        self.message_id, self.template = message_id, template
+
+
+class UnknownTemplate(Undeliverable):
+    """No message template of that name ships with the package."""

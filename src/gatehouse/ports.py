@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -185,19 +186,13 @@ class OutgoingMessage:
     body: str
 
 
-class ChannelError(Exception):
-    def __init__(self, message: str, *, permanent: bool):
-        super().__init__(message)
-        self.permanent = permanent
-
-
 class Channel(Protocol):
     """A delivery technology (SMTP, SendGrid, Twilio SMS/WhatsApp, console)."""
 
     name: str
 
     async def send(self, message: OutgoingMessage) -> None:
-        """Raises `ChannelError` with `permanent` telling whether a retry can help."""
+        """Raises `errors.ChannelError` with `permanent` telling whether a retry can help."""
 
 
 class RateLimiter(Protocol):
@@ -287,10 +282,16 @@ class Renderer(Protocol):
         body), with an empty subject."""
 
 
-# A message's states: `queued` (known, nobody on it: released by a stopping courier; no row at
-# all means the same), `sending` (a courier holds its lease), then `sent` or `abandoned`, final.
-QUEUED, SENDING, SENT, ABANDONED = "queued", "sending", "sent", "abandoned"
-FINAL = frozenset({SENT, ABANDONED})
+class Status(StrEnum):
+    """A message's states, each the string the `deliveries.status` column holds for it."""
+
+    QUEUED = "queued"  # known, nobody on it: released by a stopping courier (or no row at all)
+    SENDING = "sending"  # a courier holds its lease
+    SENT = "sent"  # final, like ABANDONED
+    ABANDONED = "abandoned"
+
+
+FINAL = frozenset({Status.SENT, Status.ABANDONED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +300,7 @@ class DeliveryRecord:
     `lease_until`."""
 
     id: str
-    status: str
+    status: Status
     channel: str | None
     attempts: int
     last_error: str | None
@@ -336,7 +337,7 @@ class DeliveryLog(Protocol):
     async def record(
         self,
         message_id: str,
-        status: str,
+        status: Status,
         channel: str | None,
         attempts: int,
         error: str | None,

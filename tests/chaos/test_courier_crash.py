@@ -37,7 +37,7 @@ from tests.integration.conftest import create_database, drop_database
 pytestmark = pytest.mark.chaos
 
 # One courier handles one message at a time: killing it can leave at most that one sent but
-# unrecorded (the at-least-once window documented in flows/delivery.py).
+# unrecorded (the at-least-once window documented in courier/consumer.py).
 IN_FLIGHT_PER_COURIER = 1
 
 

@@ -24,15 +24,16 @@ from gatehouse.courier.channels.sendgrid import SendGridChannel
 from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
 from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.courier.consumer import Courier
-from gatehouse.courier.delivery import deliver
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.users import mask_phone
+from gatehouse.errors import ChannelError
+from gatehouse.outbox.bus import MemoryBus
 from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.outbox.relay import to_published
-from gatehouse.ports import Channel, ChannelError, OutboxRecord, OutgoingMessage
+from gatehouse.ports import Channel, OutboxRecord, OutgoingMessage
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.schema import deliveries, outbox
@@ -315,17 +316,17 @@ async def test_whatsapp_400_falls_back_to_sms(providers: FakeProviders, keyring:
     providers.script("Messages.json", Answer(400, {"code": 63016}), Answer(201, {"sid": "SM1"}))
     log = MemoryDeliveryLog()
     command = phone_command(keyring)
-    outcome = await deliver(
-        value(command),
+    courier = Courier(
+        MemoryBus().source(events.SEND_OTP),
         keyring=keyring,
         renderer=Templates(),
         channels={"whatsapp": whatsapp(providers), "sms": sms(providers)},
         clock=utcnow,
         deliveries=log,
-        key="user-42",
         attempts=3,
         first_backoff=0.001,
     )
+    outcome = await courier.deliver(value(command), "user-42")
     assert outcome == "sent"
     first, second = providers.requests
     assert first.form()["To"] == f"whatsapp:{PHONE}"
@@ -352,17 +353,17 @@ async def test_transient_answers_are_retried_then_abandoned(
     providers.script("Messages.json", answer)
     log = MemoryDeliveryLog()
     command = phone_command(keyring, channel="sms", fallbacks=())
-    outcome = await deliver(
-        value(command),
+    courier = Courier(
+        MemoryBus().source(events.SEND_OTP),
         keyring=keyring,
         renderer=Templates(),
         channels={"sms": sms(providers, timeout=timeout)},
         clock=utcnow,
         deliveries=log,
-        key="user-42",
         attempts=3,
         first_backoff=0.01,
     )
+    outcome = await courier.deliver(value(command), "user-42")
     assert outcome == "abandoned"
     assert len(providers.to("Messages.json")) == 3  # every attempt reached the provider
     record = log.records[command.id]
@@ -390,15 +391,17 @@ async def test_sendgrid_500_then_202_is_sent_on_the_second_attempt(
         code_ciphertext=keyring.encrypt(CODE, events.code_context(message_id)),
         variables={"name": "Ada", "minutes": "10"},
     )
-    outcome = await deliver(
-        value(command),
+    courier = Courier(
+        MemoryBus().source(events.SEND_OTP),
         keyring=keyring,
         renderer=Templates(),
         channels={"email": sendgrid(providers)},
         clock=utcnow,
+        deliveries=MemoryDeliveryLog(),
         attempts=3,
         first_backoff=0.001,
     )
+    outcome = await courier.deliver(value(command))
     assert outcome == "sent"
     assert len(providers.requests) == 2
     mail = providers.requests[1].json()
@@ -409,8 +412,8 @@ async def test_sendgrid_500_then_202_is_sent_on_the_second_attempt(
 async def test_an_expired_command_is_never_sent(providers: FakeProviders, keyring: Keyring) -> None:
     log = MemoryDeliveryLog()
     command = phone_command(keyring, expires_in=timedelta(seconds=-1))
-    outcome = await deliver(
-        value(command),
+    courier = Courier(
+        MemoryBus().source(events.SEND_OTP),
         keyring=keyring,
         renderer=Templates(),
         channels={"whatsapp": whatsapp(providers), "sms": sms(providers)},
@@ -418,6 +421,7 @@ async def test_an_expired_command_is_never_sent(providers: FakeProviders, keyrin
         deliveries=log,
         attempts=3,
     )
+    outcome = await courier.deliver(value(command))
     assert outcome == "abandoned"
     assert providers.requests == []
     assert log.records[command.id].attempts == 0

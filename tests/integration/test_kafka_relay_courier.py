@@ -19,10 +19,11 @@ from gatehouse.domain.crypto import generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.outbox.relay import Relay
-from gatehouse.ports import Published
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 from tests.conftest import MailSink, body_of, unique
+from tests.fakes import MemoryDeliveryLog
 
 
 def utcnow() -> datetime:
@@ -72,15 +73,13 @@ async def test_relay_publishes_outbox_rows_in_order_with_keys_and_headers(
             await uow.outbox.add(message)
         await uow.commit()
     publisher = KafkaPublisher(kafka_bootstrap, "gatehouse-test")
-    relay = Relay(
-        sql.SqlOutboxStore(engine, utcnow), publisher, batch=8, interval=0.01, clock=utcnow
-    )
+    relay = Relay(SqlOutboxStore(engine, utcnow), publisher, batch=8, interval=0.01, clock=utcnow)
     await publisher.start()
     while await relay.run_once():
         pass
     await publisher.close()
     assert relay.published == 30
-    assert await sql.SqlOutboxStore(engine, utcnow).pending_count() == 0
+    assert await SqlOutboxStore(engine, utcnow).pending_count() == 0
     await engine.dispose()
 
     received = await asyncio.to_thread(consume, kafka_bootstrap, topic, 30)
@@ -149,6 +148,7 @@ async def test_courier_delivers_kafka_commands_by_smtp_and_commits(
         renderer=Templates(),
         channels={"email": SmtpChannel(mail_sink.url, "Gatehouse <gh@example.com>")},
         clock=utcnow,
+        deliveries=MemoryDeliveryLog(),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(courier.run(stop))
@@ -170,36 +170,3 @@ async def test_courier_delivers_kafka_commands_by_smtp_and_commits(
     committed = checker.committed([TopicPartition(topic, 0)], timeout=10)
     checker.close()
     assert committed[0].offset == 3  # every message acknowledged after it was handled
-
-
-async def test_the_source_commits_what_was_acknowledged_and_nothing_fetched_after_it(
-    kafka_bootstrap: str,
-) -> None:
-    """Acks commit without waiting for the broker; closing commits and waits. A message fetched
-    but not acknowledged (the courier stopped) is read again by the next member of the group."""
-    topic, group = unique("gh-send-otp"), unique("gh-courier")
-    ensure_topics(kafka_bootstrap, [topic], 1, 1)
-    publisher = KafkaPublisher(kafka_bootstrap, "gatehouse-test")
-    await publisher.start()
-    await publisher.publish([Published(topic, "k", b"m%d" % i, {"id": str(i)}) for i in range(4)])
-    await publisher.close()
-
-    source = KafkaSource(kafka_bootstrap, group, topic, "gatehouse-test")
-    seen: list[bytes] = []
-    async for delivery in source.deliveries():
-        seen.append(delivery.value)
-        if len(seen) == 3:
-            break  # the third is in hand, never acknowledged
-        await delivery.ack()
-    await source.close()
-    assert seen == [b"m0", b"m1", b"m2"]
-    checker = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    [committed] = checker.committed([TopicPartition(topic, 0)], timeout=10)
-    checker.close()
-    assert committed.offset == 2
-
-    again = KafkaSource(kafka_bootstrap, group, topic, "gatehouse-test")
-    async for delivery in again.deliveries():
-        assert delivery.value == b"m2"
-        break
-    await again.close()

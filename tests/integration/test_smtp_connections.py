@@ -17,7 +17,8 @@ import pytest
 
 from gatehouse.courier.channels import smtp as smtp_module
 from gatehouse.courier.channels.smtp import SmtpChannel
-from gatehouse.ports import ChannelError, OutgoingMessage
+from gatehouse.errors import ChannelError
+from gatehouse.ports import OutgoingMessage
 from tests.conftest import body_of, free_port, quiet_mail_log
 
 SENDER = "Gatehouse <no-reply@gatehouse.local>"

@@ -14,8 +14,8 @@ from gatehouse.config import Settings
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.errors import Unavailable
-from gatehouse.ports import ChannelError, Delivery, OutgoingMessage, UnitOfWork
+from gatehouse.errors import ChannelError, Unavailable
+from gatehouse.ports import Delivery, OutgoingMessage, UnitOfWork
 from tests.fakes import MemoryDatabase
 
 

@@ -1,4 +1,4 @@
-"""flows.delivery and entrypoints.courier: open a `send-otp` command, render it, send it through
+"""courier.delivery and courier.consumer: open a `send-otp` command, render it, send it through
 its channel; retry what is transient, abandon what never can be delivered, always acknowledge."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import pytest
 
 from gatehouse.courier.channels.console import ConsoleChannel
 from gatehouse.courier.consumer import Courier
-from gatehouse.courier.delivery import Unreadable, deliver
-from gatehouse.courier.templates import Templates, UnknownTemplate
+from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
+from gatehouse.errors import ChannelError, UnknownTemplate, Unreadable
 from gatehouse.outbox.bus import MemoryBus
 from gatehouse.outbox.relay import to_published
-from gatehouse.ports import ChannelError, OutboxRecord, OutgoingMessage, Published
+from gatehouse.ports import OutboxRecord, OutgoingMessage, Published
+from tests.fakes import MemoryDeliveryLog
 
 from .helpers import FakeClock, RecordingChannel, acked_delivery
 
@@ -65,6 +66,26 @@ def raw(payload: Any) -> bytes:
     return orjson.dumps(payload)
 
 
+def deliverer(
+    keyring: Keyring,
+    templates: Templates,
+    clock: FakeClock,
+    channels: dict[str, Any],
+    attempts: int = 1,
+) -> Courier:
+    """A courier for one pass at a command (`Courier.deliver`), its delivery log its own."""
+    return Courier(
+        MemoryBus().source(events.SEND_OTP),
+        keyring=keyring,
+        renderer=templates,
+        channels=channels,
+        clock=clock,
+        deliveries=MemoryDeliveryLog(),
+        attempts=attempts,
+        first_backoff=0,
+    )
+
+
 async def run_deliver(
     value: bytes,
     keyring: Keyring,
@@ -72,7 +93,7 @@ async def run_deliver(
     clock: FakeClock,
     channels: dict[str, Any],
 ) -> str:
-    return await deliver(value, keyring=keyring, renderer=templates, channels=channels, clock=clock)
+    return await deliverer(keyring, templates, clock, channels).deliver(value)
 
 
 class TestDeliver:
@@ -223,13 +244,8 @@ class TestDeliver:
         self, keyring: Keyring, templates: Templates, clock: FakeClock
     ) -> None:
         email = RecordingChannel("email", failures=[ChannelError("421 busy", permanent=False)])
-        outcome = await deliver(
-            raw(command(keyring, clock)),
-            keyring=keyring,
-            renderer=templates,
-            channels={"email": email},
-            clock=clock,
-            attempts=2,
+        outcome = await deliverer(keyring, templates, clock, {"email": email}, attempts=2).deliver(
+            raw(command(keyring, clock))
         )
         assert outcome == "sent"
         assert email.attempts == 2
@@ -273,6 +289,7 @@ def courier(
         renderer=templates,
         channels={channel.name: channel},
         clock=clock,
+        deliveries=MemoryDeliveryLog(),
         attempts=attempts,
         first_backoff=0,
     )
@@ -345,6 +362,7 @@ class TestCourier:
             renderer=templates,
             channels={"email": email},
             clock=clock,
+            deliveries=MemoryDeliveryLog(),
             attempts=4,
             first_backoff=0.5,
         )

@@ -1,4 +1,5 @@
-"""The courier's policy over channels (flows.delivery with the memory delivery log): fallback on
+"""The courier's policy over channels (courier.delivery and courier.record, driven by one pass of
+`Courier.deliver`, on the memory delivery log): fallback on
 permanent failures, retries with backoff, expiry before every try, de-duplication on the message
 id, recorded outcomes and their events; plus channel choice, short texts and error classes."""
 
@@ -17,24 +18,21 @@ import pytest
 from gatehouse import bootstrap
 from gatehouse.config import Settings
 from gatehouse.courier import consumer as courier_module
-from gatehouse.courier import delivery as delivery_flow
 from gatehouse.courier.channels.console import ConsoleChannel
-from gatehouse.courier.channels.errors import is_permanent
+from gatehouse.courier.channels.http_status import is_permanent
 from gatehouse.courier.channels.sendgrid import SendGridChannel
 from gatehouse.courier.channels.smtp import SmtpChannel
 from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
 from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.courier.consumer import Courier
-from gatehouse.courier.delivery import Unreadable, deliver
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.users import mask_phone
-from gatehouse.errors import Unavailable
+from gatehouse.errors import ChannelError, Unavailable, Unreadable
 from gatehouse.outbox.bus import MemoryBus
 from gatehouse.ports import (
-    ChannelError,
     Claim,
     Delivery,
     DeliveryRecord,
@@ -83,14 +81,14 @@ def log() -> MemoryDeliveryLog:
 
 @pytest.fixture
 def slept(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[float]:
-    """The flow's backoff sleeps, recorded instead of waited; each one moves the clock."""
+    """The courier's backoff sleeps, recorded instead of waited; each one moves the clock."""
     pauses: list[float] = []
 
     async def sleep(seconds: float) -> None:
         pauses.append(seconds)
         clock.advance(seconds)
 
-    monkeypatch.setattr(delivery_flow, "asyncio", SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(courier_module, "asyncio", SimpleNamespace(sleep=sleep))
     return pauses
 
 
@@ -143,17 +141,17 @@ def run(keyring: Keyring, clock: FakeClock, log: MemoryDeliveryLog) -> Run:
         attempts: int = 3,
         first_backoff: float = 0.5,
     ) -> str:
-        return await deliver(
-            message if isinstance(message, bytes) else raw(message),
+        courier = Courier(
+            MemoryBus().source(events.SEND_OTP),
             keyring=keyring,
             renderer=Templates(),
             channels={c.name: c for c in channels},
             clock=clock,
             deliveries=log,
-            key=KEY,
             attempts=attempts,
             first_backoff=first_backoff,
         )
+        return await courier.deliver(message if isinstance(message, bytes) else raw(message), KEY)
 
     return run
 

@@ -18,17 +18,15 @@ import pytest
 from gatehouse import bootstrap
 from gatehouse.config import Settings
 from gatehouse.courier import consumer as courier_module
-from gatehouse.courier import delivery as delivery_flow
+from gatehouse.courier import dead_letters as dead_letters_module
 from gatehouse.courier.consumer import Courier
-from gatehouse.courier.delivery import deliver
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.errors import Unavailable
+from gatehouse.errors import ChannelError, Unavailable
 from gatehouse.outbox.bus import MemoryBus
 from gatehouse.ports import (
-    ChannelError,
     Claim,
     Delivery,
     DeliveryRecord,
@@ -151,7 +149,8 @@ def make_courier(
 
 @pytest.fixture
 def pauses(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[float]:
-    """The courier's and the flow's waits, recorded instead of waited: each moves the clock."""
+    """The courier's waits (backoffs, outages, leases, dead letters), recorded instead of waited:
+    each moves the clock."""
     waited: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -161,7 +160,7 @@ def pauses(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[float]:
 
     fake = SimpleNamespace(sleep=sleep)
     monkeypatch.setattr(courier_module, "asyncio", fake)
-    monkeypatch.setattr(delivery_flow, "asyncio", fake)
+    monkeypatch.setattr(dead_letters_module, "asyncio", fake)
     return waited
 
 
@@ -288,18 +287,8 @@ async def test_a_courier_that_lost_its_lease_stops_before_its_next_try(
         return written
 
     log.record = record_then_lose  # type: ignore[method-assign]
-    outcome = await deliver(
-        raw,
-        keyring=keyring,
-        renderer=Templates(),
-        channels={"email": mailer},
-        clock=clock,
-        deliveries=log,
-        key=KEY,
-        attempts=3,
-        first_backoff=0.5,
-        owner="courier-a",
-    )
+    courier = make_courier(keyring, clock, log, mailer, owner="courier-a")
+    outcome = await courier.deliver(raw, KEY)  # one pass: no polling of the lease that is lost
     assert outcome == "held"
     assert mailer.tries == 1 and mailer.sent == []
     assert log.records[message_id(raw)].lease_owner == "courier-b"

@@ -1,4 +1,4 @@
-"""adapters.courier.smtp: the mail written without the email package's header folding is,
+"""courier.channels.smtp: the mail written without the email package's header folding is,
 byte for byte, what the email package writes; anything that needs encoding or folding is left
 to the email package."""
 

@@ -1,5 +1,4 @@
-"""The courier: consumes `send-otp`, delivers each message through its channel under a lease, and
-sends what it cannot process at all to the dead-letter topic (`send-otp.dlq`)."""
+"""The courier's loop: reads `send-otp`, has each command decided and recorded, acknowledges."""
 
 from __future__ import annotations
 
@@ -10,14 +9,28 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from asyncio import CancelledError
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
-from gatehouse.courier.delivery import Undeliverable, Unreadable, deliver
-from gatehouse.courier.record import HELD, Unrecorded
+from gatehouse.courier.dead_letters import DeadLetters
+from gatehouse.courier.delivery import (
+    Abandoned,
+    Command,
+    Done,
+    History,
+    Result,
+    Retry,
+    RetryLater,
+    Sent,
+    decide,
+    parse,
+)
+from gatehouse.courier.record import Ledger
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
-from gatehouse.errors import Unavailable
+from gatehouse.errors import Unavailable, Unreadable
 from gatehouse.ports import (
     Channel,
     Clock,
@@ -25,12 +38,10 @@ from gatehouse.ports import (
     DeliveryLog,
     DeliverySource,
     EventPublisher,
-    Published,
     Renderer,
 )
 
 log = logging.getLogger(__name__)
-DEAD_LETTERED = "dead-lettered"
 
 
 def courier_name() -> str:
@@ -38,7 +49,32 @@ def courier_name() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class Patience:
+    """How long one command may wait out an unreachable delivery log (until `deadline`, on the
+    monotonic clock) before it is dead-lettered: pauses from `pause`, doubling to `max_pause`."""
+
+    deadline: float
+    pause: float
+    max_pause: float
+    monotonic: Callable[[], float]
+
+    async def wait(self, failure: Unavailable) -> bool:
+        """Wait the next pause; False, at once, when the budget is spent."""
+        if self.monotonic() >= self.deadline:
+            return False
+        log.warning("delivery log unavailable (%s): trying again in %.1fs", failure, self.pause)
+        await asyncio.sleep(self.pause)
+        self.pause = min(self.pause * 2, self.max_pause)
+        return True
+
+
 class Courier:
+    """Handles one command at a time: `delivery.decide` says what each try came to, the
+    `record.Ledger` writes it down under the message's lease, and only then is it acknowledged.
+    `attempts` and `first_backoff` are the retry policy per channel; `lease` must outlast one
+    provider call; `retry_budget` is how long a command waits out a database outage."""
+
     def __init__(
         self,
         source: DeliverySource,
@@ -47,9 +83,9 @@ class Courier:
         renderer: Renderer,
         channels: Mapping[str, Channel],
         clock: Clock,
+        deliveries: DeliveryLog,
         attempts: int = 5,
         first_backoff: float = 0.5,
-        deliveries: DeliveryLog | None = None,
         max_pause: float = 30.0,
         dead_letters: EventPublisher | None = None,
         dead_letter_topic: str = events.SEND_OTP_DLQ,
@@ -61,113 +97,147 @@ class Courier:
         monotonic: Callable[[], float] = time.monotonic,
     ):
         self._source = source
-        self._keyring, self._renderer, self._channels, self._clock = (
-            keyring,
-            renderer,
-            channels,
-            clock,
-        )
-        self._attempts, self._first_backoff = attempts, first_backoff
-        self._deliveries, self._max_pause = deliveries, max_pause
-        self._dead_letters, self._dead_letter_topic = dead_letters, dead_letter_topic
+        self._keyring, self._renderer, self._channels = keyring, renderer, channels
+        self._clock, self._retry = clock, Retry(attempts, first_backoff)
         self.owner = owner or courier_name()
-        self._lease = timedelta(seconds=lease)
+        self._ledger = Ledger(deliveries, clock, self.owner, timedelta(seconds=lease))
+        self._dead_letters = DeadLetters(
+            dead_letters,
+            dead_letter_topic,
+            clock=clock,
+            first_pause=first_backoff,
+            max_pause=max_pause,
+        )
+        self._first_pause, self._max_pause = max(first_backoff, 0.1), max_pause
         self._budget, self._held_pause, self._stop_grace = retry_budget, held_pause, stop_grace
         self._monotonic = monotonic
         # `duplicate` and `dead-lettered` appear once one is met.
-        self.outcomes: dict[str, int] = {"sent": 0, "abandoned": 0}
+        self.outcomes: dict[Result, int] = {Result.SENT: 0, Result.ABANDONED: 0}
 
-    async def _deliver(self, delivery: Delivery) -> str:
-        return await deliver(
-            delivery.value,
-            keyring=self._keyring,
-            renderer=self._renderer,
-            channels=self._channels,
-            clock=self._clock,
-            deliveries=self._deliveries,
-            key=delivery.key,
-            attempts=self._attempts,
-            first_backoff=self._first_backoff,
-            owner=self.owner,
-            lease=self._lease,
-        )
+    def _patience(self) -> Patience:
+        deadline = self._monotonic() + self._budget
+        return Patience(deadline, self._first_pause, self._max_pause, self._monotonic)
 
-    async def handle(self, delivery: Delivery) -> str:
-        """Deliver (retries, fallbacks, the lease and the record are the flow's), then
-        acknowledge: only once the outcome is recorded or the command is in the dead-letter topic.
+    async def handle(self, delivery: Delivery) -> Result:
+        """Deliver, then acknowledge: only once the outcome is recorded or the command is in the
+        dead-letter topic.
 
         While another courier's live lease holds the message, it is left to that courier: this
         one polls until that outcome is recorded, or the lease expires and it takes over. While
         the database is unreachable the command is tried again, backing off, for `retry_budget`
         seconds, then dead-lettered, so one command cannot block its partition for ever."""
-        deadline = self._monotonic() + self._budget
-        pause = max(self._first_backoff, 0.1)
-        attempt: Callable[[], Awaitable[str]] = lambda: self._deliver(delivery)  # noqa: E731
-        while True:
+        patience = self._patience()
+        result: Result | None = None
+        while result is None:
             try:
-                outcome = await attempt()
-                if outcome != HELD:
-                    break
-                await asyncio.sleep(self._held_pause)
-                continue
-            except Unrecorded as exc:
-                # Sent (or given up) but not written down: retry the record only, never the send.
-                attempt, failure = exc.retry, exc.__cause__ or exc
+                result = await self.deliver(delivery.value, delivery.key, patience)
             except Unavailable as exc:
-                failure = exc
+                if not await patience.wait(exc):
+                    result = await self._set_aside(delivery, exc)
             except Unreadable as exc:
-                outcome = await self._dead_letter(delivery, exc)
-                break
+                result = await self._set_aside(delivery, exc)
             except Exception as exc:
                 # A bug must not stop the courier on one poison message: set it aside, loudly.
                 log.exception("delivery failed unexpectedly")
-                outcome = await self._dead_letter(delivery, exc)
-                break
-            if self._monotonic() >= deadline:
-                outcome = await self._dead_letter(delivery, failure)
-                break
-            log.warning("delivery log unavailable (%s): trying again in %.1fs", failure, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, self._max_pause)
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+                result = await self._set_aside(delivery, exc)
+            if result is Result.HELD:
+                result = None
+                await asyncio.sleep(self._held_pause)
+        self.outcomes[result] = self.outcomes.get(result, 0) + 1
         await delivery.ack()
-        return outcome
+        return result
 
-    async def _dead_letter(self, delivery: Delivery, error: BaseException) -> str:
-        """Publish the command as it came (its code still sealed) with where it came from and
-        why; returns only once the dead-letter topic has it, so the ack that follows loses
-        nothing."""
-        headers = {
-            "dlq-original-topic": delivery.topic,
-            "dlq-original-partition": str(delivery.partition),
-            "dlq-original-offset": str(delivery.offset),
-            "dlq-error-class": type(error).__name__,
-            "dlq-failed-at": self._clock().isoformat(),
-        }
-        # Our own reasons hold no secret; another exception's text might, so only its class.
-        if isinstance(error, Undeliverable | Unavailable):
-            headers["dlq-error"] = str(error)[:200]
-        where = f"{delivery.topic or '?'}[{delivery.partition}]@{delivery.offset}"
-        if self._dead_letters is None:
-            log.error("command at %s dropped (%s): no dead-letter topic", where, type(error))
-            return DEAD_LETTERED
-        record = Published(self._dead_letter_topic, delivery.key or "", delivery.value, headers)
-        pause = max(self._first_backoff, 0.1)
+    async def _set_aside(self, delivery: Delivery, error: BaseException) -> Result:
+        await self._dead_letters.put(delivery, error)
+        return Result.DEAD_LETTERED
+
+    async def deliver(
+        self, raw: bytes, key: str | None = None, patience: Patience | None = None
+    ) -> Result:
+        """One pass at one command: take its lease, decide try after try, record the outcome.
+        `HELD` while another courier holds it. Raises `Unreadable` for a command that cannot be
+        opened (recorded abandoned when it has an id), and `Unavailable` for a delivery log out
+        of reach while nothing is sent (all of it can be done again)."""
+        try:
+            command = parse(raw, self._keyring, key)
+        except Unreadable as exc:
+            if exc.message_id is None:
+                log.warning("delivery abandoned: %s", exc)
+            else:
+                # Nothing is sent, so a database outage here lets the whole command be tried
+                # again (`Unavailable`), until it is recorded and then dead-lettered.
+                abandoned, mid = Abandoned(str(exc), History()), exc.message_id
+                await self._ledger.finish(
+                    abandoned, message_id=mid, key=key or mid, template=exc.template
+                )
+            raise
+        # De-duplication and exclusion on the message id: Kafka may deliver the same command
+        # twice (a crash before the offset commit, a rebalance) or to two couriers; a recorded
+        # outcome is final, and a live lease means another courier is at it.
+        claimed = await self._ledger.claim(command.id)
+        if isinstance(claimed, Result):
+            return claimed
+        outcome = await self._until_done(command, claimed)
+        if isinstance(outcome, Result):
+            return outcome
+        # AT-LEAST-ONCE WINDOW. Once `Sent`, the provider has accepted the message; until that is
+        # committed, a crash (or a database that stays down past the budget) leaves the lease to
+        # expire and the command unacknowledged, and whoever takes it next sends it again. SMTP
+        # and Twilio take no idempotency key, so this one window cannot be closed here: at most
+        # one extra copy per message in flight (one per courier, which has one at a time).
+        return await self._finish(command, outcome, patience or self._patience())
+
+    async def _until_done(self, command: Command, history: History) -> Done | Result:
+        """Decide until the outcome, writing down each failed try; the lease is renewed before
+        every decision but the first, and once it is lost this courier stops (`HELD`)."""
+        sending = False
+        try:
+            while True:
+                sending = True
+                outcome = await decide(
+                    command,
+                    history,
+                    channels=self._channels,
+                    keyring=self._keyring,
+                    renderer=self._renderer,
+                    clock=self._clock,
+                    retry=self._retry,
+                )
+                sending = False
+                if isinstance(outcome, Sent | Abandoned):
+                    return outcome
+                if isinstance(outcome, RetryLater):
+                    if not await self._ledger.progress(command.id, outcome):
+                        return Result.HELD
+                    await asyncio.sleep(outcome.after)
+                # After a backoff the lease may have run out and been taken, or an outcome
+                # recorded: then this courier stops here.
+                renewed = await self._ledger.claim(command.id)
+                if isinstance(renewed, Result):
+                    return renewed
+                history = outcome.history.resumed(renewed.attempts)
+        except CancelledError:
+            # Stopped between provider calls: give the message back so the next courier need
+            # not wait for the lease. Stopped during one, the provider may have taken it: the
+            # lease is left to expire, and the message to be sent again (the window above).
+            if not sending:
+                try:
+                    await self._ledger.release(command.id)
+                except Exception:  # the lease expires anyway
+                    log.warning("delivery %s: lease not released", command.id)
+            raise
+
+    async def _finish(self, command: Command, outcome: Done, patience: Patience) -> Result:
+        """Record the outcome; while the log is out of reach, the record is tried again, and
+        only the record: the message must not be sent twice for want of one."""
         while True:
             try:
-                await self._dead_letters.publish([record])
-                break
-            except Exception as exc:
-                log.warning("dead letter not published (%s): trying again in %.1fs", exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, self._max_pause)
-        log.warning(
-            "command at %s dead-lettered to %s: %s",
-            where,
-            self._dead_letter_topic,
-            headers.get("dlq-error", headers["dlq-error-class"]),
-        )
-        return DEAD_LETTERED
+                return await self._ledger.finish(
+                    outcome, message_id=command.id, key=command.key, template=command.template
+                )
+            except Unavailable as exc:
+                if not await patience.wait(exc):
+                    raise
 
     async def _close_channels(self) -> None:
         """Channels that keep connections open (SMTP) say goodbye to their servers."""
@@ -187,8 +257,7 @@ class Courier:
         )
         idle = asyncio.Event()
         idle.set()
-        if self._dead_letters is not None:
-            await self._dead_letters.start()
+        await self._dead_letters.start()
 
         async def consume() -> None:
             async for delivery in self._source.deliveries():
@@ -214,9 +283,9 @@ class Courier:
                 t.cancel()
             await asyncio.gather(task, stopper, return_exceptions=True)
             await self._source.close()
-            if self._dead_letters is not None:
-                await self._dead_letters.close()
+            await self._dead_letters.close()
             await self._close_channels()
             if task.done() and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
-        log.info("courier stopped: %s", self.outcomes)
+        counts = {str(result): n for result, n in self.outcomes.items()}
+        log.info("courier stopped: %s", counts)

@@ -1,53 +1,26 @@
-"""The courier's use case: open a `send-otp` command, take its lease, send it on its channel or,
-when that channel fails for good, on its fallbacks in order; retry what is transient; record the
-outcome with its event. Returns `sent`, `abandoned`, `duplicate` for a command already handled, or
-`held` while another courier's live lease holds it; raises `Unreadable` for a command that cannot
-be opened at all, and `Unrecorded` when the outcome could not be written."""
+"""The courier's decision: given a `send-otp` command and its history, one try and its outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from asyncio import CancelledError
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from gatehouse.courier.record import NotRecorded, Outcome
 from gatehouse.domain import events
 from gatehouse.domain.crypto import Keyring
-from gatehouse.errors import DecryptionError
-from gatehouse.ports import (
-    ABANDONED,
-    SENT,
-    Channel,
-    ChannelError,
-    Clock,
-    DeliveryLog,
-    OutgoingMessage,
-    Renderer,
-)
+from gatehouse.errors import ChannelError, DecryptionError, Undeliverable, Unreadable
+from gatehouse.ports import Channel, Clock, OutgoingMessage, Renderer
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
 PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
 MAX_ID = 36  # the `deliveries.id` column: a longer id cannot be recorded, so it is not trusted
-
-
-class Undeliverable(Exception):
-    """The command, or one of its routes, can never be delivered (malformed, undecryptable)."""
-
-    def __init__(self, reason: str, message_id: str | None = None, template: str = ""):
-        super().__init__(reason)
-        self.message_id, self.template = message_id, template
-
-
-class Unreadable(Undeliverable):
-    """The command itself cannot be opened: recorded abandoned when it has an id, and for the
-    courier to dead-letter."""
+MAX_ERROR = 200  # the `deliveries.last_error` column, and an event's `reason`
+EXPIRED = "expired before it could be sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +34,10 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """A `send-otp` command, opened: its code among `variables`, its routes in fallback order."""
+
     id: str
+    key: str  # its events' key: the command's record key, so they stay in order with the user's
     template: str
     variables: dict[str, str]
     expires_at: datetime
@@ -73,7 +49,8 @@ def _route(entry: Any) -> Route:
     return Route(str(entry["channel"]), str(entry["to"]), str(sealed) if sealed else None)
 
 
-def parse(raw: bytes, keyring: Keyring) -> Command:
+def parse(raw: bytes, keyring: Keyring, key: str | None = None) -> Command:
+    """Raises `Unreadable`, with what could be read of the id and template, for anything else."""
     message_id: str | None = None
     template = ""
     try:
@@ -95,13 +72,13 @@ def parse(raw: bytes, keyring: Keyring) -> Command:
     except (ValueError, KeyError, TypeError, AttributeError, DecryptionError) as exc:
         reason = f"malformed command: {type(exc).__name__}"
         raise Unreadable(reason, message_id, template) from exc
-    return Command(message_id, template, variables, expires_at, routes)
+    return Command(message_id, key or message_id, template, variables, expires_at, routes)
 
 
-def _message(
+def compose(
     command: Command, route: Route, keyring: Keyring, renderer: Renderer
 ) -> OutgoingMessage:
-    """Raises `Undeliverable` when this route cannot be used (the others may still be)."""
+    """The message for one route; raises `Undeliverable` when this route cannot be used."""
     to = route.to
     if route.to_ciphertext:
         try:
@@ -112,121 +89,136 @@ def _message(
         subject, body = renderer.render(
             command.template, command.variables, short=route.channel in PHONE_CHANNELS
         )
-    except Exception as exc:  # the renderer's own error types are an adapter's business
+    except Exception as exc:  # `UnknownTemplate` from ours; another renderer's are its business
         raise Undeliverable(f"cannot render template {command.template!r}") from exc
     return OutgoingMessage(id=command.id, channel=route.channel, to=to, subject=subject, body=body)
 
 
-async def deliver(
-    raw: bytes,
-    *,
-    keyring: Keyring,
-    renderer: Renderer,
-    channels: Mapping[str, Channel],
-    clock: Clock,
-    deliveries: DeliveryLog | None = None,
-    key: str | None = None,
-    attempts: int = 1,
-    first_backoff: float = 0.0,
-    owner: str | None = None,
-    lease: timedelta = LEASE,
-) -> str:
-    """Each channel gets up to `attempts` tries, `first_backoff` seconds apart and doubling,
-    while its failures are transient; a permanent failure, or a channel still failing after
-    its tries, moves to the next fallback. The event of the outcome is keyed by `key` (the
-    command's own record key), so it stays in order with the user's other events.
-
-    `owner` names the courier in the lease it takes for `lease` (each call is its own owner
-    when none is given); the lease must outlast one provider call, and is renewed before each."""
-    store = deliveries or NotRecorded()
-    owner = owner or events.new_id()
-    try:
-        command = parse(raw, keyring)
-    except Unreadable as exc:
-        if exc.message_id is None:
-            log.warning("delivery abandoned: %s", exc)
-        else:
-            outcome = Outcome(
-                exc.message_id, key or exc.message_id, exc.template, store, clock, owner, lease
-            )
-            # Nothing is sent, so a database outage here lets the whole command be tried again
-            # (`Unavailable`), until it is recorded and then dead-lettered.
-            await outcome.write(ABANDONED, str(exc))
-        raise
-
-    # De-duplication and exclusion on the message id: Kafka may deliver the same command twice
-    # (a crash before the offset commit, a rebalance) or to two couriers; a recorded outcome is
-    # final, and a live lease means another courier is at it.
-    outcome = Outcome(command.id, key or command.id, command.template, store, clock, owner, lease)
-    answer = await outcome.claim()
-    if answer is not None:
-        return answer
-    try:
-        return await _send(command, outcome, keyring, renderer, channels, attempts, first_backoff)
-    except CancelledError:
-        # Stopped between provider calls: give the message back so the next courier needs not
-        # wait for the lease. Stopped during one, the provider may have taken it: the lease is
-        # left to expire, and the message to be retried (the at-least-once window below).
-        if outcome.holding and not outcome.sending:
-            try:
-                await outcome.release()
-            except Exception:  # the lease expires anyway
-                log.warning("delivery %s: lease not released", command.id)
-        raise
+# --- what one command has gone through, and what one try came to -----------------------------
 
 
-async def _send(
+@dataclass(frozen=True, slots=True)
+class History:
+    """Provider calls so far (every channel, every courier: the record's count), the route in
+    hand and its tries, and the last failure (`channel` is where it happened)."""
+
+    attempts: int = 0
+    route: int = 0
+    tries: int = 0
+    channel: str | None = None
+    error: str | None = None
+
+    def failed(self, channel: str, reason: str, *, tried: bool) -> History:
+        return replace(
+            self,
+            attempts=self.attempts + tried,
+            tries=self.tries + tried,
+            channel=channel,
+            error=f"{channel}: {reason}"[:MAX_ERROR],
+        )
+
+    def resumed(self, attempts: int) -> History:
+        """After the lease is renewed: keep counting from the record if it counted more."""
+        return replace(self, attempts=max(self.attempts, attempts))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Final: the provider took the message on `channel` (`history` counts that try)."""
+
+    channel: str
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """A transient failure with tries left on this channel: the same route after `after` s."""
+
+    after: float
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class FallBack:
+    """This route is done with (refused for good, out of tries, or unusable): the next, now."""
+
+    history: History  # already on the next route
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """Final: expired, or no route left; `reason` is recorded and told in the event."""
+
+    reason: str
+    history: History
+
+
+Done = Sent | Abandoned
+Outcome = Sent | RetryLater | FallBack | Abandoned
+
+
+class Result(StrEnum):
+    """What handling one command came to, as the courier answers and counts it."""
+
+    SENT = "sent"
+    ABANDONED = "abandoned"
+    DUPLICATE = "duplicate"  # an outcome was recorded already: not sent again
+    HELD = "held"  # another courier's live lease holds it
+    DEAD_LETTERED = "dead-lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Each channel gets `attempts` tries while its failures are transient, `first_backoff`
+    seconds apart and doubling; a permanent failure, or the last try's, moves to the next."""
+
+    attempts: int = 1
+    first_backoff: float = 0.0
+
+    def after(self, tries: int) -> float:
+        return self.first_backoff * 2.0 ** (tries - 1)
+
+
+def _done_with_route(command: Command, history: History) -> FallBack | Abandoned:
+    if history.route + 1 < len(command.routes):
+        return FallBack(replace(history, route=history.route + 1, tries=0))
+    return Abandoned(history.error or "no route", history)
+
+
+def _unusable(command: Command, history: History, channel: str, reason: str) -> Outcome:
+    log.warning("delivery %s on %s failed: %s", command.id, channel, reason)
+    return _done_with_route(command, history.failed(channel, reason, tried=False))
+
+
+async def decide(
     command: Command,
-    outcome: Outcome,
+    history: History,
+    *,
+    channels: Mapping[str, Channel],
     keyring: Keyring,
     renderer: Renderer,
-    channels: Mapping[str, Channel],
-    attempts: int,
-    first_backoff: float,
-) -> str:
-    clock, first = outcome.clock, True
-    for route in command.routes:
-        channel = channels.get(route.channel)
-        if channel is None:
-            outcome.failed(route.channel, "no such channel configured")
-            continue
-        try:
-            message = _message(command, route, keyring, renderer)
-        except Undeliverable as exc:
-            outcome.failed(route.channel, str(exc))
-            continue
-        backoff = first_backoff
-        for attempt in range(1, attempts + 1):
-            # Checked before every try: a code that arrives after it expired cannot work.
-            if command.expires_at <= clock():
-                return await outcome.finish(ABANDONED, "expired before it could be sent")
-            # Renewed before every try but the first: after a backoff the lease may have run
-            # out and been taken, or an outcome recorded; then this courier stops here.
-            if not first and (lost := await outcome.claim()) is not None:
-                return lost
-            first = False
-            outcome.attempts += 1
-            outcome.sending = True
-            try:
-                await channel.send(message)
-            except ChannelError as exc:
-                outcome.sending = False
-                outcome.failed(route.channel, str(exc))
-                if exc.permanent:
-                    break
-                if attempt < attempts:
-                    if (lost := await outcome.progress()) is not None:
-                        return lost
-                    await asyncio.sleep(backoff)
-                    backoff *= 2
-                continue
-            # AT-LEAST-ONCE WINDOW. The provider has accepted the message; until the outcome
-            # below is committed, a crash (or a database that stays down past the courier's
-            # budget) leaves the lease to expire and the command unacknowledged, and whoever
-            # takes it next sends it again. SMTP and Twilio take no idempotency key, so this one
-            # window cannot be closed here: at most one extra copy per message in flight (one
-            # per courier process, which handles one message at a time).
-            outcome.sending = False
-            outcome.channel = route.channel
-            return await outcome.finish(SENT)
-    return await outcome.finish(ABANDONED, outcome.error or "no route")
+    clock: Clock,
+    retry: Retry,
+) -> Outcome:
+    """Try the route `history` is on, once, and classify what happened. The provider call is
+    the only wait in here: a cancellation during `decide` is one during a send."""
+    route = command.routes[history.route]
+    channel = channels.get(route.channel)
+    if channel is None:
+        return _unusable(command, history, route.channel, "no such channel configured")
+    try:
+        message = compose(command, route, keyring, renderer)
+    except Undeliverable as exc:
+        return _unusable(command, history, route.channel, str(exc))
+    # Checked before every try: a code that arrives after it expired cannot work.
+    if command.expires_at <= clock():
+        return Abandoned(EXPIRED, history)
+    try:
+        await channel.send(message)
+    except ChannelError as exc:
+        log.warning("delivery %s on %s failed: %s", command.id, route.channel, exc)
+        tried = history.failed(route.channel, str(exc), tried=True)
+        if not exc.permanent and tried.tries < retry.attempts:
+            return RetryLater(retry.after(tried.tries), tried)
+        return _done_with_route(command, tried)
+    return Sent(route.channel, replace(history, attempts=history.attempts + 1))

@@ -1,20 +1,19 @@
-"""Message templates shipped in the package: `<name>.txt` is the subject, a blank line, the body;
-`<name>.sms.txt` is the one-line plain text sent by SMS and WhatsApp instead."""
+"""The message templates shipped in the package (`courier/templates/`), as the `Renderer`."""
 
 from __future__ import annotations
 
 from importlib import resources
 from string import Template
 
+from gatehouse.errors import UnknownTemplate
+
 SHORT_SUFFIX = ".sms.txt"
 
 
-class UnknownTemplate(Exception):
-    pass
-
-
 class Templates:
-    """Loads every template once, at construction (never at import)."""
+    """`<name>.txt` is the subject, a blank line, the body; `<name>.sms.txt` is the one-line
+    plain text sent by SMS and WhatsApp instead. Loads every template once, at construction
+    (never at import); an unknown name raises `errors.UnknownTemplate`."""
 
     def __init__(self) -> None:
         self._templates: dict[str, tuple[Template, Template]] = {}

@@ -1,6 +1,4 @@
-"""The courier's delivery log in SQL: one row per message id, leased to one courier at a time by
-conditional statements (the database is the arbiter between couriers), each outcome written in
-the same transaction as the outbox event that reports it."""
+"""The courier's delivery log in SQL: one row per message, leased by conditional statements."""
 
 from __future__ import annotations
 
@@ -17,15 +15,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.errors import Unavailable
-from gatehouse.ports import FINAL, QUEUED, SENDING, Claim, DeliveryRecord
+from gatehouse.ports import FINAL, Claim, DeliveryRecord, Status
 from gatehouse.storage.schema import deliveries
 from gatehouse.storage.sql import SqlOutbox, _unavailable
 
 c = deliveries.c
+# The `status` column holds each `Status`'s string: written as such, read back as the member.
+FINAL_VALUES = sorted(s.value for s in FINAL)
+
+
+def _record(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(**{**row._mapping, "status": Status(row.status)})
+
+
+def _row(record: DeliveryRecord) -> dict[str, Any]:
+    return {**asdict(record), "status": record.status.value}
 
 
 class SqlDeliveryLog:
-    """Its statements are built once, with parameters: a courier runs a claim and a record per
+    """The database is the arbiter between couriers, and each outcome is written in the same
+    transaction as the outbox event that reports it.
+
+    Its statements are built once, with parameters: a courier runs a claim and a record per
     message, and building them anew (values, coercions, cache keys) cost as much as running them.
     """
 
@@ -42,9 +53,9 @@ class SqlDeliveryLog:
             .where(
                 this,
                 or_(
-                    c.status == QUEUED,
+                    c.status == Status.QUEUED.value,
                     and_(
-                        c.status == SENDING,
+                        c.status == Status.SENDING.value,
                         or_(
                             c.lease_until.is_(None),
                             c.lease_until <= bindparam("now"),
@@ -54,7 +65,7 @@ class SqlDeliveryLog:
                 ),
             )
             .values(
-                status=SENDING,
+                status=Status.SENDING.value,
                 lease_owner=bindparam("owner"),
                 lease_until=bindparam("until"),
                 updated_at=bindparam("now"),
@@ -62,8 +73,13 @@ class SqlDeliveryLog:
         )
         self._release = (
             update(deliveries)
-            .where(this, c.status == SENDING, c.lease_owner == bindparam("owner"))
-            .values(status=QUEUED, lease_owner=None, lease_until=None, updated_at=bindparam("now"))
+            .where(this, c.status == Status.SENDING.value, c.lease_owner == bindparam("owner"))
+            .values(
+                status=Status.QUEUED.value,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=bindparam("now"),
+            )
         )
         outcome: dict[str, Any] = {
             "status": bindparam("v_status"),
@@ -72,7 +88,7 @@ class SqlDeliveryLog:
             "last_error": bindparam("v_error"),
             "updated_at": bindparam("now"),
         }
-        unfinished = and_(this, c.status.not_in(FINAL))
+        unfinished = and_(this, c.status.not_in(FINAL_VALUES))
         self._finish = (
             update(deliveries)
             .where(unfinished)
@@ -97,7 +113,7 @@ class SqlDeliveryLog:
 
     async def _get(self, conn: AsyncConnection, message_id: str) -> DeliveryRecord | None:
         row = (await conn.execute(self._select, {"mid": message_id})).first()
-        return None if row is None else DeliveryRecord(**row._mapping)
+        return None if row is None else _record(row)
 
     async def get(self, message_id: str) -> DeliveryRecord | None:
         async with self._transaction() as conn:
@@ -107,10 +123,10 @@ class SqlDeliveryLog:
         # Most messages are new: one INSERT takes them, in one statement. The primary key lets
         # only one claimant's INSERT through; the others (and a redelivered message) go on to
         # the conditional UPDATE below.
-        new = DeliveryRecord(message_id, SENDING, None, 0, None, now, now, owner, until)
+        new = DeliveryRecord(message_id, Status.SENDING, None, 0, None, now, now, owner, until)
         with contextlib.suppress(IntegrityError):
             async with self._transaction() as conn:
-                await conn.execute(self._insert, asdict(new))
+                await conn.execute(self._insert, _row(new))
             return Claim(True, new)
         async with self._transaction() as conn:
             taken = await conn.execute(
@@ -128,7 +144,7 @@ class SqlDeliveryLog:
     async def record(
         self,
         message_id: str,
-        status: str,
+        status: Status,
         channel: str | None,
         attempts: int,
         error: str | None,
@@ -136,10 +152,11 @@ class SqlDeliveryLog:
         now: datetime,
         owner: str | None = None,
     ) -> bool:
+        status = Status(status)  # a caller's plain string too, as the table stores one
         error = error[:200] if error else None
         params: dict[str, Any] = {
             "mid": message_id,
-            "v_status": status,
+            "v_status": status.value,
             "v_channel": channel,
             "v_attempts": attempts,
             "v_error": error,
@@ -159,7 +176,7 @@ class SqlDeliveryLog:
                 if await self._get(conn, message_id) is not None:
                     return False  # final already, or someone else's lease
                 row = DeliveryRecord(message_id, status, channel, attempts, error, now, now)
-                await conn.execute(self._insert, asdict(row))
+                await conn.execute(self._insert, _row(row))
             if event is not None:
                 await SqlOutbox(conn).add(event)
         return True

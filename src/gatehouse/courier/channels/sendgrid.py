@@ -1,5 +1,4 @@
-"""Email through the SendGrid v3 Mail Send API with the official `sendgrid` SDK. The SDK is
-synchronous: each send runs in a worker thread, bounded by the HTTP timeout."""
+"""Email through the SendGrid v3 Mail Send API, with the official `sendgrid` SDK."""
 
 from __future__ import annotations
 
@@ -10,13 +9,16 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
-from gatehouse.courier.channels.errors import is_permanent
-from gatehouse.ports import ChannelError, OutgoingMessage
+from gatehouse.courier.channels.http_status import is_permanent
+from gatehouse.errors import ChannelError
+from gatehouse.ports import OutgoingMessage
 
 log = logging.getLogger(__name__)
 
 
 class SendGridChannel:
+    """The SDK is synchronous: each send runs in a worker thread, bounded by the HTTP timeout."""
+
     name = "email"
 
     def __init__(

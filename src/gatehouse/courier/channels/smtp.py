@@ -1,6 +1,4 @@
-"""Email over SMTP with aiosmtplib: smtp://[user:pass@]host:port, smtps:// for implicit TLS,
-`?starttls=true` to require STARTTLS. Connections are kept open and reused (a connect, EHLO,
-TLS handshake and login per mail would cost more than the mail), a few at most."""
+"""Email over SMTP with aiosmtplib, on a few connections kept open and reused."""
 
 from __future__ import annotations
 
@@ -14,7 +12,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from gatehouse.ports import ChannelError, OutgoingMessage
+from gatehouse.errors import ChannelError
+from gatehouse.ports import OutgoingMessage
 
 KEEP = 4  # idle connections kept open (one courier sends one message at a time)
 CHECK_AFTER = 5.0  # seconds idle after which a kept connection is checked (NOOP) before use
@@ -57,6 +56,10 @@ def fast_bytes(sender: str, message: OutgoingMessage, message_id: str) -> bytes 
 
 
 class SmtpChannel:
+    """`url`: smtp://[user:pass@]host:port, smtps:// for implicit TLS, `?starttls=true` to
+    require STARTTLS. Connections are kept open and reused (a connect, EHLO, TLS handshake and
+    login per mail would cost more than the mail), a few at most."""
+
     name = "email"
 
     def __init__(self, url: str, sender: str, timeout: float = 10.0):

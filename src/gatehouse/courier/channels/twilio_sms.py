@@ -1,20 +1,21 @@
-"""SMS through Twilio's Programmable Messaging API with the official `twilio` SDK. The SDK is
-synchronous: each send runs in a worker thread, bounded by the HTTP timeout."""
+"""SMS through Twilio's Programmable Messaging API, with the official `twilio` SDK."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from gatehouse.courier.channels.errors import is_permanent
-from gatehouse.ports import ChannelError, OutgoingMessage
+from gatehouse.courier.channels.http_status import is_permanent
+from gatehouse.errors import ChannelError
+from gatehouse.ports import OutgoingMessage
 
 log = logging.getLogger(__name__)
 
 
 class TwilioSmsChannel:
     """Sends from `from_number` when given, else through the Messaging Service (which then picks
-    the sender). The recipient and the body, a code, are never logged: only ids and statuses."""
+    the sender). The recipient and the body, a code, are never logged: only ids and statuses.
+    The SDK is synchronous: each send runs in a worker thread, bounded by the HTTP timeout."""
 
     name = "sms"
     prefix = ""  # WhatsApp addresses are `whatsapp:+E164`

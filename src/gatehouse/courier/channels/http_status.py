@@ -1,4 +1,4 @@
-"""How a provider's HTTP answer maps to `ChannelError`: whether trying again can help."""
+"""How a provider's HTTP status maps to `errors.ChannelError.permanent`: can a retry help."""
 
 from __future__ import annotations
 
