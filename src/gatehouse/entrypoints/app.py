@@ -62,7 +62,7 @@ def create_app(
     settings = services.settings
     # The last added runs outermost: security headers wrap every answer, 413s included, and
     # the hot routes run inside all three.
-    app.add_middleware(HotRoutes)
+    app.add_middleware(HotRoutes, router=app.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -79,5 +79,7 @@ def create_app(
         app.include_router(flow.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
-    app.include_router(admin.router)
+    app.include_router(
+        admin.router, include_in_schema=bool(settings.admin_token.get_secret_value())
+    )
     return app

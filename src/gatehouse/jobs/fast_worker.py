@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
+import bullmq
 import msgpack  # type: ignore[import-untyped]
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
@@ -24,19 +25,26 @@ from gatehouse.jobs.redis_pipeline import PipelinedRedis
 # pipelined ones too: a command unanswered this long drops the connection).
 BLOCKING_SOCKET_TIMEOUT = 30
 # The keys of BullMQ's moveToActive-11.lua, in its order (python bullmq's `Scripts.moveToActive`).
-MOVE_TO_ACTIVE_KEYS = [
-    "wait",
-    "active",
-    "prioritized",
-    "events",
-    "stalled",
-    "limiter",
-    "delayed",
-    "paused",
-    "meta",
-    "pc",
-    "marker",
-]
+# fmt: off
+MOVE_TO_ACTIVE_KEYS = ["wait", "active", "prioritized", "events", "stalled", "limiter", "delayed",
+                       "paused", "meta", "pc", "marker"]
+# fmt: on
+
+# The python bullmq versions whose Worker internals (run loop, fetch, processJob, scripts'
+# arguments) FastWorker was written against and tested with; pyproject pins the same range.
+SUPPORTED_BULLMQ = "3.4.x"
+
+
+def check_bullmq_version() -> None:
+    """Refuses a python bullmq that FastWorker was not written for: it overrides internals
+    that any release may change without notice, and would then run jobs wrongly, not fail."""
+    installed = str(getattr(bullmq, "__version__", "unknown"))
+    if installed.split(".")[:2] != SUPPORTED_BULLMQ.split(".")[:2]:
+        raise RuntimeError(
+            f"gatehouse's FastWorker supports python bullmq {SUPPORTED_BULLMQ} only (it overrides"
+            f" Worker internals), and bullmq {installed} is installed: install bullmq>=3.4,<3.5,"
+            " or review gatehouse/jobs/fast_worker.py against the new version and widen the range"
+        )
 
 
 Fields = Callable[[Job], dict[str, str] | None]
@@ -70,9 +78,12 @@ class FastWorker(Worker):  # type: ignore[misc]  # python bullmq has no types
         *,
         finished_fields: Fields | None = None,
     ):
+        check_bullmq_version()  # before python bullmq builds anything
         super().__init__(name, processor, cast(Any, opts))
         self._finished_fields = finished_fields
         url = opts.get("connection")
+        # No pipelined connection for TLS, a unix socket or options that are not a URL: every
+        # override below falls back to python bullmq's own redis-py calls (the same scripts).
         self._fast: PipelinedRedis | None = None
         self._blocking: PipelinedRedis | None = None
         if isinstance(url, str) and PipelinedRedis.supports(url):

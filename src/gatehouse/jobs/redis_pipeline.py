@@ -117,7 +117,8 @@ class PipelinedRedis:
 
     @staticmethod
     def supports(url: str) -> bool:
-        """Plain TCP (`redis://`); TLS and unix sockets stay on redis-py."""
+        """Plain TCP (`redis://`); TLS and unix sockets stay on redis-py (FastWorker then runs
+        python bullmq's own calls: tests/integration/test_fast_worker_fallback.py)."""
         return urlsplit(url).scheme == "redis"
 
     async def execute(self, *args: Any) -> Any:
