@@ -407,3 +407,25 @@ class TestFailures:
                 await registration.verify(flaky, email=EMAIL, otp=other_code(code, offset))
         with pytest.raises(InvalidCode):
             await registration.verify(flaky, email=EMAIL, otp=code)
+
+
+async def test_mail_to_an_address_without_a_sign_up_is_keyed_by_an_hmac_not_the_address(
+    ctx: FlowContext, db: MemoryDatabase
+) -> None:
+    # A sign-up code asked through the `verification` queue, then (once the account exists) the
+    # account-exists notice: neither the Kafka key nor anything but the mail's own `to` holds
+    # the address, since the courier's delivery events take that key as their subject.
+    await registration.send_signup_code(ctx, email=EMAIL)
+    other = "grace@example.com"
+    await registration.register(ctx, name="Grace", email=other, password=PASSWORD)
+    await registration.verify(ctx, email=other, otp=last_code(db, ctx.keyring, other))
+    await registration.send_signup_code(ctx, email=other)
+    sent = [m for m in deliveries(db) if m.payload["to"] in (EMAIL, other)]
+    assert [m.payload["template"] for m in sent] == [
+        "verify-email",
+        "verify-email",
+        "account-exists",
+    ]
+    for message in (sent[0], sent[2]):
+        assert EMAIL not in message.key and other not in message.key
+        assert message.key == ctx.blind_index("recipient", message.payload["to"])

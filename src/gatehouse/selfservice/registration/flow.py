@@ -75,7 +75,7 @@ async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -
     now = ctx.clock()
     await uow.outbox.add(
         events.delivery(
-            key=email,
+            key=_recipient_key(ctx, email),
             channel="email",
             to=email,
             template="account-exists",
@@ -83,6 +83,13 @@ async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -
             expires_at=now + ctx.policy.code_ttl,
         )
     )
+
+
+def _recipient_key(ctx: FlowContext, email: str) -> str:
+    """The Kafka key (and the delivery events' subject) of mail to an address with no pending
+    sign-up of its own: an HMAC of it, never the address, which would rest in Kafka and reach
+    every consumer of `user-events` in plaintext."""
+    return ctx.blind_index("recipient", email)
 
 
 async def resend(ctx: FlowContext, *, email: str) -> Accepted:
@@ -114,7 +121,7 @@ async def _send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
         if await uow.users.get_by_email(email) is not None:
             await account_exists_notice(ctx, uow, email)
         else:
-            await _send_code(ctx, uow, email, key=email, name="")
+            await _send_code(ctx, uow, email, key=_recipient_key(ctx, email), name="")
         await uow.commit()
     return _accepted(ctx, email)
 
