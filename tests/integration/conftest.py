@@ -17,10 +17,15 @@ from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.schema import metadata
 from tests.conftest import service_env, unique
+from tests.fakes import MemoryDatabase
 
 # "postgres-asyncpg": the same PostgreSQL, with the flows' units of work on the asyncpg adapter
-# (adapters/pg.py) instead of SQLAlchemy's.
+# (storage/pg.py) instead of SQLAlchemy's.
 BACKENDS = ["sqlite", "postgres", "mariadb", "postgres-asyncpg"]
+# Not a database: the `MemoryDatabase` test double (tests/fakes.py) that stands in for SQL in the
+# unit suite. test_sql_contract.py runs its tests of the ports on it too, so that it cannot drift
+# from the real thing; its SQL-only tests (and every other module) run on BACKENDS alone.
+FAKE = "fake"
 Units = Callable[[], UnitOfWork]
 
 
@@ -69,7 +74,10 @@ def drop_database(url: str, admin: str | None) -> None:
 def backend_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    """(backend, url of its migrated database)."""
+    """(backend, url of its migrated database); the fake has none ("")."""
+    if request.param == FAKE:
+        yield FAKE, ""
+        return
     url, admin = create_database(request.param, tmp_path_factory.mktemp(request.param))
     yield request.param, url
     drop_database(url, admin)
@@ -81,15 +89,31 @@ def database_url(backend_database: tuple[str, str]) -> str:
 
 
 @pytest.fixture
-async def units(backend_database: tuple[str, str], engine: AsyncEngine) -> AsyncIterator[Units]:
-    """New units of work on the backend, from the adapter that serves it."""
-    backend, url = backend_database
+def units(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> Units:
+    """New units of work on the backend (emptied first), from the adapter that serves it; on the
+    fake, on a `MemoryDatabase` of the test's own (`fake_database`)."""
+    backend, _url = backend_database
+    if backend == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return database.uow
     if backend == "postgres-asyncpg":
-        database = PgDatabase(url, pool_size=5)
-        yield database.uow
-        await database.close()
-    else:
-        yield lambda: sql.SqlUnitOfWork(engine)
+        pg_units: Units = request.getfixturevalue("pg_units")
+        return pg_units
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return lambda: sql.SqlUnitOfWork(engine)
+
+
+@pytest.fixture
+def fake_database() -> MemoryDatabase:
+    return MemoryDatabase()
+
+
+@pytest.fixture
+async def pg_units(database_url: str, engine: AsyncEngine) -> AsyncIterator[Units]:
+    """Units of work on the asyncpg adapter (`engine` empties the tables first)."""
+    database = PgDatabase(database_url, pool_size=5)
+    yield database.uow
+    await database.close()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""The BullMQ adapters on the real Redis: submit and read (`BullmqJobs`), consume (`BullmqWorkers`)
-with retries and backoff, idempotent job ids, draining on stop, and no secrets left at rest; the
-worker's Node-like hot path (one Redis call a busy job, one fetch an idle one, a pipelined
-connection on the URL's database)."""
+"""What only the BullMQ adapters have, on the real Redis: no secrets left at rest, Redis away as
+Unavailable, the lock and stalled-job settings, retries due later than redis-py's socket timeout,
+and the worker's Node-like hot path (one Redis call a busy job, one fetch an idle one, a pipelined
+connection on the URL's database). What every job queue does (submit, read, retries and `final`,
+the failed set, concurrency, draining) is in tests/contract/test_jobs.py."""
 
 from __future__ import annotations
 
@@ -73,76 +74,6 @@ async def finished(jobs: BullmqJobs, queue: str, job_id: str) -> JobState:
             await asyncio.sleep(0.02)
 
 
-async def test_a_job_runs_once_and_its_result_is_readable(
-    redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
-) -> None:
-    runs: list[JobRun] = []
-
-    async def process(run: JobRun) -> dict[str, Any]:
-        runs.append(run)
-        return {"success": True, "message": "done", "data": {"echo": run.data["n"]}}
-
-    job_id = await jobs.submit(queue, "greet", {"n": 7}, job_id=unique("job"))
-    assert await jobs.submit(queue, "greet", {"n": 8}, job_id=job_id) == job_id  # a no-op
-    assert (await jobs.get(queue, job_id)).state == "waiting"  # type: ignore[union-attr]
-    workers.append(Running(redis_url, queue, process))
-    state = await finished(jobs, queue, job_id)
-    assert state.state == "completed" and state.attempts_made == 1 and state.name == "greet"
-    assert state.result == {"success": True, "message": "done", "data": {"echo": 7}}
-    assert [(r.id, r.queue, r.name, r.attempt, r.final) for r in runs] == [
-        (job_id, queue, "greet", 1, False)
-    ]
-    assert await jobs.get(queue, "no-such-job") is None
-
-
-async def test_minted_ids_are_bullmq_ids_and_a_refusal_is_not_retried(
-    redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
-) -> None:
-    calls = 0
-
-    async def process(run: JobRun) -> dict[str, Any]:
-        nonlocal calls
-        calls += 1
-        return {"success": False, "message": "Invalid or expired token", "data": {}}
-
-    workers.append(Running(redis_url, queue, process))
-    job_id = await jobs.submit(queue, queue, {"token": "forged"})
-    state = await finished(jobs, queue, job_id)
-    assert state.state == "completed" and state.result is not None
-    assert state.result["success"] is False and state.attempts_made == 1 and calls == 1
-
-
-async def test_an_exception_is_retried_with_backoff_and_only_the_last_try_is_final(
-    redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
-) -> None:
-    attempts: list[tuple[int, bool]] = []
-
-    async def flaky(run: JobRun) -> dict[str, Any]:
-        attempts.append((run.attempt, run.final))
-        if run.attempt < 3:
-            raise ConnectionError("database away")
-        return {"success": True, "message": "third time lucky", "data": {}}
-
-    workers.append(Running(redis_url, queue, flaky))
-    job_id = await jobs.submit(queue, queue, {})
-    state = await finished(jobs, queue, job_id)
-    assert state.state == "completed" and state.attempts_made == 3
-    assert attempts == [(1, False), (2, False), (3, True)]
-
-
-async def test_the_last_failed_try_fails_the_job(
-    redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
-) -> None:
-    async def broken(run: JobRun) -> dict[str, Any]:
-        raise RuntimeError("still down")
-
-    workers.append(Running(redis_url, queue, broken))
-    job_id = await jobs.submit(queue, queue, {"password": "hunter2hunter2"})
-    state = await finished(jobs, queue, job_id)
-    assert state.state == "failed" and state.attempts_made == 3
-    assert state.failed_reason == "still down" and state.result is None
-
-
 async def test_secrets_in_job_data_are_blanked_in_the_call_that_completes_the_job(
     redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
 ) -> None:
@@ -170,49 +101,6 @@ async def test_secrets_in_job_data_are_blanked_in_the_call_that_completes_the_jo
         }
     finally:
         await reader.close()
-
-
-async def test_stopping_lets_the_jobs_in_flight_finish(
-    redis_url: str, jobs: BullmqJobs, queue: str
-) -> None:
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow(run: JobRun) -> dict[str, Any]:
-        started.set()
-        await release.wait()
-        return {"success": True, "message": "finished after stop", "data": {}}
-
-    running = Running(redis_url, queue, slow)
-    job_id = await jobs.submit(queue, queue, {})
-    await asyncio.wait_for(started.wait(), 30)
-    running.stop.set()  # SIGTERM arrives while the job runs
-    await asyncio.sleep(0)
-    assert not running.task.done()
-    release.set()
-    await asyncio.wait_for(running.task, 30)
-    state = await jobs.get(queue, job_id)
-    assert state is not None and state.state == "completed"
-
-
-async def test_many_jobs_run_concurrently_up_to_the_limit(
-    redis_url: str, jobs: BullmqJobs, queue: str, workers: list[Running]
-) -> None:
-    active = peak = 0
-
-    async def process(run: JobRun) -> dict[str, Any]:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await asyncio.sleep(0.05)
-        active -= 1
-        return {"success": True, "message": "ok", "data": {}}
-
-    ids = [await jobs.submit(queue, queue, {"i": i}) for i in range(12)]
-    workers.append(Running(redis_url, queue, process, concurrency=4))
-    states = [await finished(jobs, queue, job_id) for job_id in ids]
-    assert all(s.state == "completed" for s in states)
-    assert 1 < peak <= 4
 
 
 async def test_redis_down_is_unavailable_not_a_hang() -> None:

@@ -19,6 +19,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.ports import OutboxRecord
 from gatehouse.storage import sql
 from gatehouse.storage.schema import outbox
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 from tests.integration.conftest import Units
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
@@ -48,7 +49,7 @@ async def test_each_batch_marks_exactly_the_rows_it_published(
     engine: AsyncEngine, units: Units
 ) -> None:
     await write_events(units, 1_203, users=7)
-    store = sql.SqlOutboxStore(engine, lambda: NOW)
+    store = SqlOutboxStore(engine, lambda: NOW)
     batches: list[list[int]] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
@@ -74,7 +75,7 @@ async def test_a_row_committed_during_a_batch_between_its_rows_is_not_marked(
     backend, _ = backend_database
     if not backend.startswith("postgres"):
         return
-    store = sql.SqlOutboxStore(engine, lambda: NOW)
+    store = SqlOutboxStore(engine, lambda: NOW)
     seen: list[str] = []
     async with units() as fast, units() as slow:
         await fast.outbox.add(events.user_event(events.VERIFIED, "u-1", {"n": "first"}, NOW))
@@ -109,7 +110,7 @@ async def test_payloads_come_back_as_written(engine: AsyncEngine) -> None:
         for i, payload in enumerate(payloads):
             await uow.outbox.add(OutboxMessage(f"m-{i}", "t", "k", payload, NOW))
         await uow.commit()
-    store = sql.SqlOutboxStore(engine, lambda: NOW)
+    store = SqlOutboxStore(engine, lambda: NOW)
     got: list[OutboxRecord] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
@@ -138,18 +139,18 @@ async def test_relays_polling_together_publish_each_row_once_in_order(
     async def nothing(records: Sequence[OutboxRecord]) -> None:
         pass
 
-    while await sql.SqlOutboxStore(engine, lambda: NOW).claim(500, nothing):
+    while await SqlOutboxStore(engine, lambda: NOW).claim(500, nothing):
         pass
-    assert await sql.SqlOutboxStore(engine, lambda: NOW).prune(NOW + timedelta(seconds=1)) == 1_200
+    assert await SqlOutboxStore(engine, lambda: NOW).prune(NOW + timedelta(seconds=1)) == 1_200
     await write_events(units, 600, users=5)
-    stores = [sql.SqlOutboxStore(engine, lambda: NOW) for _ in range(4)]
+    stores = [SqlOutboxStore(engine, lambda: NOW) for _ in range(4)]
     published: list[int] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
         await asyncio.sleep(0)
         published.extend(r.message.payload["data"]["n"] for r in records)
 
-    async def drain(store: sql.SqlOutboxStore) -> None:
+    async def drain(store: SqlOutboxStore) -> None:
         while await store.claim(16, collect):
             pass
 
@@ -169,13 +170,13 @@ async def test_a_failed_batch_leaves_the_next_relay_its_turn(
         raise ConnectionError("broker down")
 
     with pytest.raises(ConnectionError):
-        await sql.SqlOutboxStore(engine, lambda: NOW).claim(10, kafka_down)
+        await SqlOutboxStore(engine, lambda: NOW).claim(10, kafka_down)
     published: list[int] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
         published.extend(r.message.payload["data"]["n"] for r in records)
 
-    other = sql.SqlOutboxStore(engine, lambda: NOW)
+    other = SqlOutboxStore(engine, lambda: NOW)
     assert await asyncio.wait_for(other.claim(10, collect), 5) == 5
     assert published == [0, 1, 2, 3, 4]
 
@@ -195,9 +196,9 @@ async def test_a_second_relay_waits_for_the_first_ones_batch(
     async def fast(records: Sequence[OutboxRecord]) -> None:
         batches.append([r.message.payload["data"]["n"] for r in records])
 
-    first = asyncio.create_task(sql.SqlOutboxStore(engine, lambda: NOW).claim(3, slow))
+    first = asyncio.create_task(SqlOutboxStore(engine, lambda: NOW).claim(3, slow))
     await first_in_hand.wait()
-    second = asyncio.create_task(sql.SqlOutboxStore(engine, lambda: NOW).claim(3, fast))
+    second = asyncio.create_task(SqlOutboxStore(engine, lambda: NOW).claim(3, fast))
     await asyncio.sleep(0.2)  # time for the second to overtake, if it could (not a timing test)
     assert batches == []
     let_go.set()

@@ -1,28 +1,57 @@
-"""The SQL adapter's contract, run on SQLite, PostgreSQL and MariaDB alike."""
+"""The storage contract, run on SQLite, PostgreSQL and MariaDB alike (and PostgreSQL again through
+the asyncpg adapter). The tests written against the ports (`UnitOfWork` and its repositories,
+`OutboxStore`) also run on the `MemoryDatabase` fake of the unit suite (`[fake]`), so the double
+the flows' unit tests trust behaves as SQL does; the rest (migrations, read-only units, outages,
+connections cut) are SQL's own."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.domain import events
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import Conflict, Unavailable
-from gatehouse.ports import OutboxRecord
+from gatehouse.ports import OutboxRecord, OutboxStore
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import revisions
 from gatehouse.storage.pg import PgDatabase
-from gatehouse.storage.schema import metadata, outbox, users
-from tests.integration.conftest import Units, create_database, drop_database
+from gatehouse.storage.schema import metadata
+from gatehouse.storage.sql_outbox import SqlOutboxStore
+from tests.fakes import MemoryDatabase, MemoryOutboxStore
+from tests.integration.conftest import (
+    BACKENDS,
+    FAKE,
+    Units,
+    create_database,
+    drop_database,
+)
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
+# A test of the ports: on every SQL backend and on the fake.
+on_the_fake_too = pytest.mark.parametrize(
+    "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
+)
+OutboxStores = Callable[[], OutboxStore]
+
+
+@pytest.fixture
+def outbox_stores(
+    backend_database: tuple[str, str], request: pytest.FixtureRequest
+) -> OutboxStores:
+    """New relay-side outbox stores over the same data as `units`."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return lambda: MemoryOutboxStore(database, lambda: NOW)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return lambda: SqlOutboxStore(engine, lambda: NOW)
 
 
 def a_user(n: int = 1, **changes: object) -> User:
@@ -55,9 +84,8 @@ async def test_migrations_at_head_with_every_table_and_column(engine: AsyncEngin
         assert {c.name for c in table.columns} <= found[table.name], table.name
 
 
-async def test_users_round_trip_with_aware_microsecond_times(
-    engine: AsyncEngine, units: Units
-) -> None:
+@on_the_fake_too
+async def test_users_round_trip_with_aware_microsecond_times(units: Units) -> None:
     user = a_user(phone_ciphertext="v1.k.abc", phone_index="f" * 64, image="https://x/y.png")
     async with units() as uow:
         await uow.users.add(user)
@@ -65,7 +93,9 @@ async def test_users_round_trip_with_aware_microsecond_times(
     async with units() as uow:
         assert await uow.users.get(user.id) == user
         assert await uow.users.get_by_email(user.email) == user
+        assert await uow.users.get_by_phone_index("f" * 64) == user
         assert await uow.users.get_by_email("nobody@example.com") is None
+        assert await uow.users.get_by_phone_index("e" * 64) is None
     changed = user.with_changes(name="Renamed", updated_at=NOW + timedelta(seconds=1))
     async with units() as uow:
         await uow.users.update(changed)
@@ -75,15 +105,19 @@ async def test_users_round_trip_with_aware_microsecond_times(
     assert stored == changed and stored is not None and stored.updated_at.tzinfo is not None
     async with units() as uow:
         await uow.users.delete(user.id)
+        await uow.users.delete("nobody")
         await uow.commit()
     async with units() as uow:
         assert await uow.users.get(user.id) is None
+        await uow.users.update(a_user(9))  # no such user: nothing to update, nothing added
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.users.get(a_user(9).id) is None
 
 
-@pytest.mark.parametrize("clash", ["email", "phone_index"])
-async def test_duplicate_email_or_phone_is_a_conflict(
-    engine: AsyncEngine, units: Units, clash: str
-) -> None:
+@on_the_fake_too
+@pytest.mark.parametrize("clash", ["id", "email", "phone_index"])
+async def test_duplicate_id_email_or_phone_is_a_conflict(units: Units, clash: str) -> None:
     first = a_user(1, phone_index="a" * 64)
     second = a_user(2, phone_index="b" * 64).with_changes(**{clash: getattr(first, clash)})
     async with units() as uow:
@@ -94,26 +128,47 @@ async def test_duplicate_email_or_phone_is_a_conflict(
             await uow.users.add(second)
             await uow.commit()
     async with units() as uow:
-        assert await uow.users.get(second.id) is None
+        assert await uow.users.get(first.id) == first
+        if clash != "id":
+            assert await uow.users.get(second.id) is None
 
 
-async def test_uncommitted_work_is_rolled_back(engine: AsyncEngine, units: Units) -> None:
+@on_the_fake_too
+async def test_changing_to_a_taken_email_or_phone_is_a_conflict(units: Units) -> None:
+    first, second = a_user(1, phone_index="a" * 64), a_user(2, phone_index="b" * 64)
+    async with units() as uow:
+        await uow.users.add(first)
+        await uow.users.add(second)
+        await uow.commit()
+    for clash in ("email", "phone_index"):
+        with pytest.raises(Conflict):
+            async with units() as uow:
+                await uow.users.update(second.with_changes(**{clash: getattr(first, clash)}))
+                await uow.commit()
+    async with units() as uow:
+        assert await uow.users.get(second.id) == second
+
+
+@on_the_fake_too
+async def test_uncommitted_work_is_rolled_back(units: Units, outbox_stores: OutboxStores) -> None:
     with pytest.raises(RuntimeError):
         async with units() as uow:
             await uow.users.add(a_user())
             await uow.outbox.add(events.user_event(events.VERIFIED, a_user().id, {}, NOW))
             raise RuntimeError("boom")
-    async with engine.connect() as conn:
-        assert (await conn.execute(select(users))).all() == []
-        assert (await conn.execute(select(outbox))).all() == []
+    async with units() as uow:
+        await uow.users.add(a_user(2))  # left without commit(): rolled back too
+    async with units() as uow:
+        assert await uow.users.get(a_user().id) is None
+        assert await uow.users.get(a_user(2).id) is None
+    assert await outbox_stores().pending_count() == 0
 
 
-async def test_pending_registration_is_replaced_for_the_same_email(
-    engine: AsyncEngine, units: Units
-) -> None:
-    def pending(name: str) -> PendingRegistration:
+@on_the_fake_too
+async def test_pending_registration_is_replaced_for_the_same_email(units: Units) -> None:
+    def pending(n: int, name: str) -> PendingRegistration:
         return PendingRegistration(
-            id="p-1",
+            id=f"p-{n}",
             email="p@example.com",
             name=name,
             password_hash="h",
@@ -121,20 +176,24 @@ async def test_pending_registration_is_replaced_for_the_same_email(
             expires_at=NOW + timedelta(days=1),
         )
 
-    for name in ("First", "Second"):
+    for n, name in ((1, "First"), (2, "Second")):
         async with units() as uow:
-            await uow.pending.put(pending(name))
+            await uow.pending.put(pending(n, name))
             await uow.commit()
     async with units() as uow:
-        stored = await uow.pending.get_by_email("p@example.com")
-        assert stored == pending("Second")
-        await uow.pending.delete("p-1")
+        assert await uow.pending.get_by_email("p@example.com") == pending(2, "Second")
+        await uow.pending.delete("p-1")  # the replaced one: already gone
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.pending.get_by_email("p@example.com") == pending(2, "Second")
+        await uow.pending.delete("p-2")
         await uow.commit()
     async with units() as uow:
         assert await uow.pending.get_by_email("p@example.com") is None
 
 
-async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine, units: Units) -> None:
+@on_the_fake_too
+async def test_refresh_tokens_single_use_and_revocation(units: Units) -> None:
     def token(n: int, family: str) -> RefreshToken:
         return RefreshToken(
             id=f"t-{n}",
@@ -153,6 +212,8 @@ async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine, uni
     async with units() as uow:
         assert await uow.refresh_tokens.mark_used("t-1", NOW) is True
         assert await uow.refresh_tokens.mark_used("t-1", NOW) is False
+        assert await uow.refresh_tokens.mark_used("no-such-token", NOW) is False
+        assert await uow.refresh_tokens.get_by_hash("9" * 64) is None
         assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 2
         assert await uow.refresh_tokens.revoke_family("f-a", NOW) == 0
         assert await uow.refresh_tokens.revoke_user("u-1", NOW) == 1
@@ -162,15 +223,16 @@ async def test_refresh_tokens_single_use_and_revocation(engine: AsyncEngine, uni
     assert stored is not None and stored.used_at == NOW and stored.revoked_at == NOW
 
 
+@on_the_fake_too
 async def test_outbox_claims_in_order_and_marks_published(
-    engine: AsyncEngine, units: Units
+    units: Units, outbox_stores: OutboxStores
 ) -> None:
     messages = [events.user_event(events.VERIFIED, f"u-{i}", {"n": i}, NOW) for i in range(7)]
     async with units() as uow:
         for message in messages:
             await uow.outbox.add(message)
         await uow.commit()
-    store = sql.SqlOutboxStore(engine, lambda: NOW)
+    store = outbox_stores()
     seen: list[OutboxRecord] = []
 
     async def failing(records: Sequence[OutboxRecord]) -> None:
@@ -189,23 +251,26 @@ async def test_outbox_claims_in_order_and_marks_published(
     assert [r.message.id for r in seen] == [m.id for m in messages]
     assert seen[3].message.payload == messages[3].payload
     assert await store.pending_count() == 0
+    assert await store.prune(NOW) == 0  # published at NOW: not older than NOW
     assert await store.prune(NOW + timedelta(seconds=1)) == 7
 
 
-async def test_two_relays_never_publish_a_row_twice(engine: AsyncEngine, units: Units) -> None:
+@on_the_fake_too
+async def test_two_relays_never_publish_a_row_twice(
+    units: Units, outbox_stores: OutboxStores
+) -> None:
     async with units() as uow:
         for i in range(60):
             await uow.outbox.add(events.user_event(events.VERIFIED, f"u-{i % 3}", {"n": i}, NOW))
         await uow.commit()
-    store_a = sql.SqlOutboxStore(engine, lambda: NOW)
-    store_b = sql.SqlOutboxStore(engine, lambda: NOW)
+    store_a, store_b = outbox_stores(), outbox_stores()
     published: list[int] = []
 
     async def slow(records: Sequence[OutboxRecord]) -> None:
         await asyncio.sleep(0.01)
         published.extend(r.message.payload["data"]["n"] for r in records)
 
-    async def drain(store: sql.SqlOutboxStore) -> None:
+    async def drain(store: OutboxStore) -> None:
         while await store.claim(7, slow):
             pass
 
@@ -238,9 +303,8 @@ async def test_unreachable_database_is_unavailable(
         await native.close()
 
 
-async def test_signed_in_user_until_the_session_is_revoked(
-    engine: AsyncEngine, units: Units
-) -> None:
+@on_the_fake_too
+async def test_signed_in_user_until_the_session_is_revoked(units: Units) -> None:
     user = a_user()
     token = RefreshToken(
         id="t-1",
@@ -266,9 +330,8 @@ async def test_signed_in_user_until_the_session_is_revoked(
         assert await uow.users.get_signed_in(user.id, "another-session") == user
 
 
-async def test_encrypted_not_under_finds_old_key_prefixes_oldest_first(
-    engine: AsyncEngine, units: Units
-) -> None:
+@on_the_fake_too
+async def test_encrypted_not_under_finds_old_key_prefixes_oldest_first(units: Units) -> None:
     old = [
         a_user(i, phone_ciphertext=f"v1.old.{i}", created_at=NOW + timedelta(seconds=i))
         for i in (3, 1, 2)

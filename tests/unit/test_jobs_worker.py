@@ -1,5 +1,6 @@
-"""The in-process queue of the embedded serve (`MemoryJobs`) and the worker's processor: retries
-with backoff, idempotent ids, bounded tables, draining, and what gets pushed to which room."""
+"""The in-process queue of the embedded serve (`MemoryJobs`): its bounded table; and the worker's
+processor: what gets pushed to which room. (What every job queue does, `MemoryJobs` included:
+tests/contract/test_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -60,101 +61,6 @@ async def finished(jobs: MemoryJobs, job_id: str, queue: str = "q") -> JobState:
             if state.state in ("completed", "failed"):
                 return state
             await asyncio.sleep(0.001)
-
-
-async def test_submit_answers_at_once_and_the_same_id_is_the_same_job(
-    running: list[Working],
-) -> None:
-    jobs = MemoryJobs()
-    seen: list[Any] = []
-
-    async def process(run: JobRun) -> dict[str, Any]:
-        seen.append(run.data)
-        return {**OK, "data": {"n": run.data["n"]}}
-
-    job_id = await jobs.submit("q", "name", {"n": 1}, job_id="client-chosen-id")
-    assert job_id == "client-chosen-id"
-    assert (await jobs.get("q", job_id)) == JobState(job_id, "q", "name", "waiting")
-    assert await jobs.submit("q", "name", {"n": 2}, job_id=job_id) == job_id
-    minted = await jobs.submit("q", "name", {"n": 3})
-    assert len(minted) == 32 and minted != job_id  # random, not a guessable counter
-    work(running, jobs, process)
-    state = await finished(jobs, job_id)
-    assert state.state == "completed" and state.attempts_made == 1
-    assert state.result == {**OK, "data": {"n": 1}}
-    await finished(jobs, minted)
-    assert seen == [{"n": 1}, {"n": 3}]
-    assert await jobs.get("q", "unknown") is None and await jobs.get("other", job_id) is None
-
-
-async def test_a_raising_attempt_is_retried_with_backoff_until_the_final_one(
-    running: list[Working],
-) -> None:
-    jobs = MemoryJobs(attempts=3, backoff_ms=1)
-    attempts: list[tuple[int, bool]] = []
-
-    async def flaky(run: JobRun) -> dict[str, Any]:
-        attempts.append((run.attempt, run.final))
-        if run.attempt < 3:
-            raise ConnectionError("database away")
-        return OK
-
-    async def broken(run: JobRun) -> dict[str, Any]:
-        raise JobFailed("Unavailable")
-
-    work(running, jobs, flaky, ["flaky"])
-    work(running, jobs, broken, ["broken"])
-    recovers = await jobs.submit("flaky", "x", {})
-    fails = await jobs.submit("broken", "x", {})
-    state = await finished(jobs, recovers, "flaky")
-    assert state.state == "completed" and state.attempts_made == 3
-    assert attempts == [(1, False), (2, False), (3, True)]
-    state = await finished(jobs, fails, "broken")
-    assert state.state == "failed" and state.attempts_made == 3
-    assert state.failed_reason == "Unavailable" and state.result is None
-
-
-async def test_a_worker_takes_only_its_queues_and_at_most_its_concurrency(
-    running: list[Working],
-) -> None:
-    jobs = MemoryJobs()
-    active = peak = 0
-
-    async def process(run: JobRun) -> dict[str, Any]:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await asyncio.sleep(0.01)
-        active -= 1
-        return OK
-
-    ids = [await jobs.submit("q", "x", {"i": i}) for i in range(10)]
-    elsewhere = await jobs.submit("not-mine", "x", {})
-    work(running, jobs, process, concurrency=3)
-    for job_id in ids:
-        await finished(jobs, job_id)
-    assert 1 < peak <= 3
-    assert (await jobs.get("not-mine", elsewhere)).state == "waiting"  # type: ignore[union-attr]
-
-
-async def test_stopping_lets_the_job_in_flight_finish() -> None:
-    jobs = MemoryJobs()
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(run: JobRun) -> dict[str, Any]:
-        started.set()
-        await release.wait()
-        return OK
-
-    working = Working(jobs, ["q"], slow, 2)
-    job_id = await jobs.submit("q", "x", {})
-    await asyncio.wait_for(started.wait(), 10)
-    working.stop.set()
-    await asyncio.sleep(0.01)
-    assert not working.task.done()  # waits for the job ...
-    release.set()
-    await asyncio.wait_for(working.task, 10)
-    assert (await jobs.get("q", job_id)).state == "completed"  # type: ignore[union-attr]
 
 
 async def test_the_table_is_bounded(running: list[Working]) -> None:

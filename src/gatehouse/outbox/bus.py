@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from gatehouse.ports import (
     Delivery,
@@ -12,23 +12,50 @@ from gatehouse.ports import (
 )
 
 
+class _Topic:
+    """One topic: the records no consumer has taken yet, oldest first, each with its offset
+    (its place in the topic, as Kafka numbers a partition's records)."""
+
+    def __init__(self) -> None:
+        self._ready: deque[tuple[int, Published]] = deque()
+        self._next = 0
+        self._arrived = asyncio.Event()
+
+    def append(self, record: Published) -> None:
+        self._ready.append((self._next, record))
+        self._next += 1
+        self._arrived.set()
+
+    def put_back(self, records: dict[int, Published]) -> None:
+        """Records taken but never acknowledged, back ahead of the rest, in their order."""
+        self._ready.extendleft(sorted(records.items(), key=lambda r: r[0], reverse=True))
+        if records:
+            self._arrived.set()
+
+    async def take(self) -> tuple[int, Published]:
+        while not self._ready:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._ready.popleft()
+
+
 class MemoryBus:
     """The in-process stand-in for Kafka: the relay publishes, the courier consumes. `topics`
-    get their queue at once (the others when first used), as Kafka topics are made at start."""
+    are made at once (the others when first used), as Kafka topics are made at start."""
 
     def __init__(self, topics: Sequence[str] = ()) -> None:
-        self._queues: dict[str, asyncio.Queue[Published]] = {}
+        self._topics: dict[str, _Topic] = {}
         # The last records, for tests and debugging; bounded so a long-running serve does not grow.
         self.published: deque[Published] = deque(maxlen=10_000)
         for topic in topics:
-            self._queue(topic)
+            self._topic(topic)
 
-    def _queue(self, topic: str) -> asyncio.Queue[Published]:
-        return self._queues.setdefault(topic, asyncio.Queue())
+    def _topic(self, topic: str) -> _Topic:
+        return self._topics.setdefault(topic, _Topic())
 
     @property
     def topics(self) -> list[str]:
-        return sorted(self._queues)
+        return sorted(self._topics)
 
     async def start(self) -> None:
         return None
@@ -36,7 +63,7 @@ class MemoryBus:
     async def publish(self, records: Sequence[Published]) -> None:
         for record in records:
             self.published.append(record)
-            self._queue(record.topic).put_nowait(record)
+            self._topic(record.topic).append(record)
 
     async def close(self) -> None:
         return None
@@ -45,24 +72,28 @@ class MemoryBus:
         return None
 
     def source(self, topic: str) -> MemorySource:
-        return MemorySource(self._queue(topic), topic)
+        return MemorySource(self._topic(topic), topic)
 
 
 class MemorySource:
-    def __init__(self, queue: asyncio.Queue[Published], topic: str = ""):
-        self._queue, self._topic = queue, topic
-        self._taken = 0  # what this source has read: its "offset", for dead-letter headers
+    """One consumer of a topic (several share its records, as the members of a Kafka consumer
+    group do). What it took and did not acknowledge goes back to the topic when it closes, for
+    the next consumer, as Kafka delivers again what was never committed."""
+
+    def __init__(self, topic: _Topic, name: str):
+        self._topic, self._name = topic, name
+        self._in_hand: dict[int, Published] = {}  # taken, not yet acknowledged, by offset
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         while True:
-            record = await self._queue.get()
-            done = self._queue.task_done
+            offset, record = await self._topic.take()
+            self._in_hand[offset] = record
 
-            async def ack(done: Callable[[], None] = done) -> None:
-                done()
+            async def ack(offset: int = offset) -> None:
+                self._in_hand.pop(offset, None)
 
-            self._taken += 1
-            yield Delivery(record.value, ack, record.key, self._topic, 0, self._taken - 1)
+            yield Delivery(record.value, ack, record.key, self._name, 0, offset)
 
     async def close(self) -> None:
-        return None
+        self._topic.put_back(self._in_hand)
+        self._in_hand = {}

@@ -32,12 +32,20 @@ class MemoryCodeStore:
         self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds)
         return left
 
+    def _live(self, key: tuple[str, str]) -> tuple[str, int, float] | None:
+        """The subject's code unless it has expired (an expired one is forgotten here)."""
+        entry = self._codes.get(key)
+        if entry is not None and entry[2] <= time.monotonic():
+            del self._codes[key]
+            return None
+        return entry
+
     async def restore(
         self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
     ) -> None:
-        self._codes.setdefault(
-            (purpose, subject), (code_hash, attempts, time.monotonic() + ttl_seconds)
-        )
+        key = (purpose, subject)
+        if self._live(key) is None:  # never over a live code; an expired one is no code
+            self._codes[key] = (code_hash, attempts, time.monotonic() + ttl_seconds)
 
     async def check(
         self,
@@ -54,9 +62,8 @@ class MemoryCodeStore:
         if receipt and (purpose, receipt) in self._receipts:
             return CodeCheck.OK  # the same job presenting the same code again
         key = (purpose, subject)
-        entry = self._codes.get(key)
-        if entry is None or entry[2] <= time.monotonic():
-            self._codes.pop(key, None)
+        entry = self._live(key)
+        if entry is None:
             return CodeCheck.MISSING
         stored, attempts, deadline = entry
         if same(stored, code_hash):
