@@ -11,9 +11,11 @@ import copy
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
@@ -231,16 +233,31 @@ class MemoryNotifier:
 class MemoryDeliveryLog:
     """The courier's delivery records in a dict. Each operation runs without yielding to the
     event loop between its read and its write, so it is as atomic as the SQL statement; events go
-    to the database's outbox under its lock, like one transaction."""
+    to the database's outbox under its lock, like one transaction. It runs the delivery log's
+    contract beside SQL (tests/integration/test_deliveries_sql.py and
+    test_delivery_leases_sql.py, `[fake]`), and matches it where SQL is stricter than a dict:
+    times must be aware (and come back in UTC), `last_error` is cut to its column's 200
+    characters, and an event already in the outbox is refused with the record left as it was."""
+
+    LAST_ERROR_LENGTH = 200  # the `deliveries.last_error` column's
 
     def __init__(self, db: MemoryDatabase | None = None) -> None:
         self.db = db or MemoryDatabase()
         self.records: dict[str, DeliveryRecord] = {}
 
+    @staticmethod
+    def _utc(moment: datetime) -> datetime:
+        """As SQL's UTC columns: a naive time is refused (SQLAlchemy wraps the same ValueError in
+        a `StatementError`), an aware one comes back in UTC."""
+        if moment.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return moment.astimezone(UTC)
+
     async def get(self, message_id: str) -> DeliveryRecord | None:
         return self.records.get(message_id)
 
     async def claim(self, message_id: str, owner: str, now: datetime, until: datetime) -> Claim:
+        now, until = self._utc(now), self._utc(until)
         record = self.records.get(message_id)
         if record is None:
             record = DeliveryRecord(
@@ -265,6 +282,7 @@ class MemoryDeliveryLog:
         return Claim(True, record)
 
     async def release(self, message_id: str, owner: str, now: datetime) -> None:
+        now = self._utc(now)
         record = self.records.get(message_id)
         if record is not None and record.status == Status.SENDING and record.lease_owner == owner:
             self.records[message_id] = replace(
@@ -283,6 +301,9 @@ class MemoryDeliveryLog:
         owner: str | None = None,
     ) -> bool:
         status = Status(status)  # a test's plain string too, as the SQL log takes one
+        now = self._utc(now)
+        # As the SQL log: the column holds 200 characters, and an empty error is none.
+        error = error[: self.LAST_ERROR_LENGTH] if error else None
         async with self.db.lock:
             previous = self.records.get(message_id)
             if previous is not None and (
@@ -290,6 +311,12 @@ class MemoryDeliveryLog:
                 or (status not in FINAL and owner is not None and previous.lease_owner != owner)
             ):
                 return False
+            # The outbox's id is unique in SQL: the same event twice fails the transaction, and
+            # the record is not written either. Checked before anything is.
+            if event is not None and any(m.id == event.id for _s, m, _p in self.db.tables.outbox):
+                raise IntegrityError(
+                    "INSERT INTO outbox", None, Exception(f"duplicate outbox id {event.id}")
+                )
             created = previous.created_at if previous else now
             keep = status not in FINAL and previous is not None  # a final status ends the lease
             lease = (

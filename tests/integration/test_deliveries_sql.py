@@ -1,43 +1,102 @@
 """The SQL delivery log's contract, on SQLite, PostgreSQL and MariaDB alike: one row per message
-id, each outcome written in the same transaction as its outbox event."""
+id, each outcome written in the same transaction as its outbox event. The tests written against
+the `DeliveryLog` port also run on the `MemoryDeliveryLog` fake of the courier's unit tests
+(`[fake]`), so that it cannot drift from the real thing; the outage test is SQL's own."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.domain import events
+from gatehouse.domain.events import OutboxMessage
 from gatehouse.errors import Unavailable
-from gatehouse.ports import DeliveryRecord
+from gatehouse.ports import DeliveryLog, DeliveryRecord, OutboxRecord, OutboxStore
 from gatehouse.storage import sql
-from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.schema import deliveries
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 from tests.conftest import free_port
+from tests.fakes import MemoryDatabase, MemoryDeliveryLog, MemoryOutboxStore
+from tests.integration.conftest import BACKENDS, FAKE
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 MESSAGE = "11111111-2222-3333-4444-555555555555"
+# A test of the port: on every SQL backend and on the fake.
+on_the_fake_too = pytest.mark.parametrize(
+    "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
+)
+RowCount = Callable[[], Awaitable[int]]
 
 
-async def outbox_rows(engine: AsyncEngine) -> list[dict[str, object]]:
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(outbox).order_by(outbox.c.seq))).all()
-    return [dict(r._mapping) for r in rows]
+@pytest.fixture
+def log(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> DeliveryLog:
+    """The delivery log on the backend (emptied first); on the fake, over the test's own
+    `MemoryDatabase`, whose outbox takes the events."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryDeliveryLog(database)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlDeliveryLog(engine)
 
 
-async def test_records_progress_then_the_outcome_with_its_event(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@pytest.fixture
+def outbox_store(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> OutboxStore:
+    """The relay's side of the outbox the log writes its events to."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryOutboxStore(database, lambda: NOW)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlOutboxStore(engine, lambda: NOW)
+
+
+@pytest.fixture
+def delivery_rows(log: DeliveryLog, request: pytest.FixtureRequest) -> RowCount:
+    """How many records the log holds, whatever their ids: the port cannot list them."""
+    if isinstance(log, MemoryDeliveryLog):
+        fake = log
+
+        async def in_the_dict() -> int:
+            return len(fake.records)
+
+        return in_the_dict
+    engine: AsyncEngine = request.getfixturevalue("engine")
+
+    async def in_the_table() -> int:
+        async with engine.connect() as conn:
+            query = select(func.count()).select_from(deliveries)
+            return int((await conn.execute(query)).scalar_one())
+
+    return in_the_table
+
+
+async def published(store: OutboxStore) -> list[OutboxMessage]:
+    """Every unpublished event, in order, as the relay would publish it (marked published)."""
+    taken: list[OutboxRecord] = []
+
+    async def publish(records: Sequence[OutboxRecord]) -> None:
+        taken.extend(records)
+
+    await store.claim(1000, publish)
+    return [r.message for r in taken]
+
+
+@on_the_fake_too
+async def test_records_progress_then_the_outcome_with_its_event(
+    log: DeliveryLog, outbox_store: OutboxStore
+) -> None:
     assert await log.get(MESSAGE) is None
 
     await log.record(MESSAGE, "sending", "whatsapp", 1, "whatsapp: Twilio 503", None, NOW)
     assert await log.get(MESSAGE) == DeliveryRecord(
         MESSAGE, "sending", "whatsapp", 1, "whatsapp: Twilio 503", NOW, NOW
     )
-    assert await outbox_rows(engine) == []  # progress reports no event
+    assert await outbox_store.pending_count() == 0  # progress reports no event
 
     later = NOW + timedelta(seconds=3, microseconds=7)
     event = events.user_event(
@@ -50,18 +109,15 @@ async def test_records_progress_then_the_outcome_with_its_event(engine: AsyncEng
     stored = await log.get(MESSAGE)
     assert stored == DeliveryRecord(MESSAGE, "sent", "sms", 2, "whatsapp: Twilio 400", NOW, later)
     assert stored is not None and stored.updated_at.tzinfo is not None
-    [row] = await outbox_rows(engine)
-    assert (row["id"], row["topic"], row["message_key"]) == (
-        event.id,
-        events.USER_EVENTS,
-        "user-9",
-    )
-    assert json.loads(str(row["payload"])) == event.payload
-    assert row["published_at"] is None  # the relay's to publish
+    assert await outbox_store.pending_count() == 1  # the relay's to publish
+    # Its id, topic, key, payload (through JSON in SQL) and time, as the courier made them.
+    assert await published(outbox_store) == [event]
 
 
-async def test_the_record_and_its_event_commit_together(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_the_record_and_its_event_commit_together(
+    log: DeliveryLog, outbox_store: OutboxStore
+) -> None:
     event = events.user_event(events.MESSAGE_ABANDONED, "u", {"message_id": MESSAGE}, NOW)
     await log.record(MESSAGE, "sending", "sms", 1, "sms: Twilio 500", None, NOW)
     await log.record("other-message", "abandoned", "sms", 1, "x", event, NOW)
@@ -70,25 +126,51 @@ async def test_the_record_and_its_event_commit_together(engine: AsyncEngine) -> 
         await log.record(MESSAGE, "abandoned", "sms", 5, "sms: Twilio 500", event, NOW)
     still = await log.get(MESSAGE)
     assert still is not None and (still.status, still.attempts) == ("sending", 1)
-    assert len(await outbox_rows(engine)) == 1
+    assert await outbox_store.pending_count() == 1
 
 
-async def test_writing_the_same_values_twice_is_fine(engine: AsyncEngine) -> None:
+@on_the_fake_too
+async def test_writing_the_same_values_twice_is_fine(
+    log: DeliveryLog, delivery_rows: RowCount
+) -> None:
     """An update that changes nothing still finds its row (MariaDB counts matched rows)."""
-    log = SqlDeliveryLog(engine)
     for _ in range(2):
-        await log.record(MESSAGE, "sending", None, 0, None, None, NOW)
-    async with engine.connect() as conn:
-        count = (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one()
-    assert count == 1
+        assert await log.record(MESSAGE, "sending", None, 0, None, None, NOW)
+    assert await delivery_rows() == 1
     assert await log.get(MESSAGE) == DeliveryRecord(MESSAGE, "sending", None, 0, None, NOW, NOW)
 
 
-async def test_last_error_is_kept_short(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_last_error_is_kept_short_and_an_empty_one_is_none(log: DeliveryLog) -> None:
     await log.record(MESSAGE, "abandoned", "email", 5, "e" * 500, None, NOW)
     stored = await log.get(MESSAGE)
     assert stored is not None and stored.last_error == "e" * 200
+    await log.record("other-message", "sending", "email", 1, "", None, NOW)
+    other = await log.get("other-message")
+    assert other is not None and other.last_error is None
+
+
+@on_the_fake_too
+async def test_times_are_aware_and_come_back_in_utc(log: DeliveryLog) -> None:
+    # SQL stores naive UTC and refuses a naive time; it returns every time in UTC.
+    naive = NOW.replace(tzinfo=None)
+    refused = pytest.raises((StatementError, ValueError), match="naive datetime")
+    with refused:
+        await log.claim(MESSAGE, "a", naive, naive + timedelta(seconds=60))
+    with refused:
+        await log.record(MESSAGE, "sending", "sms", 1, None, None, naive)
+    with refused:
+        await log.release(MESSAGE, "a", naive)
+    assert await log.get(MESSAGE) is None
+
+    east = NOW.astimezone(timezone(timedelta(hours=1)))  # the same instant, at UTC+1
+    assert (await log.claim(MESSAGE, "a", east, east + timedelta(seconds=60))).won
+    assert await log.record(MESSAGE, "sending", "sms", 1, None, None, east, "a")
+    stored = await log.get(MESSAGE)
+    assert stored is not None and stored.lease_until is not None
+    times = (stored.created_at, stored.updated_at, stored.lease_until)
+    assert times == (NOW, NOW, NOW + timedelta(seconds=60))
+    assert [t.tzinfo for t in times] == [UTC, UTC, UTC]
 
 
 async def test_an_unreachable_database_is_unavailable() -> None:

@@ -1,28 +1,93 @@
 """The delivery lease in SQL, on SQLite, PostgreSQL and MariaDB alike: of many couriers claiming
 one message at once exactly one wins, whether the row is new (INSERT) or its lease has expired
-(UPDATE); a live lease is renewed only by its holder; the first outcome recorded stands."""
+(UPDATE); a live lease is renewed only by its holder; the first outcome recorded stands. Every
+test here is written against the `DeliveryLog` port, so each runs on the `MemoryDeliveryLog` fake
+of the courier's unit tests too (`[fake]`): the leases those tests rely on are SQL's."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.domain import events
-from gatehouse.ports import Claim
-from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.ports import Claim, DeliveryLog, OutboxRecord, OutboxStore
+from gatehouse.storage.schema import deliveries
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
+from gatehouse.storage.sql_outbox import SqlOutboxStore
+from tests.fakes import MemoryDatabase, MemoryDeliveryLog, MemoryOutboxStore
+from tests.integration.conftest import BACKENDS, FAKE
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 MESSAGE = "aaaaaaaa-2222-3333-4444-555555555555"
 RACERS = 20
+# A test of the port: on every SQL backend and on the fake.
+on_the_fake_too = pytest.mark.parametrize(
+    "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
+)
+RowCount = Callable[[], Awaitable[int]]
 
 
-async def race(log: SqlDeliveryLog, now: datetime) -> list[Claim]:
-    """RACERS couriers claim MESSAGE at the same moment, each on its own connection."""
+@pytest.fixture
+def log(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> DeliveryLog:
+    """The delivery log on the backend (emptied first); on the fake, over the test's own
+    `MemoryDatabase`, whose outbox takes the events."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryDeliveryLog(database)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlDeliveryLog(engine)
+
+
+@pytest.fixture
+def outbox_store(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> OutboxStore:
+    """The relay's side of the outbox the log writes its events to."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryOutboxStore(database, lambda: NOW)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlOutboxStore(engine, lambda: NOW)
+
+
+@pytest.fixture
+def delivery_rows(log: DeliveryLog, request: pytest.FixtureRequest) -> RowCount:
+    """How many records the log holds, whatever their ids: the port cannot list them."""
+    if isinstance(log, MemoryDeliveryLog):
+        fake = log
+
+        async def in_the_dict() -> int:
+            return len(fake.records)
+
+        return in_the_dict
+    engine: AsyncEngine = request.getfixturevalue("engine")
+
+    async def in_the_table() -> int:
+        async with engine.connect() as conn:
+            query = select(func.count()).select_from(deliveries)
+            return int((await conn.execute(query)).scalar_one())
+
+    return in_the_table
+
+
+async def published(store: OutboxStore) -> list[OutboxMessage]:
+    """Every unpublished event, in order, as the relay would publish it (marked published)."""
+    taken: list[OutboxRecord] = []
+
+    async def publish(records: Sequence[OutboxRecord]) -> None:
+        taken.extend(records)
+
+    await store.claim(1000, publish)
+    return [r.message for r in taken]
+
+
+async def race(log: DeliveryLog, now: datetime) -> list[Claim]:
+    """RACERS couriers claim MESSAGE at the same moment, each on its own connection in SQL."""
     start = asyncio.Event()
 
     async def one(i: int) -> Claim:
@@ -39,20 +104,21 @@ def winners(claims: list[Claim]) -> list[str]:
     return [str(c.record.lease_owner) for c in claims if c.won]
 
 
-async def test_one_of_many_claims_on_a_new_message_wins(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_one_of_many_claims_on_a_new_message_wins(
+    log: DeliveryLog, delivery_rows: RowCount
+) -> None:
     claims = await race(log, NOW)
     [winner] = winners(claims)
     # The losers read the winner's row: they know whom the message is left to, and until when.
     assert {(c.record.lease_owner, c.record.lease_until) for c in claims} == {(winner, NOW + LEASE)}
-    async with engine.connect() as conn:
-        assert (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one() == 1
+    assert await delivery_rows() == 1
     stored = await log.get(MESSAGE)
     assert stored is not None and (stored.status, stored.attempts) == ("sending", 0)
 
 
-async def test_one_of_many_claims_on_an_expired_lease_wins(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_one_of_many_claims_on_an_expired_lease_wins(log: DeliveryLog) -> None:
     assert (await log.claim(MESSAGE, "crashed", NOW, NOW + LEASE)).won
     await log.record(MESSAGE, "sending", "email", 2, "email: SMTP 451", None, NOW, "crashed")
     later = NOW + LEASE + timedelta(microseconds=1)
@@ -64,8 +130,8 @@ async def test_one_of_many_claims_on_an_expired_lease_wins(engine: AsyncEngine) 
     assert (stored.lease_owner, stored.lease_until, stored.attempts) == (winner, later + LEASE, 2)
 
 
-async def test_a_live_lease_is_renewed_only_by_its_holder(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_a_live_lease_is_renewed_only_by_its_holder(log: DeliveryLog) -> None:
     assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
     just_before = NOW + LEASE - timedelta(microseconds=1)
     lost = await log.claim(MESSAGE, "b", just_before, just_before + LEASE)
@@ -79,8 +145,8 @@ async def test_a_live_lease_is_renewed_only_by_its_holder(engine: AsyncEngine) -
     assert stored is not None and (stored.attempts, stored.lease_owner) == (1, "a")
 
 
-async def test_a_released_message_is_queued_and_anyone_takes_it(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_a_released_message_is_queued_and_anyone_takes_it(log: DeliveryLog) -> None:
     assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
     await log.release(MESSAGE, "b", NOW)  # not b's to give
     assert not (await log.claim(MESSAGE, "b", NOW, NOW + LEASE)).won
@@ -91,8 +157,10 @@ async def test_a_released_message_is_queued_and_anyone_takes_it(engine: AsyncEng
     assert (await log.claim(MESSAGE, "b", NOW, NOW + LEASE)).won
 
 
-async def test_the_first_outcome_stands_with_its_one_event(engine: AsyncEngine) -> None:
-    log = SqlDeliveryLog(engine)
+@on_the_fake_too
+async def test_the_first_outcome_stands_with_its_one_event(
+    log: DeliveryLog, outbox_store: OutboxStore
+) -> None:
     assert (await log.claim(MESSAGE, "a", NOW, NOW + LEASE)).won
     sent = events.user_event(events.MESSAGE_SENT, "u", {"message_id": MESSAGE}, NOW)
     # A courier whose lease was taken over may still record what it did: the outcome is a fact.
@@ -105,14 +173,12 @@ async def test_the_first_outcome_stands_with_its_one_event(engine: AsyncEngine) 
     assert not await log.record(MESSAGE, "sending", "email", 5, "x", None, NOW)
     final = await log.claim(MESSAGE, "c", NOW + 2 * LEASE, NOW + 3 * LEASE)
     assert not final.won and final.record.status == "sent"
-    async with engine.connect() as conn:
-        ids = (await conn.execute(select(outbox.c.id))).scalars().all()
-    assert ids == [sent.id]
+    assert [m.id for m in await published(outbox_store)] == [sent.id]
 
 
-async def test_many_couriers_claiming_many_messages_split_them(engine: AsyncEngine) -> None:
+@on_the_fake_too
+async def test_many_couriers_claiming_many_messages_split_them(log: DeliveryLog) -> None:
     """Each of 10 messages claimed by 4 couriers at once: one winner per message, no error."""
-    log = SqlDeliveryLog(engine)
     ids = [f"bbbbbbbb-0000-0000-0000-{i:012d}" for i in range(10)]
     claims = await asyncio.gather(
         *(log.claim(m, f"courier-{c}", NOW, NOW + LEASE) for m in ids for c in range(4))

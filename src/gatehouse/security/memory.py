@@ -7,15 +7,42 @@ import time
 from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck
 from gatehouse.domain.crypto import same
 
+# The fewest code and wrong-try entries a sweep waits for: below this, a dict of expired entries
+# costs less than sweeping it often.
+SWEEP_FLOOR = 1024
+
 
 class MemoryCodeStore:
     """Codes in a dict with monotonic expiry; the event loop makes each check atomic. Wrong tries
-    are also counted per subject across codes, for the failure window."""
+    are also counted per subject across codes, for the failure window.
+
+    A subject that never comes back would leave its expired code or wrong-try count behind for
+    good, so a long-running `serve` sweeps them: whenever the two dicts together have grown to
+    twice what the last sweep left (and at least `SWEEP_FLOOR`), every expired entry goes. A
+    sweep of n entries follows at least n/2 additions, so it costs O(1) per operation amortised,
+    and the dicts stay within twice the entries live at the last sweep (or the floor)."""
 
     def __init__(self) -> None:
         self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
         self._fails: dict[tuple[str, str], tuple[int, float]] = {}
         self._receipts: dict[tuple[str, str], float] = {}  # (purpose, receipt) -> deadline
+        self._sweep_at = SWEEP_FLOOR  # the size of `_codes` and `_fails` that triggers a sweep
+
+    def _entries(self) -> int:
+        """How many codes and wrong-try counts are held, expired ones included."""
+        return len(self._codes) + len(self._fails)
+
+    def _grown(self) -> None:
+        """Called after an entry is added: sweeps when the dicts have doubled since the last
+        sweep. Synchronous, like every operation here, so no check sees half a sweep."""
+        if self._entries() < self._sweep_at:
+            return
+        now = time.monotonic()
+        # The same tests as `_live` and `_recent_fails`: what goes was already treated as gone.
+        # Rebuilt, not deleted from: a dict keeps its table's size after deletions.
+        self._codes = {k: e for k, e in self._codes.items() if e[2] > now}
+        self._fails = {k: e for k, e in self._fails.items() if e[1] > now}
+        self._sweep_at = max(SWEEP_FLOOR, 2 * self._entries())
 
     def _recent_fails(self, key: tuple[str, str]) -> int:
         count, until = self._fails.get(key, (0, 0.0))
@@ -30,6 +57,7 @@ class MemoryCodeStore:
         if left <= 0:
             return 0
         self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds)
+        self._grown()
         return left
 
     def _live(self, key: tuple[str, str]) -> tuple[str, int, float] | None:
@@ -46,6 +74,7 @@ class MemoryCodeStore:
         key = (purpose, subject)
         if self._live(key) is None:  # never over a live code; an expired one is no code
             self._codes[key] = (code_hash, attempts, time.monotonic() + ttl_seconds)
+            self._grown()
 
     async def check(
         self,
@@ -78,8 +107,10 @@ class MemoryCodeStore:
         )
         if attempts <= 1:
             del self._codes[key]
+            self._grown()  # a wrong-try count may have been added
             return CodeCheck.EXHAUSTED
         self._codes[key] = (stored, attempts - 1, deadline)
+        self._grown()
         return CodeCheck.MISMATCH
 
     async def ping(self) -> None:
