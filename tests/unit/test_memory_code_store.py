@@ -5,7 +5,7 @@ wrong-try counts of subjects that never come back, or a long-running `serve` kee
 from __future__ import annotations
 
 from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck
-from gatehouse.security.memory import SWEEP_FLOOR, MemoryCodeStore
+from gatehouse.security.memory import SWEEP_FLOOR, MemoryCodeStore, MemoryFailureCounter
 from tests.unit.helpers import FakeClock
 
 PURPOSE = "verify"
@@ -23,8 +23,8 @@ assert ROUNDS * (BATCH + BATCH // 2) > 2 * BOUND
 
 
 def held(codes: MemoryCodeStore) -> int:
-    """Codes and wrong-try counts in memory, expired ones included."""
-    return len(codes._codes) + len(codes._fails)
+    """Codes, wrong-try counts and receipts in memory, expired ones included."""
+    return len(codes._codes) + len(codes._fails) + len(codes._receipts)
 
 
 async def test_expired_codes_and_wrong_tries_are_swept_and_live_ones_kept(
@@ -68,3 +68,36 @@ async def test_expired_codes_and_wrong_tries_are_swept_and_live_ones_kept(
         for _ in range(ATTEMPTS - 1):
             assert await codes.check(PURPOSE, f"keeper-{k}", "wrong") == CodeCheck.MISMATCH
         assert await codes.check(PURPOSE, f"keeper-{k}", f"code-{k}") == CodeCheck.OK
+
+
+async def test_expired_receipts_are_swept_and_live_ones_still_answer(
+    codes: MemoryCodeStore, clock: FakeClock
+) -> None:
+    # A job's receipt lets the same job present its spent code again for a while; receipts of
+    # jobs that never run again must go too.
+    for i in range(3 * SWEEP_FLOOR):
+        await codes.put(PURPOSE, f"job-{i}", "right", TTL, ATTEMPTS)
+        check = await codes.check(
+            PURPOSE, f"job-{i}", "right", receipt=f"r-{i}", receipt_ttl_seconds=60
+        )
+        assert check == CodeCheck.OK
+        if i % SWEEP_FLOOR == SWEEP_FLOOR - 1:
+            # The newest receipt still answers; then every receipt so far expires.
+            again = await codes.check(PURPOSE, f"job-{i}", "right", receipt=f"r-{i}")
+            assert again == CodeCheck.OK
+            clock.advance(61)
+        assert held(codes) <= 2 * SWEEP_FLOOR
+    assert await codes.check(PURPOSE, "job-0", "right", receipt="r-0") == CodeCheck.MISSING
+
+
+async def test_failure_counts_of_keys_that_never_return_are_swept() -> None:
+    failures = MemoryFailureCounter()
+    now = 1000.0
+    for i in range(4 * SWEEP_FLOOR):
+        assert await failures.add(f"key-{i}", now, 60) == 1
+        assert len(failures._entries) <= 2 * SWEEP_FLOOR
+        if i % SWEEP_FLOOR == SWEEP_FLOOR - 1:
+            # Live counts were kept through the sweeps so far and still count...
+            assert await failures.get(f"key-{i - SWEEP_FLOOR + 1}", now) == (1, now)
+            now += 61  # ...and now every count so far is past its window.
+    assert await failures.get("key-0", now) == (0, 0.0)

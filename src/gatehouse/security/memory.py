@@ -26,11 +26,11 @@ class MemoryCodeStore:
         self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
         self._fails: dict[tuple[str, str], tuple[int, float]] = {}
         self._receipts: dict[tuple[str, str], float] = {}  # (purpose, receipt) -> deadline
-        self._sweep_at = SWEEP_FLOOR  # the size of `_codes` and `_fails` that triggers a sweep
+        self._sweep_at = SWEEP_FLOOR  # the number of entries held that triggers a sweep
 
     def _entries(self) -> int:
-        """How many codes and wrong-try counts are held, expired ones included."""
-        return len(self._codes) + len(self._fails)
+        """How many codes, wrong-try counts and receipts are held, expired ones included."""
+        return len(self._codes) + len(self._fails) + len(self._receipts)
 
     def _grown(self) -> None:
         """Called after an entry is added: sweeps when the dicts have doubled since the last
@@ -42,6 +42,7 @@ class MemoryCodeStore:
         # Rebuilt, not deleted from: a dict keeps its table's size after deletions.
         self._codes = {k: e for k, e in self._codes.items() if e[2] > now}
         self._fails = {k: e for k, e in self._fails.items() if e[1] > now}
+        self._receipts = {k: deadline for k, deadline in self._receipts.items() if deadline > now}
         self._sweep_at = max(SWEEP_FLOOR, 2 * self._entries())
 
     def _recent_fails(self, key: tuple[str, str]) -> int:
@@ -86,9 +87,7 @@ class MemoryCodeStore:
         receipt_ttl_seconds: int = 0,
     ) -> CodeCheck:
         now = time.monotonic()
-        if self._receipts:
-            self._receipts = {k: t for k, t in self._receipts.items() if t > now}
-        if receipt and (purpose, receipt) in self._receipts:
+        if receipt and self._receipts.get((purpose, receipt), 0.0) > now:
             return CodeCheck.OK  # the same job presenting the same code again
         key = (purpose, subject)
         entry = self._live(key)
@@ -100,6 +99,7 @@ class MemoryCodeStore:
             self._fails.pop(key, None)
             if receipt and receipt_ttl_seconds > 0:
                 self._receipts[(purpose, receipt)] = now + receipt_ttl_seconds
+                self._grown()
             return CodeCheck.OK
         self._fails[key] = (
             self._recent_fails(key) + 1,
@@ -118,10 +118,12 @@ class MemoryCodeStore:
 
 
 class MemoryFailureCounter:
-    """Failure counts in a dict; each entry is forgotten `window` seconds after its last failure."""
+    """Failure counts in a dict; each entry is forgotten `window` seconds after its last failure.
+    Keys that never come back are swept as the code store's are (amortised, bounded)."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[int, float, float]] = {}
+        self._sweep_at = SWEEP_FLOOR
 
     async def get(self, key: str, now: float) -> tuple[int, float]:
         entry = self._entries.get(key)
@@ -133,6 +135,9 @@ class MemoryFailureCounter:
     async def add(self, key: str, now: float, window_seconds: int) -> int:
         count, _last = await self.get(key, now)
         self._entries[key] = (count + 1, now, now + window_seconds)
+        if len(self._entries) >= self._sweep_at:
+            self._entries = {k: e for k, e in self._entries.items() if e[2] > now}
+            self._sweep_at = max(SWEEP_FLOOR, 2 * len(self._entries))
         return count + 1
 
     async def clear(self, key: str) -> None:
