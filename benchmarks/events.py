@@ -52,6 +52,7 @@ from tests.conftest import end_offsets
 from gatehouse.domain import events
 from gatehouse.storage import sql
 from gatehouse.storage.schema import deliveries, outbox
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 
 RATE = 50.0  # registrations offered a second
 SECONDS = 6.0  # of load in each measured run
@@ -308,7 +309,7 @@ async def relay_run(engine: AsyncEngine, count: int) -> dict[str, Any]:
         write_s = time.monotonic() - writing
         await uow.commit()
     committed = time.time()
-    store = sql.SqlOutboxStore(engine, lambda: datetime.now(UTC))
+    store = SqlOutboxStore(engine, lambda: datetime.now(UTC))
     deadline = time.monotonic() + 120
     while await store.pending_count() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

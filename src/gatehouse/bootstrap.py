@@ -103,7 +103,11 @@ class Services:
         if self.bus is not None:
             return self.bus
         s = self.settings
-        return KafkaPublisher(s.kafka_bootstrap_servers, f"{s.kafka_client_id}-courier")
+        return KafkaPublisher(
+            s.kafka_bootstrap_servers,
+            f"{s.kafka_client_id}-courier",
+            compression=s.kafka_compression,
+        )
 
     def ensure_topics(self) -> list[str]:
         s = self.settings
@@ -298,7 +302,11 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     bus: MemoryBus | None = None
     publisher: EventPublisher
     if settings.kafka_bootstrap_servers:
-        publisher = KafkaPublisher(settings.kafka_bootstrap_servers, settings.kafka_client_id)
+        publisher = KafkaPublisher(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_client_id,
+            compression=settings.kafka_compression,
+        )
     else:
         bus = MemoryBus(TOPICS)
         publisher = bus

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]  # librdkafka's codecs
+
 # Moving-window limits per rule (`limits` syntax; "" switches a rule off). `*_ip` rules count
 # per client address, `*_account` per email or phone, `otp_*` per code recipient and per
 # destination country. Override all of them at once with GATEHOUSE_RATE_LIMITS='{...}'.
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = 3
     kafka_replication_factor: int = 1
     kafka_client_id: str = "gatehouse"
+    # Codec of the records Gatehouse produces (relay, dead letters). gzip: every Kafka client
+    # reads it with nothing added; kafkajs (the seeds' Node services) reads snappy, lz4 and zstd
+    # only with a codec plug-in registered. lz4 or zstd cost less CPU when every consumer can
+    # read them; `none` sends records as they are.
+    kafka_compression: Compression = "gzip"
     kafka_courier_group: str = "gatehouse-courier"
     smtp_url: str = ""
     smtp_timeout_seconds: float = 10.0

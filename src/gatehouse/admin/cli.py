@@ -22,8 +22,9 @@ from gatehouse.bootstrap import build
 from gatehouse.config import Settings
 from gatehouse.domain.crypto import add_data_key, generate_secrets_document, rotate_signing_keys
 
-keys = typer.Typer(no_args_is_help=True, help="Secrets and keys.")
-users = typer.Typer(no_args_is_help=True, help="User administration.")
+# Plain help, as the main command's (entrypoints/cli.py): rich panels show flags as `<bool>`.
+keys = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Secrets and keys.")
+users = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="User administration.")
 
 
 def _write_secrets(settings: Settings, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:

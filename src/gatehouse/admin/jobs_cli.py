@@ -19,7 +19,8 @@ from gatehouse.errors import Unavailable
 from gatehouse.jobs.queues import QUEUES
 from gatehouse.ports import JobState
 
-jobs = typer.Typer(no_args_is_help=True, help="The job queues' failed set.")
+# Plain help, as the main command's (entrypoints/cli.py): rich panels show flags as `<bool>`.
+jobs = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The job queues' failed set.")
 T = TypeVar("T")
 QueueOption = Annotated[
     str, typer.Option("--queue", "-q", help="One queue (default: every queue).")

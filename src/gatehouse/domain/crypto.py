@@ -28,7 +28,6 @@ def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-
 class Keyring:
     """AES-256-GCM under named keys; the last key encrypts, every key decrypts (rotation)."""
 

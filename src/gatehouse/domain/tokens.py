@@ -22,7 +22,6 @@ FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 VERIFIED_CACHE_SIZE = 4096  # about 1 MB of checked tokens per process
 
 
-
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     sub: str

@@ -16,12 +16,13 @@ from gatehouse.admin import http as admin
 from gatehouse.bootstrap import Services
 from gatehouse.jobs import http as jobs
 from gatehouse.observability import health
+from gatehouse.observability.access_log import AccessLog
 from gatehouse.selfservice.login import http as login
 from gatehouse.selfservice.profile import http as profile
 from gatehouse.selfservice.recovery import http as recovery
 from gatehouse.selfservice.registration import http as registration
 from gatehouse.selfservice.sessions import http as sessions
-from gatehouse.web import errors
+from gatehouse.web import docs, errors
 from gatehouse.web.hot import HotRoutes
 from gatehouse.web.middleware import BodyLimit, SecurityHeaders
 
@@ -57,6 +58,10 @@ def create_app(
         # Gatehouse configures no OpenTelemetry; with it on, FastAPI looks for a provider
         # (reading the environment) on every request: 4 % of a refresh.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: docs.install serves them.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.services = services
     settings = services.settings
@@ -69,12 +74,15 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    # Outermost: every answer gets its X-Request-ID and one access-log line.
+    app.add_middleware(AccessLog, router=app.router, trusted_proxies=settings.trusted_proxies)
     errors.install(app)
+    docs.install(app)
     for flow in (registration, login, sessions, profile, recovery):
         app.include_router(flow.router)
     app.include_router(health.router)

@@ -18,11 +18,18 @@ from gatehouse.jobs.worker import worker_role
 from gatehouse.observability import logs
 from gatehouse.ports import SchemaReport
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Gatehouse identity service.")
+# Plain (click-style) help: typer's rich panels print every flag, --help included, as
+# `--help <bool>`, as if it took a value.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Gatehouse identity service.",
+)
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
 app.add_typer(job_admin.jobs, name="jobs")
-db = typer.Typer(no_args_is_help=True, help="The database schema.")
+db = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The database schema.")
 app.add_typer(db, name="db")
 
 

@@ -24,7 +24,6 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 GAVE_UP = "The job could not be completed; please try again later"
 
 
-
 class JobProcessor:
     """One attempt at one job: run it, push the result to its room, hand the result back."""
 

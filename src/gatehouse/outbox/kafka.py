@@ -12,6 +12,7 @@ from typing import Any, Literal
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from gatehouse.config import Compression
 from gatehouse.errors import Unavailable
 from gatehouse.ports import Delivery, Published
 
@@ -47,9 +48,17 @@ def ensure_topics(
 
 class KafkaPublisher:
     """Idempotent producer (`acks=all`, `enable.idempotence`): a retried send is never a second
-    copy in the log, and one key's records keep their order."""
+    copy in the log, and one key's records keep their order. `compression` is the records'
+    codec (GATEHOUSE_KAFKA_COMPRESSION): consumers must be able to read it, and gzip is the one
+    every client reads with nothing added (kafkajs needs a plug-in for snappy, lz4 and zstd)."""
 
-    def __init__(self, bootstrap: str, client_id: str, delivery_timeout_ms: int = 30000):
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        delivery_timeout_ms: int = 30000,
+        compression: Compression = "gzip",
+    ):
         self._flush_timeout = delivery_timeout_ms / 1000 + 5
         self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -57,7 +66,7 @@ class KafkaPublisher:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
-            "compression.type": "lz4",
+            "compression.type": compression,
             "delivery.timeout.ms": delivery_timeout_ms,
             # `flush` waits for the whole batch; only failures need a report, not a Python
             # callback per acknowledged record.

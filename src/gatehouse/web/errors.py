@@ -58,6 +58,15 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
     problems = exc.errors()
     if any(p.get("type") == "json_invalid" for p in problems):
         return failure(400, "malformed_request", "Request body is not valid JSON")
+    # FastAPI decodes a body as JSON only when its Content-Type says JSON; otherwise the route's
+    # schema meets the raw bytes. So a JSON object sent as text/plain (or with no type at all)
+    # is refused for its type, not as "not an object".
+    if any(p.get("loc") == ("body",) and isinstance(p.get("input"), bytes) for p in problems):
+        return failure(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON with Content-Type: application/json",
+        )
     if any(
         p.get("loc") == ("body",) and p.get("type") == "model_attributes_type" for p in problems
     ):
@@ -95,9 +104,13 @@ async def on_http_error(request: Request, exc: Exception) -> JSON:
     return failure(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
-async def on_unexpected(_request: Request, exc: Exception) -> JSON:
-    log.exception("unhandled error", exc_info=exc)
-    return failure(500, "internal_error", "Internal server error")
+async def on_unexpected(request: Request, exc: Exception) -> JSON:
+    # Starlette answers a 500 from outside every middleware, the access log's included: the id
+    # that middleware gave the request comes through `request.state`, to be logged and answered.
+    rid = getattr(request.state, "request_id", None)
+    log.exception("unhandled error (request %s)", rid, exc_info=exc)
+    headers = {"X-Request-ID": rid} if rid else None
+    return failure(500, "internal_error", "Internal server error", headers=headers)
 
 
 def install(app: FastAPI) -> None:
