@@ -100,3 +100,13 @@ async def test_cors_allows_only_the_allowlist(client: httpx.AsyncClient) -> None
     assert "access-control-allow-origin" not in bad.headers
     simple = await client.get("/health/live", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_method_not_allowed_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    # The profile is served by three routes (GET, PATCH, DELETE) of one included router.
+    reply = await client.put("/api/auth/profile")
+    assert reply.status_code == 405
+    assert reply.json()["code"] == "method_not_allowed"
+    assert reply.headers["allow"] == "DELETE, GET, PATCH"
+    reply = await client.get("/api/auth/login")
+    assert (reply.status_code, reply.headers["allow"]) == (405, "POST")

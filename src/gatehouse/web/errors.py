@@ -14,6 +14,7 @@ from gatehouse import errors
 from gatehouse.web.responses import JSON, failure
 
 log = logging.getLogger(__name__)
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 STATUS: dict[type[errors.GatehouseError], int] = {
     errors.InvalidInput: 422,
@@ -85,13 +86,17 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSON:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    """Every method some route serves at this path. Starlette names only the first route's, and
+    FastAPI (0.165) keeps included routers behind one entry each, so each method is matched."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSON:
