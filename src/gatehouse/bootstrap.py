@@ -1,4 +1,4 @@
-"""The composition root: the only place that chooses adapters. `build(settings)` makes every
+"""The composition root: the only place that chooses implementations. `build(settings)` makes every
 object a process needs, once; entrypoints take what they run from the returned `Services`."""
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def build_jobs(settings: Settings, keyring: Keyring | None = None) -> tuple[Jobs
 def units_of_work(
     settings: Settings, engine: AsyncEngine
 ) -> tuple[Callable[[], UnitOfWork], Callable[[], UnitOfWork], PgDatabase | None]:
-    """The flows' storage: on PostgreSQL the asyncpg adapter (`adapters/pg.py`, three times
+    """The flows' storage: on PostgreSQL the asyncpg adapter (`storage/pg.py`, three times
     cheaper a request than SQLAlchemy's), unless turned off; SQLAlchemy on every other
     database, and always for the relay, the courier, migrations and health."""
     if settings.database_asyncpg and settings.is_postgres:

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./gatehouse.db"
     database_pool_size: int = 20
-    # The flows on asyncpg directly on PostgreSQL (adapters/pg.py); SQLAlchemy when false.
+    # The flows on asyncpg directly on PostgreSQL (storage/pg.py); SQLAlchemy when false.
     database_asyncpg: bool = True
     redis_url: str = ""
     kafka_bootstrap_servers: str = ""

@@ -1,4 +1,4 @@
-"""The interfaces flows and entrypoints depend on; adapters implement them, bootstrap picks them."""
+"""The interfaces use cases and doors depend on; implementations fulfil them, bootstrap picks."""
 
 from __future__ import annotations
 

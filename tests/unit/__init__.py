@@ -1,1 +1,2 @@
-"""Unit tests: domain, flows on the memory adapters, courier, relay and the HTTP api in-process."""
+"""Unit tests: domain, flows on test doubles and embedded implementations, courier, relay, and
+the HTTP api in-process."""

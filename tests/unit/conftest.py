@@ -1,4 +1,5 @@
-"""Fixtures of the unit suite: secrets, a cheap argon2, a controllable clock, memory adapters."""
+"""Fixtures of the unit suite: secrets, a cheap argon2, a controllable clock, test doubles and
+embedded implementations."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from gatehouse.domain.crypto import Secrets, generate_secrets_document, parse_secrets
+from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document, parse_secrets
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.security import memory
 from gatehouse.security.hashing import Argon2Hasher
 from gatehouse.security.memory import MemoryCodeStore
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.selfservice.context import FlowContext, Policy
-from tests.fakes import MemoryDatabase, MemoryNotifier
+from tests.fakes import MemoryDatabase, MemoryDeliveryLog, MemoryNotifier
 
 from .api_client import Api, open_api
 from .helpers import FakeClock
@@ -48,6 +49,17 @@ def hasher() -> Iterator[Argon2Hasher]:
 @pytest.fixture
 def service_secrets() -> Secrets:
     return parse_secrets(generate_secrets_document())
+
+
+@pytest.fixture
+def keyring(service_secrets: Secrets) -> Keyring:
+    return service_secrets.keyring()
+
+
+@pytest.fixture
+def log() -> MemoryDeliveryLog:
+    """The courier's delivery log (with the outbox it writes its events to)."""
+    return MemoryDeliveryLog()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The HTTP api in-process: real Services (SQLite in a temp dir, embedded bus), migrations, the
-FastAPI app driven through httpx's ASGI transport. Statuses and envelopes of DESIGN.md section 3,
+FastAPI app driven through httpx's ASGI transport. Statuses and envelopes of docs/http-api.md,
 no 500, and no half-written row after a refused request."""
 
 from __future__ import annotations

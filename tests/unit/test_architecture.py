@@ -1,4 +1,4 @@
-"""The dependency rule of DESIGN.md section 2, read from the source with `ast`, and "no work at
+"""The dependency rule of docs/architecture.md, read from the source with `ast`, and "no work at
 import time": importing every module builds no settings, engine or client and opens nothing."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def of_layer(prefix: str) -> list[str]:
     return sorted(m for m in MODULES if within(m, prefix))
 
 
-# What each module is, by where it lives (DESIGN.md section 2). These say what a module *is*;
+# What each module is, by where it lives (docs/architecture.md). These say what a module *is*;
 # there is no list of modules excused from a rule.
 DOORS = ("http", "job", "schemas", "fields")  # how a flow meets HTTP, the queues, the wire
 # Use cases outside selfservice: the courier's decision and record, the operators' tasks.

@@ -1,4 +1,4 @@
-"""Profile update and delete, password recovery and create-user, on the memory adapters."""
+"""Profile update and delete, password recovery and create-user, on the test doubles."""
 
 from __future__ import annotations
 

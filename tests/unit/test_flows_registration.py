@@ -1,4 +1,4 @@
-"""flows.registration on the memory adapters: register, verify, resend, and what failures leave."""
+"""The registration flow on test doubles: register, verify, resend, and what failures leave."""
 
 from __future__ import annotations
 

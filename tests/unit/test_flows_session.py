@@ -1,4 +1,4 @@
-"""flows.session and flows.profile on the memory adapters: login, refresh rotation with reuse
+"""The login, sessions and profile flows on test doubles: login, refresh rotation with reuse
 detection, logout, and reading the profile with an access token."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""adapters.hashing: argon2id on a thread pool, parameters in the hash, NFKC, rehash on upgrade."""
+"""security.hashing: argon2id on a thread pool, parameters in the hash, NFKC, rehash on upgrade."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""adapters.kafka_events.KafkaSource over a stand-in for librdkafka's consumer: it hands over what
+"""outbox.kafka.KafkaSource over a stand-in for librdkafka's consumer: it hands over what
 has arrived as soon as anything has (one blocking poll, then a drain that does not wait), commits
 past each acknowledged message without waiting for the broker, and on close commits, and waits
 for, exactly what was acknowledged: never a message fetched but not handled."""
