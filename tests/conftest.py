@@ -1,4 +1,5 @@
-"""Fixtures shared by the integration and end-to-end tests: the real services and a mail sink."""
+"""Fixtures shared by the integration and end-to-end tests: the real services (and a database of
+a test's own on PostgreSQL), a mail sink and other SMTP servers, readers of Kafka topics."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -50,6 +53,18 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return service_env("KAFKA_BOOTSTRAP_SERVERS")
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    """A new database on the shared PostgreSQL, migrated, for this test alone; dropped after."""
+    from tests.integration.conftest import create_database, drop_database
+
+    url, admin = create_database("postgres", tmp_path)
+    try:
+        yield url
+    finally:
+        drop_database(url, admin)
 
 
 def free_port() -> int:
@@ -95,17 +110,34 @@ class MailSink:
         return self.to(address)
 
 
-@pytest.fixture
-def mail_sink() -> Iterator[MailSink]:
+class SmtpHandler(Protocol):
+    """What `smtp_server` serves: aiosmtpd's `handle_*` methods, and where to listen."""
+
+    host: str
+    port: int
+
+
+Handler = TypeVar("Handler", bound=SmtpHandler)
+
+
+@contextlib.contextmanager
+def smtp_server(handler: Handler) -> Iterator[Handler]:
+    """An aiosmtpd server on `handler`'s host and port, answering with its methods, until the
+    block ends (stopping joins the server's thread: nothing is handled after it)."""
     from aiosmtpd.controller import Controller
 
-    sink = MailSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
+    controller = Controller(handler, hostname=handler.host, port=handler.port)
     controller.start()
     try:
-        yield sink
+        yield handler
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def mail_sink() -> Iterator[MailSink]:
+    with smtp_server(MailSink("127.0.0.1", free_port())) as sink:
+        yield sink
 
 
 def body_of(message: Message) -> str:
@@ -128,6 +160,39 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def read_topic(bootstrap_servers: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
+    """Up to `count` records of `topic` from its start, by a consumer group of its own that
+    commits nothing; fewer if `timeout` seconds pass first."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        found += [m for m in consumer.consume(count - len(found), 0.5) if m.error() is None]
+    consumer.close()
+    return found
+
+
+def committed_offset(bootstrap_servers: str, group: str, topic: str) -> int:
+    """The offset `group` has committed on partition 0 of `topic`."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    checker = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    try:
+        return int(checker.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+    finally:
+        checker.close()
 
 
 def courier_group_at_end(bootstrap_servers: str, group: str, topic: str = "send-otp") -> None:

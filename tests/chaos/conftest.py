@@ -6,20 +6,16 @@ counts and recovery times are printed at the end of the run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from _pytest.terminal import TerminalReporter
 
 from tests.chaos.services import OwnKafka, OwnPostgres
 from tests.conftest import free_port
-from tests.e2e.stack import Stack, own_redis_db
-from tests.integration.conftest import create_database, drop_database
+from tests.e2e.stack import Stack, own_redis_db, wait_ready
 
 CHAOS_DIR = Path(__file__).resolve().parent
 REPORT = pytest.StashKey[list[str]]()
@@ -86,14 +82,6 @@ def own_postgres() -> Iterator[OwnPostgres]:
 
 
 @pytest.fixture
-def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database on the shared PostgreSQL."""
-    url, admin = create_database("postgres", tmp_path)
-    yield url
-    drop_database(url, admin)
-
-
-@pytest.fixture
 def chaos_redis(redis_url: str) -> Iterator[str]:
     with own_redis_db(redis_url) as url:
         yield url
@@ -142,24 +130,9 @@ def gatehouse_serve(tmp_path: Path) -> Iterator[ServeFactory]:
         serve = Serve(stack, free_port())
         started.append(serve)
         role = stack.start("serve", "serve", serve.port)
-        wait_ready(serve, role.popen)
+        wait_ready(role.url, role.popen, role.log, timeout=120)
         return serve
 
     yield start
     for serve in started:
         serve.stack.stop()
-
-
-def wait_ready(serve: Serve, popen: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if popen.poll() is not None:
-            raise AssertionError(f"gatehouse serve exited:\n{serve.logs()}")
-        try:
-            if httpx.get(f"{serve.base}/health/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gatehouse serve not ready in {timeout}s:\n{serve.logs()}")
-        time.sleep(0.2)

@@ -30,22 +30,21 @@ from gatehouse.outbox.kafka import KafkaPublisher, ensure_topics
 from gatehouse.ports import Published
 from gatehouse.storage import sql
 from gatehouse.storage.schema import deliveries, outbox
-from tests.conftest import MailSink, courier_group_at_end, end_offsets, free_port, unique
+from tests.conftest import (
+    MailSink,
+    courier_group_at_end,
+    end_offsets,
+    free_port,
+    smtp_server,
+    unique,
+)
 from tests.e2e.stack import Role, Stack
-from tests.integration.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.chaos
 
 # One courier handles one message at a time: killing it can leave at most that one sent but
 # unrecorded (the at-least-once window documented in courier/consumer.py).
 IN_FLIGHT_PER_COURIER = 1
-
-
-@pytest.fixture
-def database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
-    url, admin = create_database("postgres", tmp_path)
-    yield url
-    drop_database(url, admin)
 
 
 @dataclass
@@ -77,23 +76,18 @@ class Sink(MailSink):
 
 @pytest.fixture
 def sink() -> Iterator[Sink]:
-    from aiosmtpd.controller import Controller
-
-    server = Sink("127.0.0.1", free_port())
-    controller = Controller(server, hostname=server.host, port=server.port)
-    controller.start()
-    try:
+    with smtp_server(Sink("127.0.0.1", free_port())) as server:
         yield server
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
-def couriers(database: str, kafka_bootstrap: str, sink: Sink, tmp_path: Path) -> Iterator[Stack]:
+def couriers(
+    postgres_database: str, kafka_bootstrap: str, sink: Sink, tmp_path: Path
+) -> Iterator[Stack]:
     """A configuration for `gatehouse courier` processes (no Redis: the courier needs none), a
     consumer group of its own that starts at the current end of `send-otp`, and a 5 s lease so
     that a killed courier's message is taken over soon. Every process is stopped at the end."""
-    stack = Stack.configure(tmp_path, database, "", kafka_bootstrap, sink.url)
+    stack = Stack.configure(tmp_path, postgres_database, "", kafka_bootstrap, sink.url)
     stack.env.update(
         GATEHOUSE_COURIER_LEASE_SECONDS="5",
         GATEHOUSE_COURIER_BACKOFF_SECONDS="0.1",
@@ -204,7 +198,7 @@ async def test_courier_killed_mid_batch_loses_nothing(
     couriers: Stack,
     kafka_bootstrap: str,
     sink: Sink,
-    database: str,
+    postgres_database: str,
     chaos_report: Callable[[str], None],
     moment: str,
 ) -> None:
@@ -243,7 +237,7 @@ async def test_courier_killed_mid_batch_loses_nothing(
     counts = received(sink, ids)
     duplicates = sum(counts.values()) - len(counts)
     lost = total - len(counts)
-    statuses, outcome_events = await records_of(database, ids)
+    statuses, outcome_events = await records_of(postgres_database, ids)
     log = second.text()
     held, already = log.count(" is leased to "), log.count(" already sent: not sent again")
     chaos_report(
@@ -289,7 +283,7 @@ async def test_the_same_command_to_two_couriers_at_once_is_sent_once(
     couriers: Stack,
     kafka_bootstrap: str,
     sink: Sink,
-    database: str,
+    postgres_database: str,
     chaos_report: Callable[[str], None],
 ) -> None:
     """Every command is on every partition, in the same order, and the two members of the group
@@ -326,7 +320,7 @@ async def test_the_same_command_to_two_couriers_at_once_is_sent_once(
     lost = total - len(counts)
     logs = one.text() + two.text()
     held, already = logs.count(" is leased to "), logs.count(" already sent: not sent again")
-    statuses, outcome_events = await records_of(database, ids)
+    statuses, outcome_events = await records_of(postgres_database, ids)
     chaos_report(
         f"each command on {copies} partitions, two couriers: published {copies * total}, "
         f"distinct {total}, received {sum(counts.values())}, duplicates {duplicates}, "

@@ -27,7 +27,8 @@ import redis
 
 from gatehouse.config import DEFAULT_RATE_LIMITS
 from gatehouse.domain.crypto import generate_secrets_document
-from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
+from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, smtp_server, unique
+from tests.integration.conftest import create_database, drop_database
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 CODE = re.compile(r"code is: (\d{6})")
@@ -83,15 +84,8 @@ def own_redis_db(redis_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def module_mail_sink() -> Iterator[MailSink]:
     """Like the `mail_sink` fixture, for a module that starts its processes once."""
-    from aiosmtpd.controller import Controller
-
-    sink = MailSink("127.0.0.1", free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with smtp_server(MailSink("127.0.0.1", free_port())) as sink:
         yield sink
-    finally:
-        controller.stop()
 
 
 async def mailed_code(sink: MailSink, to: str, nth: int) -> str:
@@ -126,6 +120,7 @@ class Stack:
     env: dict[str, str]
     secrets: dict[str, Any]  # the processes' keys (a test may sign its own tokens)
     roles: dict[str, Role] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # what `stop` last returned
 
     @classmethod
     def configure(
@@ -210,10 +205,47 @@ class Stack:
                 role.popen.kill()
                 role.popen.wait()
                 codes[name] = -9
+        self.exit_codes = codes
         return codes
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{role.text()}" for name, role in self.roles.items())
+
+
+@contextlib.contextmanager
+def started_stack(
+    tmp: Path, redis_url: str, kafka: str, smtp_url: str, roles: dict[str, str]
+) -> Iterator[Stack]:
+    """`roles` (name: command, each api on a free port) on a new PostgreSQL database and a Redis
+    database of their own, started and ready; at the end stopped (their exit codes then in
+    `exit_codes`) and the database dropped."""
+    database, admin = create_database("postgres", tmp)
+    with own_redis_db(redis_url) as own_redis:
+        stack = Stack.configure(tmp, database, own_redis, kafka, smtp_url)
+        try:
+            for name, command in roles.items():
+                stack.start(name, command, port=free_port() if command == "api" else None)
+            stack.wait_ready()
+            yield stack
+        finally:
+            stack.stop()
+            drop_database(database, admin)
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Until `base`/health/ready answers 200 (each request may take the 3 s a check is given,
+    and more); fails with the log if `process` exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gatehouse exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gatehouse not ready in {timeout}s:\n{log.read_text()}")
 
 
 async def run_node(

@@ -31,7 +31,6 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.storage.schema import outbox, pending_registrations, users
 from tests.conftest import free_port, unique
 from tests.e2e.stack import Role, Stack, own_redis_db
-from tests.integration.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery staple"
@@ -47,15 +46,6 @@ FAST_RECOVERY = {
     # already spent, which is where a kill hurts most.
     "GATEHOUSE_HASH_WORKERS": "1",
 }
-
-
-@pytest.fixture
-def database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
-    url, admin = create_database("postgres", tmp_path)
-    try:
-        yield url
-    finally:
-        drop_database(url, admin)
 
 
 @contextlib.contextmanager
@@ -161,11 +151,11 @@ async def users_by_email(database: str) -> dict[str, list[str]]:
 
 
 async def test_a_worker_killed_mid_create_user_loses_no_job_and_creates_no_duplicate(
-    redis_url: str, database: str, tmp_path: Path
+    redis_url: str, postgres_database: str, tmp_path: Path
 ) -> None:
     count = 60
     with own_redis_db(redis_url) as own_redis:
-        stack = Stack.configure(tmp_path, database, own_redis, "", "")
+        stack = Stack.configure(tmp_path, postgres_database, own_redis, "", "")
         stack.env.update(FAST_RECOVERY)
         queue = Queue("create-user", {"connection": own_redis})
         with stopped_at_exit(stack):
@@ -191,7 +181,7 @@ async def test_a_worker_killed_mid_create_user_loses_no_job_and_creates_no_dupli
                 recovered_after = time.monotonic() - killed_at
             finally:
                 await queue.close()
-        found = await users_by_email(database)
+        found = await users_by_email(postgres_database)
         client = redis.Redis.from_url(own_redis)
         try:
             stalled = {i for i in ids if int(client.hget(f"bull:create-user:{i}", "stc") or 0)}
@@ -297,10 +287,10 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_queued_jobs_survive_a_redis_restart_and_checks_fail_closed_meanwhile(
-    own_redis: OwnRedis, database: str, tmp_path: Path, http: httpx.AsyncClient
+    own_redis: OwnRedis, postgres_database: str, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
     count = 20
-    stack = Stack.configure(tmp_path, database, own_redis.url, "", "")
+    stack = Stack.configure(tmp_path, postgres_database, own_redis.url, "", "")
     # Verification is not rate limited here, so that its 503 comes from the code check itself;
     # login keeps its limits, so that its 503 comes from the rate limiter.
     limits = {**DEFAULT_RATE_LIMITS, "verify_ip": "", "verify_account": ""}
@@ -378,7 +368,7 @@ async def test_queued_jobs_survive_a_redis_restart_and_checks_fail_closed_meanwh
             await queue.close()
         results = [done[i].returnvalue for i in ids]
         assert all(r is not None and r["success"] is True for r in results), results
-        found = await users_by_email(database)
+        found = await users_by_email(postgres_database)
         assert sorted(found) == sorted(email for email, _ in pairs)
         assert all(len(v) == 1 for v in found.values())
 

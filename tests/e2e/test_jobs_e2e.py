@@ -20,9 +20,8 @@ from bullmq import Job, Queue
 from gatehouse.domain.crypto import parse_secrets
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.jobs.dispatch import QUEUES
-from tests.conftest import MailSink, free_port, unique
-from tests.e2e.stack import Stack, mailed_code, module_mail_sink, own_redis_db, run_node
-from tests.integration.conftest import create_database, drop_database
+from tests.conftest import MailSink, unique
+from tests.e2e.stack import Stack, mailed_code, module_mail_sink, run_node, started_stack
 
 pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
@@ -39,19 +38,10 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("jobs-e2e")
-    database, admin = create_database("postgres", tmp)
-    with own_redis_db(redis_url) as own_redis:
-        stack = Stack.configure(tmp, database, own_redis, kafka_bootstrap, module_mail_sink.url)
-        try:
-            stack.start("api", "api", port=free_port())
-            stack.start("worker", "worker")
-            stack.start("relay", "relay")
-            stack.start("courier", "courier")
-            stack.wait_ready()
-            yield stack
-        finally:
-            codes = stack.stop()
-            drop_database(database, admin)
+    roles = {"api": "api", "worker": "worker", "relay": "relay", "courier": "courier"}
+    with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
+        yield stack
+    codes = stack.exit_codes
     logs = stack.logs()
     assert codes == dict.fromkeys(stack.roles, 0), logs  # SIGTERM drains, exit 0
     assert "worker stopped" in stack.roles["worker"].text()

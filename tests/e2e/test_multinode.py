@@ -13,9 +13,8 @@ import pytest
 import socketio
 from bullmq import Queue
 
-from tests.conftest import MailSink, free_port, unique
-from tests.e2e.stack import Stack, mailed_code, module_mail_sink, own_redis_db
-from tests.integration.conftest import create_database, drop_database
+from tests.conftest import MailSink, unique
+from tests.e2e.stack import Stack, mailed_code, module_mail_sink, started_stack
 
 pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
@@ -32,21 +31,17 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("multinode")
-    database, admin = create_database("postgres", tmp)
-    with own_redis_db(redis_url) as own_redis:
-        stack = Stack.configure(tmp, database, own_redis, kafka_bootstrap, module_mail_sink.url)
-        try:
-            stack.start("api1", "api", port=free_port())
-            stack.start("api2", "api", port=free_port())
-            stack.start("worker1", "worker")
-            stack.start("worker2", "worker")
-            stack.start("relay", "relay")
-            stack.start("courier", "courier")
-            stack.wait_ready()
-            yield stack
-        finally:
-            codes = stack.stop()
-            drop_database(database, admin)
+    roles = {
+        "api1": "api",
+        "api2": "api",
+        "worker1": "worker",
+        "worker2": "worker",
+        "relay": "relay",
+        "courier": "courier",
+    }
+    with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
+        yield stack
+    codes = stack.exit_codes
     assert codes == dict.fromkeys(stack.roles, 0), stack.logs()
 
 

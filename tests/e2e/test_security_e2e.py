@@ -27,9 +27,8 @@ from gatehouse.domain.crypto import generate_secrets_document
 from gatehouse.storage import sql
 from gatehouse.storage.schema import metadata
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
-from tests.e2e.stack import own_redis_db
-from tests.e2e.test_serve_e2e import high_watermarks, start_serve, wait_ready
-from tests.integration.conftest import create_database, drop_database
+from tests.e2e.stack import own_redis_db, wait_ready
+from tests.e2e.test_serve_e2e import high_watermarks, start_serve
 
 pytestmark = pytest.mark.e2e
 CODE = re.compile(r"code is: (\d{6})")
@@ -45,13 +44,6 @@ class Running:
     log: Path
     marks: dict[str, list[TopicPartition]]
     process: subprocess.Popen[bytes]
-
-
-@pytest.fixture
-def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
-    url, admin = create_database("postgres", tmp_path)
-    yield url
-    drop_database(url, admin)
 
 
 @pytest.fixture

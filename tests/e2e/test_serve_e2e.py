@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import MailSink, body_of, courier_group_at_end, end_offsets, free_port, unique
-from tests.integration.conftest import create_database, drop_database
+from tests.e2e.stack import wait_ready
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def postgres_database(postgres_url: str, tmp_path: Path) -> Iterator[str]:
-    url, admin = create_database("postgres", tmp_path)
-    yield url
-    drop_database(url, admin)
 
 
 def start_serve(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -41,20 +33,6 @@ def start_serve(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-
-
-def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gatehouse serve exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"gatehouse serve not ready in {timeout}s:\n{log.read_text()}")
 
 
 def high_watermarks(bootstrap: str, topic: str) -> list[TopicPartition]:

@@ -1,23 +1,31 @@
-"""Databases for the contract tests: a fresh, migrated database per backend for the session."""
+"""Databases for the contract tests: a fresh, migrated database per backend for the session. And
+what several suites share: the delivery log, its outbox and its row count on each backend (the
+delivery log suites); an outbox of user events on SQLite (the relay on Kafka); a job's final
+state (the suites on the real queues)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gatehouse.ports import UnitOfWork
+from gatehouse.domain import events
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.ports import DeliveryLog, Jobs, JobState, OutboxRecord, OutboxStore, UnitOfWork
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.pg import PgDatabase
-from gatehouse.storage.schema import metadata
+from gatehouse.storage.schema import deliveries, metadata
+from gatehouse.storage.sql_deliveries import SqlDeliveryLog
+from gatehouse.storage.sql_outbox import SqlOutboxStore
 from tests.conftest import service_env, unique
-from tests.fakes import MemoryDatabase
+from tests.fakes import MemoryDatabase, MemoryDeliveryLog, MemoryOutboxStore
 
 # "postgres-asyncpg": the same PostgreSQL, with the flows' units of work on the asyncpg adapter
 # (storage/pg.py) instead of SQLAlchemy's.
@@ -125,3 +133,100 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
             await conn.execute(delete(table))
     yield engine
     await engine.dispose()
+
+
+# --- the delivery log suites (test_deliveries_sql.py, test_delivery_leases_sql.py) -------------
+
+NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
+# A test of the port: on every SQL backend and on the fake.
+on_the_fake_too = pytest.mark.parametrize(
+    "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
+)
+RowCount = Callable[[], Awaitable[int]]
+
+
+@pytest.fixture
+def log(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> DeliveryLog:
+    """The delivery log on the backend (emptied first); on the fake, over the test's own
+    `MemoryDatabase`, whose outbox takes the events."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryDeliveryLog(database)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlDeliveryLog(engine)
+
+
+@pytest.fixture
+def outbox_store(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> OutboxStore:
+    """The relay's side of the outbox the log writes its events to."""
+    if backend_database[0] == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        return MemoryOutboxStore(database, lambda: NOW)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return SqlOutboxStore(engine, lambda: NOW)
+
+
+@pytest.fixture
+def delivery_rows(log: DeliveryLog, request: pytest.FixtureRequest) -> RowCount:
+    """How many records the log holds, whatever their ids: the port cannot list them."""
+    if isinstance(log, MemoryDeliveryLog):
+        fake = log
+
+        async def in_the_dict() -> int:
+            return len(fake.records)
+
+        return in_the_dict
+    engine: AsyncEngine = request.getfixturevalue("engine")
+
+    async def in_the_table() -> int:
+        async with engine.connect() as conn:
+            query = select(func.count()).select_from(deliveries)
+            return int((await conn.execute(query)).scalar_one())
+
+    return in_the_table
+
+
+async def published(store: OutboxStore) -> list[OutboxMessage]:
+    """Every unpublished event, in order, as the relay would publish it (marked published)."""
+    taken: list[OutboxRecord] = []
+
+    async def publish(records: Sequence[OutboxRecord]) -> None:
+        taken.extend(records)
+
+    await store.claim(1000, publish)
+    return [r.message for r in taken]
+
+
+# --- the relay on Kafka (test_kafka_relay_courier.py, test_kafka_compression.py) -------------
+
+
+async def outbox_of_logins(
+    path: Path, topic: str, count: int
+) -> tuple[AsyncEngine, list[OutboxMessage]]:
+    """A new, migrated SQLite database at `path` whose outbox holds `count` LOGGED_IN events on
+    `topic`, of user-0, user-1 and user-2 in turn, with data {"n": 0}, {"n": 1}, ...: its engine
+    (to dispose of) and the events, in the order written."""
+    engine = sql.create_engine(f"sqlite+aiosqlite:///{path}")
+    await upgrade(engine)
+    now = datetime.now(UTC)
+    written: list[OutboxMessage] = []
+    async with sql.SqlUnitOfWork(engine) as uow:
+        for i in range(count):
+            event = events.user_event(events.LOGGED_IN, f"user-{i % 3}", {"n": i}, now)
+            written.append(OutboxMessage(event.id, topic, event.key, event.payload, now))
+            await uow.outbox.add(written[-1])
+        await uow.commit()
+    return engine, written
+
+
+# --- the queues ---------------------------------------------------------------------------------
+
+
+async def finished(jobs: Jobs, queue: str, job_id: str) -> JobState:
+    """The job's state once it has completed or failed (30 s at the most)."""
+    async with asyncio.timeout(30):
+        while True:
+            state = await jobs.get(queue, job_id)
+            if state is not None and state.state in ("completed", "failed"):
+                return state
+            await asyncio.sleep(0.02)

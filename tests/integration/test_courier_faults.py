@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +34,8 @@ from gatehouse.ports import OutboxRecord, Published
 from gatehouse.storage import sql
 from gatehouse.storage.schema import deliveries, outbox
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
-from tests.conftest import free_port, quiet_mail_log, unique
+from tests.conftest import committed_offset as committed
+from tests.conftest import free_port, quiet_mail_log, read_topic, smtp_server, unique
 from tests.integration.conftest import create_database, drop_database
 
 CODE = "480316"
@@ -94,16 +94,9 @@ class ScriptedSmtp:
 
 @pytest.fixture
 def smtp() -> Iterator[ScriptedSmtp]:
-    from aiosmtpd.controller import Controller
-
-    server = ScriptedSmtp("127.0.0.1", free_port())
-    controller = Controller(server, hostname=server.host, port=server.port)
-    with quiet_mail_log():
-        controller.start()
-        try:
-            yield server
-        finally:
-            controller.stop()  # joins the server's thread: nothing logs after it
+    # The server stops (joining its thread) before the mail log is loud again.
+    with quiet_mail_log(), smtp_server(ScriptedSmtp("127.0.0.1", free_port())) as server:
+        yield server
 
 
 @pytest.fixture
@@ -148,32 +141,6 @@ async def publish(bootstrap: str, topic: str, records: list[Published]) -> None:
     await publisher.start()
     await publisher.publish([Published(topic, r.key, r.value, r.headers) for r in records])
     await publisher.close()
-
-
-def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("dlq-reader"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    found: list[Any] = []
-    deadline = utcnow() + timedelta(seconds=timeout)
-    while len(found) < count and utcnow() < deadline:
-        found += [m for m in consumer.consume(count - len(found), 0.5) if m.error() is None]
-    consumer.close()
-    return found
-
-
-def committed(bootstrap: str, group: str, topic: str) -> int:
-    checker = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return int(checker.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
-    finally:
-        checker.close()
 
 
 async def run_until(courier: Courier, handled: int, timeout: float = 60) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 
 from gatehouse.courier.channels.sendgrid import SendGridChannel
@@ -38,7 +37,7 @@ from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.schema import deliveries, outbox
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
-from tests.conftest import free_port, unique
+from tests.conftest import committed_offset, free_port, unique
 from tests.fakes import MemoryDeliveryLog
 
 SID, TOKEN = "AC" + "0123456789abcdef" * 2, "twilio-auth-token"
@@ -312,19 +311,28 @@ def value(message: OutboxMessage) -> bytes:
     return json.dumps(message.payload).encode()
 
 
+def memory_courier(
+    keyring: Keyring, channels: Mapping[str, Channel], log: MemoryDeliveryLog, **options: Any
+) -> Courier:
+    """A courier taking commands from memory (`deliver`), three attempts a command."""
+    return Courier(
+        MemoryBus().source(events.SEND_OTP),
+        keyring=keyring,
+        renderer=Templates(),
+        channels=channels,
+        clock=utcnow,
+        deliveries=log,
+        attempts=3,
+        **options,
+    )
+
+
 async def test_whatsapp_400_falls_back_to_sms(providers: FakeProviders, keyring: Keyring) -> None:
     providers.script("Messages.json", Answer(400, {"code": 63016}), Answer(201, {"sid": "SM1"}))
     log = MemoryDeliveryLog()
     command = phone_command(keyring)
-    courier = Courier(
-        MemoryBus().source(events.SEND_OTP),
-        keyring=keyring,
-        renderer=Templates(),
-        channels={"whatsapp": whatsapp(providers), "sms": sms(providers)},
-        clock=utcnow,
-        deliveries=log,
-        attempts=3,
-        first_backoff=0.001,
+    courier = memory_courier(
+        keyring, {"whatsapp": whatsapp(providers), "sms": sms(providers)}, log, first_backoff=0.001
     )
     outcome = await courier.deliver(value(command), "user-42")
     assert outcome == "sent"
@@ -353,15 +361,8 @@ async def test_transient_answers_are_retried_then_abandoned(
     providers.script("Messages.json", answer)
     log = MemoryDeliveryLog()
     command = phone_command(keyring, channel="sms", fallbacks=())
-    courier = Courier(
-        MemoryBus().source(events.SEND_OTP),
-        keyring=keyring,
-        renderer=Templates(),
-        channels={"sms": sms(providers, timeout=timeout)},
-        clock=utcnow,
-        deliveries=log,
-        attempts=3,
-        first_backoff=0.01,
+    courier = memory_courier(
+        keyring, {"sms": sms(providers, timeout=timeout)}, log, first_backoff=0.01
     )
     outcome = await courier.deliver(value(command), "user-42")
     assert outcome == "abandoned"
@@ -391,15 +392,8 @@ async def test_sendgrid_500_then_202_is_sent_on_the_second_attempt(
         code_ciphertext=keyring.encrypt(CODE, events.code_context(message_id)),
         variables={"name": "Ada", "minutes": "10"},
     )
-    courier = Courier(
-        MemoryBus().source(events.SEND_OTP),
-        keyring=keyring,
-        renderer=Templates(),
-        channels={"email": sendgrid(providers)},
-        clock=utcnow,
-        deliveries=MemoryDeliveryLog(),
-        attempts=3,
-        first_backoff=0.001,
+    courier = memory_courier(
+        keyring, {"email": sendgrid(providers)}, MemoryDeliveryLog(), first_backoff=0.001
     )
     outcome = await courier.deliver(value(command))
     assert outcome == "sent"
@@ -412,15 +406,7 @@ async def test_sendgrid_500_then_202_is_sent_on_the_second_attempt(
 async def test_an_expired_command_is_never_sent(providers: FakeProviders, keyring: Keyring) -> None:
     log = MemoryDeliveryLog()
     command = phone_command(keyring, expires_in=timedelta(seconds=-1))
-    courier = Courier(
-        MemoryBus().source(events.SEND_OTP),
-        keyring=keyring,
-        renderer=Templates(),
-        channels={"whatsapp": whatsapp(providers), "sms": sms(providers)},
-        clock=utcnow,
-        deliveries=log,
-        attempts=3,
-    )
+    courier = memory_courier(keyring, {"whatsapp": whatsapp(providers), "sms": sms(providers)}, log)
     outcome = await courier.deliver(value(command))
     assert outcome == "abandoned"
     assert providers.requests == []
@@ -429,14 +415,6 @@ async def test_an_expired_command_is_never_sent(providers: FakeProviders, keyrin
 
 
 # --- end to end: Kafka -> courier -> fake Twilio, outcome recorded with its event -------------
-
-
-def committed_offset(bootstrap: str, group: str, topic: str) -> int:
-    checker = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return int(checker.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
-    finally:
-        checker.close()
 
 
 async def test_courier_from_kafka_sends_the_sms_once_and_records_it(

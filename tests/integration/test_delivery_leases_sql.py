@@ -7,83 +7,15 @@ of the courier's unit tests too (`[fake]`): the leases those tests rely on are S
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
-
-import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from datetime import datetime, timedelta
 
 from gatehouse.domain import events
-from gatehouse.domain.events import OutboxMessage
-from gatehouse.ports import Claim, DeliveryLog, OutboxRecord, OutboxStore
-from gatehouse.storage.schema import deliveries
-from gatehouse.storage.sql_deliveries import SqlDeliveryLog
-from gatehouse.storage.sql_outbox import SqlOutboxStore
-from tests.fakes import MemoryDatabase, MemoryDeliveryLog, MemoryOutboxStore
-from tests.integration.conftest import BACKENDS, FAKE
+from gatehouse.ports import Claim, DeliveryLog, OutboxStore
+from tests.integration.conftest import NOW, RowCount, on_the_fake_too, published
 
-NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 MESSAGE = "aaaaaaaa-2222-3333-4444-555555555555"
 RACERS = 20
-# A test of the port: on every SQL backend and on the fake.
-on_the_fake_too = pytest.mark.parametrize(
-    "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
-)
-RowCount = Callable[[], Awaitable[int]]
-
-
-@pytest.fixture
-def log(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> DeliveryLog:
-    """The delivery log on the backend (emptied first); on the fake, over the test's own
-    `MemoryDatabase`, whose outbox takes the events."""
-    if backend_database[0] == FAKE:
-        database: MemoryDatabase = request.getfixturevalue("fake_database")
-        return MemoryDeliveryLog(database)
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    return SqlDeliveryLog(engine)
-
-
-@pytest.fixture
-def outbox_store(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> OutboxStore:
-    """The relay's side of the outbox the log writes its events to."""
-    if backend_database[0] == FAKE:
-        database: MemoryDatabase = request.getfixturevalue("fake_database")
-        return MemoryOutboxStore(database, lambda: NOW)
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    return SqlOutboxStore(engine, lambda: NOW)
-
-
-@pytest.fixture
-def delivery_rows(log: DeliveryLog, request: pytest.FixtureRequest) -> RowCount:
-    """How many records the log holds, whatever their ids: the port cannot list them."""
-    if isinstance(log, MemoryDeliveryLog):
-        fake = log
-
-        async def in_the_dict() -> int:
-            return len(fake.records)
-
-        return in_the_dict
-    engine: AsyncEngine = request.getfixturevalue("engine")
-
-    async def in_the_table() -> int:
-        async with engine.connect() as conn:
-            query = select(func.count()).select_from(deliveries)
-            return int((await conn.execute(query)).scalar_one())
-
-    return in_the_table
-
-
-async def published(store: OutboxStore) -> list[OutboxMessage]:
-    """Every unpublished event, in order, as the relay would publish it (marked published)."""
-    taken: list[OutboxRecord] = []
-
-    async def publish(records: Sequence[OutboxRecord]) -> None:
-        taken.extend(records)
-
-    await store.claim(1000, publish)
-    return [r.message for r in taken]
 
 
 async def race(log: DeliveryLog, now: datetime) -> list[Claim]:

@@ -26,8 +26,9 @@ from gatehouse.jobs import fast_worker
 from gatehouse.jobs.bullmq_queues import BullmqJobs
 from gatehouse.jobs.bullmq_workers import BullmqWorkers
 from gatehouse.jobs.redis_pipeline import PipelinedRedis
-from gatehouse.ports import JobRun, JobState
+from gatehouse.ports import JobRun
 from tests.conftest import free_port, unique
+from tests.integration.conftest import finished
 
 
 @contextlib.contextmanager
@@ -115,15 +116,6 @@ def no_pipelined_connection(monkeypatch: pytest.MonkeyPatch) -> None:
             raise AssertionError(f"a pipelined connection for {url}")
 
     monkeypatch.setattr(fast_worker, "PipelinedRedis", Refused)
-
-
-async def finished(jobs: BullmqJobs, queue: str, job_id: str) -> JobState:
-    async with asyncio.timeout(30):
-        while True:
-            state = await jobs.get(queue, job_id)
-            if state is not None and state.state in ("completed", "failed"):
-                return state
-            await asyncio.sleep(0.02)
 
 
 @pytest.mark.usefixtures("no_pipelined_connection")

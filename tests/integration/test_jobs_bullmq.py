@@ -24,9 +24,10 @@ from gatehouse.jobs.bullmq_queues import BullmqJobs
 from gatehouse.jobs.bullmq_workers import BullmqWorkers
 from gatehouse.jobs.fast_worker import FastWorker
 from gatehouse.jobs.redis_pipeline import PipelinedRedis
-from gatehouse.ports import JobRun, JobState
+from gatehouse.ports import JobRun
 from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db
+from tests.integration.conftest import finished
 
 Process = Callable[[JobRun], Awaitable[dict[str, Any]]]
 
@@ -63,15 +64,6 @@ async def workers() -> AsyncIterator[list[Running]]:
     yield started
     for running in started:
         await running.close()
-
-
-async def finished(jobs: BullmqJobs, queue: str, job_id: str) -> JobState:
-    async with asyncio.timeout(30):
-        while True:
-            state = await jobs.get(queue, job_id)
-            if state is not None and state.state in ("completed", "failed"):
-                return state
-            await asyncio.sleep(0.02)
 
 
 async def test_secrets_in_job_data_are_blanked_in_the_call_that_completes_the_job(

@@ -31,6 +31,7 @@ from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.schema import users
 from tests.conftest import unique
 from tests.e2e.stack import own_redis_db
+from tests.unit.helpers import offline_settings
 
 SECRET = "hunter2 hunter2 hunter2"
 KEY = "an-admin-key-of-forty-characters-0123456"
@@ -113,20 +114,14 @@ async def test_a_failed_jobs_secrets_are_sealed_at_rest_and_opened_for_its_re_dr
 
 
 def settings_for(tmp: Path, redis_url: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp}/jobs.db",
-        secrets_file=tmp / "secrets.json",
+    return offline_settings(
+        tmp,
         redis_url=redis_url,
-        kafka_bootstrap_servers="",
-        smtp_url="",
         job_attempts=1,
         job_submit_timeout_seconds=2,
-        admin_token=KEY,  # type: ignore[arg-type]
+        admin_token=KEY,
         rate_limits={},
         answer_floor_ms=0,
-        argon2_memory_kib=1024,
-        argon2_time_cost=1,
         hash_workers=1,
     )
 

@@ -21,22 +21,14 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.storage.migrate import upgrade
 from tests.conftest import free_port, unique
 from tests.e2e.stack import own_redis_db
+from tests.unit.helpers import offline_settings
 
 USER = {"id": "u-1", "email": "ada@example.com"}
 
 
 def settings_for(tmp: Path, redis_url: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp}/jobs.db",
-        secrets_file=tmp / "secrets.json",
-        redis_url=redis_url,
-        kafka_bootstrap_servers="",
-        smtp_url="",
-        job_submit_timeout_seconds=0.5,
-        argon2_memory_kib=1024,
-        argon2_time_cost=1,
-        hash_workers=1,
+    return offline_settings(
+        tmp, redis_url=redis_url, job_submit_timeout_seconds=0.5, hash_workers=1
     )
 
 

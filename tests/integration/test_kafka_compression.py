@@ -11,23 +11,19 @@ import json
 import os
 import struct
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from gatehouse.config import Compression
-from gatehouse.domain import events
-from gatehouse.domain.events import OutboxMessage
 from gatehouse.outbox.kafka import KafkaPublisher, ensure_topics
 from gatehouse.outbox.relay import Relay
-from gatehouse.storage import sql
-from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.sql_outbox import SqlOutboxStore
-from tests.conftest import unique
+from tests.conftest import read_topic, unique
+from tests.integration.conftest import outbox_of_logins
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}  # a batch's attributes & 7
@@ -43,16 +39,7 @@ async def relay_events(bootstrap: str, tmp: Path, codec: Compression) -> tuple[s
     events written."""
     topic = unique(f"gh-codec-{codec}")
     ensure_topics(bootstrap, [topic], 1, 1)
-    engine = sql.create_engine(f"sqlite+aiosqlite:///{tmp / f'{codec}.db'}")
-    await upgrade(engine)
-    now = utcnow()
-    written = []
-    async with sql.SqlUnitOfWork(engine) as uow:
-        for i in range(COUNT):
-            event = events.user_event(events.LOGGED_IN, f"user-{i % 3}", {"n": i}, now)
-            written.append(OutboxMessage(event.id, topic, event.key, event.payload, now))
-            await uow.outbox.add(written[-1])
-        await uow.commit()
+    engine, written = await outbox_of_logins(tmp / f"{codec}.db", topic, COUNT)
     publisher = KafkaPublisher(bootstrap, "gatehouse-test", compression=codec)
     relay = Relay(
         SqlOutboxStore(engine, utcnow), publisher, batch=COUNT, interval=0.01, clock=utcnow
@@ -64,24 +51,6 @@ async def relay_events(bootstrap: str, tmp: Path, codec: Compression) -> tuple[s
     await engine.dispose()
     assert relay.published == COUNT
     return topic, written
-
-
-def consume(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("codec-reader"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    found: list[Any] = []
-    deadline = utcnow() + timedelta(seconds=timeout)
-    while len(found) < count and utcnow() < deadline:
-        found += [m for m in consumer.consume(count - len(found), 1.0) if m.error() is None]
-    consumer.close()
-    return found
 
 
 def batch_codecs(bootstrap: str, topic: str) -> list[str]:
@@ -111,7 +80,7 @@ async def test_the_relay_publishes_with_the_chosen_codec(
     kafka_bootstrap: str, tmp_path: Path, codec: Compression
 ) -> None:
     topic, written = await relay_events(kafka_bootstrap, tmp_path, codec)
-    received = await asyncio.to_thread(consume, kafka_bootstrap, topic, COUNT)
+    received = await asyncio.to_thread(read_topic, kafka_bootstrap, topic, COUNT)
     by_id = {m.id: m for m in written}
     assert sorted(dict(m.headers())["id"].decode() for m in received) == sorted(by_id)
     for msg in received:

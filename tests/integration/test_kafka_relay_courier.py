@@ -7,7 +7,6 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -19,35 +18,14 @@ from gatehouse.domain.crypto import generate_secrets_document, parse_secrets
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.outbox.relay import Relay
-from gatehouse.storage import sql
-from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.sql_outbox import SqlOutboxStore
-from tests.conftest import MailSink, body_of, unique
+from tests.conftest import MailSink, body_of, read_topic, unique
 from tests.fakes import MemoryDeliveryLog
+from tests.integration.conftest import outbox_of_logins
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def consume(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("reader"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    found: list[Any] = []
-    deadline = utcnow() + timedelta(seconds=timeout)
-    while len(found) < count and utcnow() < deadline:
-        for msg in consumer.consume(count - len(found), 1.0):
-            if msg.error() is None:
-                found.append(msg)
-    consumer.close()
-    return found
 
 
 def test_topics_are_created_once(kafka_bootstrap: str) -> None:
@@ -61,17 +39,7 @@ async def test_relay_publishes_outbox_rows_in_order_with_keys_and_headers(
 ) -> None:
     topic = unique("gh-events")
     ensure_topics(kafka_bootstrap, [topic], 3, 1)
-    engine = sql.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
-    await upgrade(engine)
-    now = utcnow()
-    written = []
-    async with sql.SqlUnitOfWork(engine) as uow:
-        for i in range(30):
-            event = events.user_event(events.LOGGED_IN, f"user-{i % 3}", {"n": i}, now)
-            message = OutboxMessage(event.id, topic, event.key, event.payload, now)
-            written.append(message)
-            await uow.outbox.add(message)
-        await uow.commit()
+    engine, written = await outbox_of_logins(tmp_path / "relay.db", topic, 30)
     publisher = KafkaPublisher(kafka_bootstrap, "gatehouse-test")
     relay = Relay(SqlOutboxStore(engine, utcnow), publisher, batch=8, interval=0.01, clock=utcnow)
     await publisher.start()
@@ -82,7 +50,7 @@ async def test_relay_publishes_outbox_rows_in_order_with_keys_and_headers(
     assert await SqlOutboxStore(engine, utcnow).pending_count() == 0
     await engine.dispose()
 
-    received = await asyncio.to_thread(consume, kafka_bootstrap, topic, 30)
+    received = await asyncio.to_thread(read_topic, kafka_bootstrap, topic, 30)
     assert len(received) == 30
     by_id = {m.id: m for m in written}
     for msg in received:

@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.bootstrap import build
-from gatehouse.config import Settings
 from gatehouse.entrypoints.app import create_app
 from gatehouse.ports import SchemaReport
 from gatehouse.storage import sql
@@ -29,6 +28,7 @@ from gatehouse.storage.migrate import code_heads, schema_report
 from gatehouse.storage.schema import metadata
 from tests.conftest import free_port
 from tests.integration.conftest import create_database, drop_database
+from tests.unit.helpers import offline_settings
 
 pytestmark = pytest.mark.integration
 
@@ -79,15 +79,7 @@ async def report_of(url: str) -> SchemaReport:
 
 async def over_http(url: str, tmp: Path) -> tuple[int, dict[str, Any]]:
     """GET /health/schema of an api on that database."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=url,
-        secrets_file=tmp / "secrets.json",
-        redis_url="",
-        kafka_bootstrap_servers="",
-        smtp_url="",
-    )
-    services = build(settings)
+    services = build(offline_settings(tmp, database_url=url))
     try:
         transport = httpx.ASGITransport(app=create_app(services))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -27,7 +27,7 @@ from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.courier.consumer import Courier
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
-from gatehouse.domain.crypto import Keyring, Secrets
+from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.users import mask_phone
 from gatehouse.errors import ChannelError, Unavailable, Unreadable
@@ -67,16 +67,6 @@ class ScriptedChannel:
         if failure is not None:
             raise failure
         self.sent.append(message)
-
-
-@pytest.fixture
-def keyring(service_secrets: Secrets) -> Keyring:
-    return service_secrets.keyring()
-
-
-@pytest.fixture
-def log() -> MemoryDeliveryLog:
-    return MemoryDeliveryLog()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from gatehouse.courier.delivery import (
 )
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
-from gatehouse.domain.crypto import Keyring, Secrets
+from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.users import mask_phone
 from gatehouse.errors import ChannelError, Unreadable
 from gatehouse.ports import OutgoingMessage
@@ -52,11 +52,6 @@ class Scripted:
         answer = self.answers.pop(0) if self.answers else None
         if answer is not None:
             raise answer
-
-
-@pytest.fixture
-def keyring(service_secrets: Secrets) -> Keyring:
-    return service_secrets.keyring()
 
 
 def command(

@@ -22,7 +22,7 @@ from gatehouse.courier import dead_letters as dead_letters_module
 from gatehouse.courier.consumer import Courier
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
-from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document
+from gatehouse.domain.crypto import Keyring, generate_secrets_document
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.errors import ChannelError, Unavailable
 from gatehouse.outbox.bus import MemoryBus
@@ -40,16 +40,6 @@ from .helpers import FakeClock
 CODE = "613402"
 KEY = "user-7"
 LEASE = 60.0
-
-
-@pytest.fixture
-def keyring(service_secrets: Secrets) -> Keyring:
-    return service_secrets.keyring()
-
-
-@pytest.fixture
-def log() -> MemoryDeliveryLog:
-    return MemoryDeliveryLog()
 
 
 @pytest.fixture

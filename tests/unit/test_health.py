@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from gatehouse.bootstrap import Services, build
-from gatehouse.config import Settings
 from gatehouse.entrypoints.app import create_app
 from gatehouse.observability import health
 from gatehouse.storage.migrate import code_heads, upgrade
+
+from .helpers import offline_settings
 
 
 @dataclass
@@ -26,15 +27,7 @@ class Probe:
 
 @pytest.fixture
 async def probe(tmp_path: Path) -> AsyncIterator[Probe]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db",
-        secrets_file=tmp_path / "s.json",
-        redis_url="",
-        kafka_bootstrap_servers="",
-        smtp_url="",
-    )
-    services = build(settings)
+    services = build(offline_settings(tmp_path))
     try:
         transport = httpx.ASGITransport(app=create_app(services))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
