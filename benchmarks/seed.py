@@ -17,6 +17,7 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.domain.events import new_id
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.otp import bound_code_hash
 
 PASSWORD = "correct horse battery staple"
 CODE = "424242"
@@ -87,12 +88,13 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
     ttl = 3600
     async with seeding(env) as (ctx, password_hash):
         now = ctx.clock()
+        ids = {email: new_id() for email in emails}
         for batch in batches(emails):
             async with ctx.uow() as uow:
                 for email in batch:
                     await uow.pending.put(
                         PendingRegistration(
-                            id=new_id(),
+                            id=ids[email],
                             email=email,
                             name="Bench",
                             password_hash=password_hash,
@@ -105,7 +107,8 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
                 await ctx.codes.put(
                     purpose,
                     ctx.code_subject(purpose, email),
-                    ctx.code_hash(purpose, email, CODE),
+                    # Bound to its pending registration, as register binds it.
+                    bound_code_hash(ctx, purpose, email, CODE, ids[email]),
                     ttl,
                     ctx.policy.code_attempts,
                 )

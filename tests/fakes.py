@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists
@@ -36,6 +37,7 @@ class _Tables:
     users: dict[str, User] = field(default_factory=dict)
     pending: dict[str, PendingRegistration] = field(default_factory=dict)
     tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
     outbox: list[tuple[int, OutboxMessage, datetime | None]] = field(default_factory=list)
 
 
@@ -66,10 +68,9 @@ class MemoryUsers(_Repo):
         return self._t.users.get(user_id)
 
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
-        revoked = any(
-            t.family_id == session_id and t.revoked_at is not None for t in self._t.tokens.values()
-        )
-        return None if revoked else self._t.users.get(user_id)
+        session = self._t.sessions.get(session_id)
+        live = session is not None and session.user_id == user_id and session.revoked_at is None
+        return self._t.users.get(user_id) if live else None
 
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._t.users.values() if u.email == email), None)
@@ -157,6 +158,50 @@ class MemoryRefreshTokens(_Repo):
         return await self._revoke(lambda t: t.user_id == user_id, now)
 
 
+class MemorySessions(_Repo):
+    """As SQL: times must be aware, and an id already taken is refused."""
+
+    async def add(self, session: SessionRecord) -> None:
+        if session.id in self._t.sessions:
+            raise IntegrityError("INSERT INTO sessions", None, Exception("duplicate id"))
+        for moment in (session.created_at, session.last_used_at, session.auth_time):
+            MemoryDeliveryLog._utc(moment)
+        self._t.sessions[session.id] = session
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return self._t.sessions.get(session_id)
+
+    async def list_live_for_user(self, user_id: str) -> list[SessionRecord]:
+        live = [
+            s for s in self._t.sessions.values() if s.user_id == user_id and s.revoked_at is None
+        ]
+        return sorted(live, key=lambda s: (s.created_at, s.id), reverse=True)
+
+    async def touch(
+        self, session_id: str, now: datetime, *, authenticated: bool = False
+    ) -> tuple[SessionRecord, User] | None:
+        session = self._t.sessions.get(session_id)
+        if session is None or session.revoked_at is not None:
+            return None
+        proved = now if authenticated else session.auth_time
+        session = replace(session, last_used_at=now, auth_time=proved)
+        self._t.sessions[session_id] = session
+        user = self._t.users.get(session.user_id)
+        return None if user is None else (session, user)
+
+    async def _revoke(self, match: Callable[[SessionRecord], bool], now: datetime, why: str) -> int:
+        hits = [s for s in self._t.sessions.values() if match(s) and s.revoked_at is None]
+        for s in hits:
+            self._t.sessions[s.id] = replace(s, revoked_at=now, revoked_reason=why)
+        return len(hits)
+
+    async def revoke(self, session_id: str, now: datetime, reason: str) -> bool:
+        return await self._revoke(lambda s: s.id == session_id, now, reason) == 1
+
+    async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int:
+        return await self._revoke(lambda s: s.user_id == user_id, now, reason)
+
+
 class MemoryOutbox(_Repo):
     async def add(self, message: OutboxMessage) -> None:
         self._t.outbox.append((self._db.next_seq(), message, None))
@@ -169,6 +214,7 @@ class MemoryUnitOfWork:
         self.users = MemoryUsers(db)
         self.pending = MemoryPending(db)
         self.refresh_tokens = MemoryRefreshTokens(db)
+        self.sessions = MemorySessions(db)
         self.outbox = MemoryOutbox(db)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
@@ -183,7 +229,7 @@ class MemoryUnitOfWork:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._snapshot is not None:  # not committed: put every table back
-            for name in ("users", "pending", "tokens", "outbox"):
+            for name in ("users", "pending", "tokens", "sessions", "outbox"):
                 getattr(self._db.tables, name).clear()
                 container = getattr(self._snapshot, name)
                 target = getattr(self._db.tables, name)
@@ -228,6 +274,11 @@ class MemoryNotifier:
 
     async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None:
         self.sent.append((room, event, payload))
+
+    async def session_revoked(self, user_id: str, session_id: str, reason: str) -> None:
+        payload = {"session_id": session_id, "reason": reason}
+        await self.emit(f"session:{session_id}", "session.revoked", payload)
+        await self.emit(f"user:{user_id}", "session.revoked", payload)
 
 
 class MemoryDeliveryLog:

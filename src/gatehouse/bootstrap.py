@@ -211,6 +211,8 @@ def build_jobs(settings: Settings, keyring: Keyring | None = None) -> tuple[Jobs
             stalled_interval_ms=s.job_stalled_interval_ms,
             max_stalled_count=s.job_max_stalled_count,
             keyring=keyring,
+            retention_seconds=s.job_retention_seconds,
+            retention_count=s.job_retention_count,
         )
         return jobs, workers
     memory = MemoryJobs(
@@ -272,6 +274,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         pending_ttl=timedelta(seconds=settings.pending_registration_ttl_seconds),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         refresh_family_max=timedelta(seconds=settings.refresh_family_max_seconds),
+        step_up=timedelta(seconds=settings.step_up_seconds),
         answer_floor=timedelta(milliseconds=settings.answer_floor_ms),
     )
     # Built before the flows' context, which holds the notifier: with Redis every process

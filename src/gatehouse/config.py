@@ -24,6 +24,8 @@ DEFAULT_RATE_LIMITS = {
     "login_ip": "60/minute;600/hour",
     "login_account": "20/minute",
     "refresh_ip": "120/minute",
+    "reauth_ip": "60/minute;600/hour",
+    "reauth_account": "10/minute",
     "forgot_ip": "20/minute",
     "reset_ip": "20/minute",
     "reset_account": "10/minute;50/hour",
@@ -104,6 +106,9 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     refresh_family_max_seconds: int = 90 * 24 * 3600
+    # A sensitive change (password, phone, account deletion) needs the session to have proved a
+    # factor this recently, or the current password in its body; else 403 reauth_required.
+    step_up_seconds: int = Field(default=300, ge=0)
 
     code_ttl_seconds: int = 600
     code_max_attempts: int = 5

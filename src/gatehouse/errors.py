@@ -7,6 +7,7 @@
     │   ├── InvalidCredentials  401  wrong email or password (and unknown accounts alike)
     │   ├── InvalidToken        401  access or refresh token not accepted
     │   ├── Forbidden           403
+    │   │   └── ReauthRequired       a sensitive change without a recent authentication
     │   ├── NotFound            404
     │   ├── Conflict            409
     │   │   └── AccountExists        a unique email or phone taken, as storage found it
@@ -63,6 +64,13 @@ class InvalidToken(GatehouseError):
 class Forbidden(GatehouseError):
     code = "forbidden"
     message = "Forbidden"
+
+
+class ReauthRequired(Forbidden):
+    """A sensitive change asked for by a session that has not proved a factor recently."""
+
+    code = "reauth_required"
+    message = "This change needs a recent sign-in: confirm your password first"
 
 
 class NotFound(GatehouseError):

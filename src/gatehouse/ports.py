@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol
 
 from gatehouse.domain.codes import CodeCheck
+from gatehouse.domain.deliveries import FINAL as FINAL  # re-exported: the delivery log's records
+from gatehouse.domain.deliveries import Status as Status
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 
@@ -21,8 +23,7 @@ Clock = Callable[[], datetime]
 class Users(Protocol):
     async def get(self, user_id: str) -> User | None: ...
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
-        """The user, unless that session (refresh-token family) was revoked: one read, as
-        every request with an access token makes it."""
+        """The user, if that session of theirs is live: one read, in every authenticated call."""
 
     async def get_by_email(self, email: str) -> User | None: ...
     async def get_by_phone_index(self, phone_index: str) -> User | None: ...
@@ -55,6 +56,21 @@ class RefreshTokens(Protocol):
     async def revoke_user(self, user_id: str, now: datetime) -> int: ...
 
 
+class Sessions(Protocol):
+    """Sign-ins. `list_live_for_user`: those not revoked, newest first. `touch`: a live session
+    marked used at `now` (`authenticated`: proved then too), returned with its user (None if
+    unknown, revoked or without user), in one round trip where the database allows it."""
+
+    async def add(self, session: SessionRecord) -> None: ...
+    async def get(self, session_id: str) -> SessionRecord | None: ...
+    async def list_live_for_user(self, user_id: str) -> list[SessionRecord]: ...
+    async def touch(
+        self, session_id: str, now: datetime, *, authenticated: bool = False
+    ) -> tuple[SessionRecord, User] | None: ...
+    async def revoke(self, session_id: str, now: datetime, reason: str) -> bool: ...
+    async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int: ...
+
+
 class Outbox(Protocol):
     async def add(self, message: OutboxMessage) -> None: ...
 
@@ -68,6 +84,8 @@ class UnitOfWork(Protocol):
     def pending(self) -> PendingRegistrations: ...
     @property
     def refresh_tokens(self) -> RefreshTokens: ...
+    @property
+    def sessions(self) -> Sessions: ...
     @property
     def outbox(self) -> Outbox: ...
 
@@ -215,6 +233,8 @@ class Notifier(Protocol):
     """Pushes an event to a Socket.IO room (`user:<id>` or a client's sid) on any api node."""
 
     async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None: ...
+    async def session_revoked(self, user_id: str, session_id: str, reason: str) -> None:
+        """`session.revoked` to the session's sockets and to the user's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,18 +300,6 @@ class Renderer(Protocol):
     ) -> tuple[str, str]:
         """`short`: the one-line plain text for SMS and WhatsApp (its `.sms` variant, else the
         body), with an empty subject."""
-
-
-class Status(StrEnum):
-    """A message's states, each the string the `deliveries.status` column holds for it."""
-
-    QUEUED = "queued"  # known, nobody on it: released by a stopping courier (or no row at all)
-    SENDING = "sending"  # a courier holds its lease
-    SENT = "sent"  # final, like ABANDONED
-    ABANDONED = "abandoned"
-
-
-FINAL = frozenset({Status.SENT, Status.ABANDONED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from gatehouse.bootstrap import build
 from gatehouse.config import DEFAULT_RATE_LIMITS, Settings
 from gatehouse.domain import events
 from gatehouse.domain.codes import Purpose
+from gatehouse.selfservice.otp import bound_code_hash
 from gatehouse.storage.schema import outbox, pending_registrations, users
 from tests.conftest import free_port, unique
 from tests.e2e.stack import Role, Stack, own_redis_db
@@ -74,7 +75,8 @@ async def seed_codes(stack: Stack, count: int) -> list[tuple[str, str]]:
 
 async def put_codes(stack: Stack, pairs: list[tuple[str, str]]) -> None:
     """Store sign-up codes as the verification job would (the same HMAC subject and hash,
-    under the stack's secrets), in the stack's Redis."""
+    under the stack's secrets, bound to the email's live sign-up if any), in the stack's
+    Redis."""
     env = stack.env
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -87,8 +89,10 @@ async def put_codes(stack: Stack, pairs: list[tuple[str, str]]) -> None:
     try:
         ctx = services.ctx
         for email, code in pairs:
+            async with ctx.reader() as uow:
+                pending = await uow.pending.get_by_email(email)
             subject = ctx.code_subject(REGISTER, email)
-            code_hash = ctx.code_hash(REGISTER, email, code)
+            code_hash = bound_code_hash(ctx, REGISTER, email, code, pending.id if pending else "")
             assert await ctx.codes.put(REGISTER, subject, code_hash, 600, 5) == 5
     finally:
         await services.aclose()

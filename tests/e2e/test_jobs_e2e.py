@@ -79,6 +79,8 @@ async def test_node_bullmq_producer_and_socketio_client_run_every_queue(
         assert note["job_id"] == line["job_id"] and note["queue"] == line["queue"], step
         assert line["state"] == "completed", step  # refusals complete too: never retried
         assert line["returnvalue_matches"] is True, step  # Node reads the Python worker's result
+        # ...without a credential or a full phone: those travel only in the push.
+        assert line["returnvalue_secrets"] == [], (step, line)
 
     def ok(step: str) -> dict[str, Any]:
         note: dict[str, Any] = steps[step]["notification"]
@@ -92,9 +94,11 @@ async def test_node_bullmq_producer_and_socketio_client_run_every_queue(
     login = ok("verify-user")
     assert login["message"] == "Logged in successfully"
     assert {"token", "refresh_token", "user"} <= set(login["data"])
+    assert "[redacted]" not in (login["data"]["token"], login["data"]["refresh_token"])  # pushed
     profile = ok("read-user")["data"]["user"]  # heard in room user:<id>
     assert profile["id"] == user["id"] and profile["phone"] == "+14155550123"  # the owner's view
     assert ok("update-user")["data"]["user"]["name"] == "Ada King"
+    assert [s["current"] for s in ok("sessions-list")["data"]["sessions"]] == [True]
     ok("password-recovery-request")
     ok("password-recovery-reset")
     ok("verify-user-new-password")

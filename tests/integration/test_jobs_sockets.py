@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 import socketio
 import uvicorn
 
@@ -173,8 +174,11 @@ async def test_bad_tokens_are_refused_not_made_anonymous(served: Served) -> None
 async def test_flows_push_session_revoked_to_the_users_sockets(served: Served) -> None:
     _user_id, opened = await served.user()
     _client, heard = await served.client(opened.token)
-    await session.logout(served.services.ctx, refresh_token=opened.refresh_token)
-    assert await asyncio.wait_for(heard.get(), 10) == ("session.revoked", {"reason": "logout"})
+    ctx = served.services.ctx
+    sid = ctx.tokens.verify(opened.token, ctx.clock()).sid
+    await session.logout(ctx, refresh_token=opened.refresh_token)
+    revoked = {"session_id": sid, "reason": "logout"}  # to `user:<id>` and `session:<sid>`
+    assert await asyncio.wait_for(heard.get(), 10) == ("session.revoked", revoked)
 
 
 async def test_a_job_from_the_http_door_pushes_its_result_to_the_sid_it_names(
@@ -201,6 +205,41 @@ async def test_a_job_from_the_http_door_pushes_its_result_to_the_sid_it_names(
                     break
                 await asyncio.sleep(0.02)
     assert state["state"] == "completed" and state["result"]["data"]["user"]["id"] == user_id
+
+
+async def test_a_sign_in_job_pushes_its_tokens_to_the_room_but_rests_without_them(
+    served: Served,
+) -> None:
+    user_id, opened = await served.user()
+    email = opened.user["email"]
+    anonymous, heard = await served.client()
+    async with httpx.AsyncClient(base_url=served.url) as http:
+        body = {"data": {"email": email, "password": PASSWORD, "notify": anonymous.get_sid()}}
+        reply = await http.post("/api/jobs/verify-user", json=body)
+        assert reply.status_code == 202, reply.text
+        job_id = reply.json()["data"]["job_id"]
+        event, note = await asyncio.wait_for(heard.get(), 30)
+        assert event == "notification" and note["job_id"] == job_id and note["success"] is True
+        # The room hears usable credentials: the token names this user, the refresh token is real.
+        ctx = served.services.ctx
+        assert ctx.tokens.verify(note["data"]["token"], ctx.clock()).sub == user_id
+        refreshed = await session.refresh(ctx, refresh_token=note["data"]["refresh_token"])
+        assert refreshed.user["id"] == user_id
+        async with asyncio.timeout(10):
+            while True:
+                state = (await http.get(f"/api/jobs/verify-user/{job_id}")).json()["data"]
+                if state["state"] in ("completed", "failed"):
+                    break
+                await asyncio.sleep(0.02)
+    kept = state["result"]["data"]
+    assert kept["token"] == kept["refresh_token"] == "[redacted]" and kept["user"]["id"] == user_id
+    redis_url = served.services.settings.redis_url
+    if redis_url:  # what BullMQ wrote, read straight from Redis
+        async with redis.asyncio.Redis.from_url(redis_url) as client:
+            raw = await client.hget(f"bull:verify-user:{job_id}", "returnvalue")
+        assert raw is not None and b"[redacted]" in raw
+        for secret in (note["data"]["token"], note["data"]["refresh_token"]):
+            assert secret.encode() not in raw
 
 
 async def test_the_handshake_origin_is_checked_against_the_allowlist(served: Served) -> None:

@@ -128,7 +128,8 @@ async def test_courier_delivers_kafka_commands_by_smtp_and_commits(
     stop.set()
     await task
 
-    assert "123456" in body_of(first[0]) and "Person 0" in body_of(first[0])
+    # The sign-up's name stays out of mail to an address not yet proven.
+    assert "123456" in body_of(first[0]) and "Person 0" not in body_of(first[0])
     assert "654321" in body_of(second[0])
     assert first[0]["X-Gatehouse-Message-Id"] == commands[0].id
     assert mail_sink.to("late@example.com") == []  # expired: never sent

@@ -304,33 +304,6 @@ async def test_unreachable_database_is_unavailable(
 
 
 @on_the_fake_too
-async def test_signed_in_user_until_the_session_is_revoked(units: Units) -> None:
-    user = a_user()
-    token = RefreshToken(
-        id="t-1",
-        family_id="f-1",
-        user_id=user.id,
-        token_hash="1" * 64,
-        created_at=NOW,
-        expires_at=NOW + timedelta(days=1),
-        family_expires_at=NOW + timedelta(days=2),
-    )
-    async with units() as uow:
-        await uow.users.add(user)
-        await uow.refresh_tokens.add(token)
-        await uow.commit()
-    async with units() as uow:
-        assert await uow.users.get_signed_in(user.id, "f-1") == user
-        assert await uow.users.get_signed_in(user.id, "another-session") == user
-        assert await uow.users.get_signed_in("nobody", "f-1") is None
-        assert await uow.refresh_tokens.revoke_family("f-1", NOW) == 1
-        await uow.commit()
-    async with units() as uow:
-        assert await uow.users.get_signed_in(user.id, "f-1") is None
-        assert await uow.users.get_signed_in(user.id, "another-session") == user
-
-
-@on_the_fake_too
 async def test_encrypted_not_under_finds_old_key_prefixes_oldest_first(units: Units) -> None:
     old = [
         a_user(i, phone_ciphertext=f"v1.old.{i}", created_at=NOW + timedelta(seconds=i))

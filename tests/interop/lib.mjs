@@ -108,8 +108,48 @@ export function shown(value) {
   return value;
 }
 
+// What a job's stored returnvalue must never hold (DESIGN section 4, results at rest): any
+// credential (blanked as "[redacted]"), or a full phone number (masked with •). Kept apart from
+// Gatehouse's own list on purpose: this is the Node reader's view of the contract.
+const CREDENTIALS = [
+  'token', 'access_token', 'refresh_token', 'id_token', 'mfa_token', 'code', 'otp', 'secret',
+  'otpauth_uri', 'recovery_codes',
+];
+const PHONES = ['phone', 'phone_pending'];
+const isSecret = (key, path, v) =>
+  path !== 'code' && // the top-level `code` is a refusal's machine code
+  v !== null &&
+  v !== undefined &&
+  ((CREDENTIALS.includes(key) && v !== '[redacted]') ||
+    (PHONES.includes(key) && typeof v === 'string' && !v.includes('\u2022')));
+
+/** The paths of a stored result that hold a credential or a full phone number. */
+export function secretsIn(value, path = '') {
+  if (Array.isArray(value)) return value.flatMap((v, i) => secretsIn(v, `${path}[${i}]`));
+  if (!value || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([k, v]) => {
+    const at = path ? `${path}.${k}` : k;
+    return isSecret(k, at, v) ? [at] : secretsIn(v, at);
+  });
+}
+
+/** A result without its credentials and phones: what the pushed and the stored copy share. */
+function shared(value, path = '') {
+  if (Array.isArray(value)) return value.map((v, i) => shared(v, `${path}[${i}]`));
+  if (!value || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([k]) => {
+        const at = path ? `${path}.${k}` : k;
+        return at === 'code' || !(CREDENTIALS.includes(k) || PHONES.includes(k));
+      })
+      .map(([k, v]) => [k, shared(v, path ? `${path}.${k}` : k)]),
+  );
+}
+
 /** Submits a seed-style job with a producer-chosen jobId and waits for its notification on
- * `listener`; also reads the job back from Redis as a Node consumer would. */
+ * `listener`; also reads the job back from Redis as a Node consumer would, and names any
+ * credential its stored returnvalue holds (`returnvalue_secrets`, which must be empty). */
 export async function submit(listener, step, queueName, data, name = queueName) {
   const jobId = `node-${step}-${randomUUID()}`;
   const notified = listener.next((n) => n.job_id === jobId, `notification for ${step}`);
@@ -121,6 +161,8 @@ export async function submit(listener, step, queueName, data, name = queueName) 
   const notification = await notified;
   const stored = await finished(queueName, jobId);
   const { job_id: _id, queue: _q, ...result } = notification;
+  // The push carries the whole result; Redis keeps it without credentials (and phones masked).
+  const matches = JSON.stringify(shared(stored.returnvalue)) === JSON.stringify(shared(result));
   print({
     step,
     queue: queueName,
@@ -128,10 +170,9 @@ export async function submit(listener, step, queueName, data, name = queueName) 
     job_id: job.id,
     notification: shown(notification),
     state: stored.state,
-    returnvalue_matches: JSON.stringify(stored.returnvalue) === JSON.stringify(result),
-    ...(JSON.stringify(stored.returnvalue) === JSON.stringify(result)
-      ? {}
-      : { returnvalue: shown(stored.returnvalue) }),
+    returnvalue_matches: matches,
+    returnvalue_secrets: secretsIn(stored.returnvalue),
+    ...(matches ? {} : { returnvalue: shown(stored.returnvalue) }),
   });
   return notification;
 }

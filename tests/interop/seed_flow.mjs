@@ -55,6 +55,7 @@ await main(async () => {
     name: 'Ada King',
     notify: sid,
   });
+  await submit(notes, 'sessions-list', 'sessions', { token, notify: sid }, 'list');
 
   await submit(
     notes,

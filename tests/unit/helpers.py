@@ -156,6 +156,10 @@ class _FaultyUnit:
         return self._inner.refresh_tokens
 
     @property
+    def sessions(self) -> Any:
+        return self._inner.sessions
+
+    @property
     def outbox(self) -> Any:
         return _FaultyOutbox(self._owner, self._inner.outbox)
 

@@ -10,6 +10,7 @@ import pytest
 
 from gatehouse.domain import events
 from gatehouse.domain.codes import looks_like_code
+from gatehouse.domain.users import NO_PASSWORD
 from gatehouse.errors import DecryptionError, InvalidCode, InvalidInput, Unavailable
 from gatehouse.security.memory import MemoryCodeStore
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, Policy
@@ -141,22 +142,30 @@ class TestRegister:
         assert outbox_messages(db) == []
         assert db.tables.pending == {}
 
-    async def test_registering_again_while_pending_replaces_the_code(
+    async def test_registering_again_while_pending_contests_it_and_sends_a_fresh_code(
         self, ctx: FlowContext, db: MemoryDatabase
     ) -> None:
         await register(ctx)
-        first_id = db.tables.pending[EMAIL].id
+        first = db.tables.pending[EMAIL]
         first_code = last_code(db, ctx.keyring, EMAIL)
-        await register(ctx, name="Ada L.")
-        assert db.tables.pending[EMAIL].id == first_id
-        assert db.tables.pending[EMAIL].name == "Ada L."
+        again = await registration.register(
+            ctx, name="Mallory", email=EMAIL, password="another password 123", phone="+14155550123"
+        )
+        assert again == registration.Accepted(EMAIL, 600)
+        # Another password: the sign-up is contested (tests/unit/test_takeover.py). Its id and
+        # expiry stay; neither sign-up's password, phone or name does.
+        contested = db.tables.pending[EMAIL]
+        assert (contested.id, contested.expires_at) == (first.id, first.expires_at)
+        assert (contested.password_hash, contested.phone_index) == (NO_PASSWORD, None)
         second_code = last_code(db, ctx.keyring, EMAIL)
+        assert deliveries(db)[-1].key == first.id
+        assert len(user_events(db, events.REGISTERED)) == 1
         if second_code != first_code:  # one in a million they coincide
             with pytest.raises(InvalidCode):
                 await registration.verify(ctx, email=EMAIL, otp=first_code)
         user = await registration.verify(ctx, email=EMAIL, otp=second_code)
-        assert user["id"] == first_id
-        assert user["name"] == "Ada L."
+        assert (user["id"], user["name"]) == (first.id, "ada")
+        assert db.tables.users[first.id].password_hash == NO_PASSWORD
 
 
 class TestExistingAccount:

@@ -98,6 +98,7 @@ async def test_every_queue_round_trip(ctx: FlowContext, db: MemoryDatabase) -> N
         "update-user",
         "delete-user",
         "password-recovery",
+        "sessions",
     }
 
 

@@ -186,3 +186,15 @@ def test_gatehouse_worker_refuses_unknown_queues_and_a_missing_redis(
     assert unknown.exit_code == 2 and "launch-missiles" in unknown.output
     embedded = runner.invoke(app, ["worker"])
     assert embedded.exit_code == 2 and "GATEHOUSE_REDIS_URL" in embedded.output
+
+
+async def test_the_room_hears_the_whole_result_and_the_queue_keeps_it_without_credentials() -> None:
+    data = {"token": "access.jwt", "refresh_token": "refresh", "user": {"phone": "+14155550123"}}
+    result = {"success": True, "message": "Logged in successfully", "data": data, "user_id": "u1"}
+    process, notifier = processor(result)
+    kept = await process(run_of({"notify": "sid-1"}, queue="verify-user"))
+    [(_room, _event, pushed)] = notifier.sent
+    assert pushed["data"] == data  # the producer's own socket gets the credentials
+    assert kept["data"]["token"] == kept["data"]["refresh_token"] == "[redacted]"
+    assert kept["data"]["user"]["phone"] == "+1415\u2022\u2022\u20220123"
+    assert kept["user_id"] == "u1" and kept["message"] == "Logged in successfully"

@@ -26,7 +26,8 @@ from gatehouse.observability.health import (
 from gatehouse.selfservice.login.schemas import LoginData
 from gatehouse.selfservice.profile.schemas import UserData
 from gatehouse.selfservice.recovery.schemas import ForgotData
-from gatehouse.selfservice.registration.schemas import RegisterData
+from gatehouse.selfservice.registration.schemas import RegisterData, VerifiedData
+from gatehouse.selfservice.sessions.schemas import ReauthData, SessionsData
 from gatehouse.web.schemas import Envelope, ErrorOut, NoData
 
 from .api_client import EMAIL, PASSWORD, Api
@@ -163,6 +164,10 @@ async def test_each_route_lists_the_errors_it_can_give(tmp_path: Path) -> None:
     assert errors("post", "/api/auth/verify-otp") == {400, 409, 413, 415, 422, 429, 500, 503}
     assert errors("get", "/api/auth/profile") == {401, 500, 503}
     assert errors("post", "/api/auth/logout") == {400, 413, 415, 422, 500, 503}
+    assert errors("get", "/api/auth/sessions") == {401, 500, 503}
+    assert errors("delete", "/api/auth/sessions/{session_id}") == {401, 404, 422, 500, 503}
+    assert errors("post", "/api/auth/reauth") == {400, 401, 413, 415, 422, 429, 500, 503}
+    assert errors("patch", "/api/auth/profile") == {400, 401, 403, 413, 415, 422, 429, 500, 503}
     assert errors("get", "/health/live") == {500}
     assert errors("get", "/health/schema") == {500, 503}
     assert errors("post", "/api/admin/jobs/{queue}/{job_id}/retry") == {
@@ -192,7 +197,8 @@ async def test_the_flows_answer_what_the_document_says(api: Api) -> None:
     answered(doc, await post("/api/auth/resend-otp", {"email": EMAIL}), Envelope[RegisterData])
     [code] = (await api.sent_codes(EMAIL))[-1:]
     verified = await post("/api/auth/verify-otp", {"email": EMAIL, "otp": code})
-    assert answered(doc, verified, Envelope[UserData]).data.user.email == EMAIL
+    done = answered(doc, verified, Envelope[VerifiedData]).data
+    assert (done.user.email, done.password_required) == (EMAIL, False)
 
     login = {"email": EMAIL, "password": PASSWORD}
     session = answered(doc, await post("/api/auth/login", login), Envelope[LoginData]).data
@@ -222,6 +228,32 @@ async def test_the_flows_answer_what_the_document_says(api: Api) -> None:
     answered(doc, await post("/api/auth/register", {"email": "nope"}), ErrorOut)
     answered(doc, await api.post_raw("/api/auth/login", b"{"), ErrorOut)
     answered(doc, await client.get("/api/auth/profile", headers=bearer), ErrorOut)
+
+
+async def test_the_session_routes_answer_what_the_document_says(api: Api) -> None:
+    doc = await document(api.client)
+    await api.signed_up()
+    bearer = {"Authorization": f"Bearer {(await api.logged_in())['token']}"}
+    api.clock.advance(1)  # newest first: the other session is listed first
+    other = (await api.logged_in())["token"]
+    listed = await api.client.get("/api/auth/sessions", headers=bearer)
+    sessions = answered(doc, listed, Envelope[SessionsData]).data.sessions
+    assert [s.current for s in sessions] == [False, True]
+    api.clock.advance(api.services.settings.step_up_seconds + 1)
+    stale = await api.client.patch(
+        "/api/auth/profile", json={"phone": "+14155550123"}, headers=bearer
+    )
+    assert answered(doc, stale, ErrorOut).code == "reauth_required"
+    proved = await api.client.post("/api/auth/reauth", json={"password": PASSWORD}, headers=bearer)
+    answered(doc, proved, Envelope[ReauthData])
+    path = f"/api/auth/sessions/{sessions[0].id}"
+    answered(doc, await api.client.delete(path, headers=bearer), Envelope[NoData])
+    answered(doc, await api.client.delete(path, headers=bearer), ErrorOut)
+    answered(
+        doc,
+        await api.client.get("/api/auth/sessions", headers={"Authorization": f"Bearer {other}"}),
+        ErrorOut,
+    )
 
 
 async def test_health_jwks_and_jobs_answer_what_the_document_says(api: Api) -> None:

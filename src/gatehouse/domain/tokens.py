@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,8 +27,11 @@ VERIFIED_CACHE_SIZE = 4096  # about 1 MB of checked tokens per process
 class AccessClaims:
     sub: str
     jti: str
-    sid: str
+    sid: str  # the session (refresh-token family); never empty
     exp: datetime
+    auth_time: datetime | None = None  # when the session last proved a factor
+    amr: tuple[str, ...] = ()  # RFC 8176 methods
+    aal: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,22 @@ class AccessTokens:
         # under a running process, so a cached answer is the answer a new check would give.
         self._verified: dict[str, tuple[AccessClaims, datetime]] = {}
 
-    def issue(self, user_id: str, session_id: str, now: datetime) -> tuple[str, AccessClaims]:
+    def issue(
+        self,
+        user_id: str,
+        session_id: str,
+        now: datetime,
+        *,
+        auth_time: datetime | None = None,
+        amr: Sequence[str] = ("pwd",),
+        aal: int = 1,
+    ) -> tuple[str, AccessClaims]:
+        """A token of session `session_id`, whose last proof of a factor was at `auth_time`
+        (default `now`)."""
+        if not session_id:
+            raise ValueError("an access token belongs to a session")
         exp = now + self._ttl
+        proved = auth_time or now
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
@@ -87,6 +105,9 @@ class AccessTokens:
             "exp": int(exp.timestamp()),
             "jti": uuid.uuid4().hex,
             "typ": ACCESS_TYPE,
+            "auth_time": int(proved.timestamp()),
+            "amr": list(amr),
+            "aal": aal,
         }
         if self._algorithms[0] == "HS256":
             assert self._hs256 is not None
@@ -98,7 +119,10 @@ class AccessTokens:
                 algorithm="EdDSA",
                 headers={"kid": self._signing.kid, "typ": "at+jwt"},
             )
-        return token, AccessClaims(user_id, str(claims["jti"]), session_id, exp)
+        proved = datetime.fromtimestamp(int(proved.timestamp()), tz=UTC)  # as verify reads it
+        return token, AccessClaims(
+            user_id, str(claims["jti"]), session_id, exp, proved, tuple(amr), aal
+        )
 
     def verify(self, token: str, now: datetime) -> AccessClaims:
         cached = self._verified.get(token)
@@ -146,13 +170,23 @@ class AccessTokens:
             raise TokenError("invalid token") from exc
         if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
             raise TokenError("not an access token")
+        # A token of no session could never be revoked: refused, whoever signed it.
+        sid = claims.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise TokenError("no session")
         try:
             exp = datetime.fromtimestamp(claims["exp"], tz=UTC)
             nbf = datetime.fromtimestamp(claims["nbf"], tz=UTC)
+            proved = claims.get("auth_time")
+            auth_time = None if proved is None else datetime.fromtimestamp(proved, tz=UTC)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TokenError("bad time claims") from exc
-        sid = str(claims.get("sid", ""))
-        return AccessClaims(claims["sub"], claims["jti"], sid, exp), nbf
+        amr, aal = claims.get("amr", []), claims.get("aal", 1)
+        if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+            raise TokenError("bad amr")
+        if type(aal) is not int:
+            raise TokenError("bad aal")
+        return AccessClaims(claims["sub"], claims["jti"], sid, exp, auth_time, tuple(amr), aal), nbf
 
     def jwks(self) -> dict[str, Any]:
         keys = []

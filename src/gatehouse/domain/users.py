@@ -45,6 +45,17 @@ class PendingRegistration:
     phone_index: str | None = None
 
 
+# The `password_hash` of an account (or a sign-up) that no password opens: no hash format starts
+# with "!", so every check against it fails, in the time a real check takes (security/hashing.py).
+# A contested sign-up's account starts so; its owner sets a password through recovery.
+NO_PASSWORD = "!no-password"  # noqa: S105 - a marker no password matches
+
+
+def has_password(password_hash: str) -> bool:
+    """Whether some password can open this hash (False for `NO_PASSWORD`)."""
+    return not password_hash.startswith("!")
+
+
 def normalize_email(email: str) -> str:
     """Case-fold the domain and the local part: one mailbox, one account, whatever the casing."""
     return email.strip().lower()

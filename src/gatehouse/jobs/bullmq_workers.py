@@ -59,7 +59,9 @@ class BullmqWorkers:
     a job stays locked to its worker without a renewal (renewed every half of it);
     `stalled_interval_ms` how often each worker looks for jobs whose lock expired; a job that
     stalls more than `max_stalled_count` times is failed. With `keyring`, the secrets of failed
-    jobs are sealed rather than blanked, so that they can be re-driven (see `job_data`)."""
+    jobs are sealed rather than blanked, so that they can be re-driven (see `job_data`).
+    `retention_seconds` (with `retention_count`) bounds the finished jobs of producers that set
+    no `removeOnComplete`/`removeOnFail` of their own."""
 
     def __init__(
         self,
@@ -69,6 +71,8 @@ class BullmqWorkers:
         stalled_interval_ms: int = 30_000,
         max_stalled_count: int = 1,
         keyring: Keyring | None = None,
+        retention_seconds: int | None = None,
+        retention_count: int = 10_000,
     ):
         self._url = with_socket_timeout(redis_url, BLOCKING_SOCKET_TIMEOUT)
         self._options: dict[str, Any] = {
@@ -76,6 +80,9 @@ class BullmqWorkers:
             "stalledInterval": stalled_interval_ms,
             "maxStalledCount": max_stalled_count,
         }
+        if retention_seconds is not None:
+            keep = {"age": retention_seconds, "count": retention_count}
+            self._options.update(removeOnComplete=keep, removeOnFail=dict(keep))
         self._keyring = keyring
         self._pending: set[asyncio.Task[None]] = set()
 

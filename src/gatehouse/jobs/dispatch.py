@@ -21,6 +21,7 @@ from gatehouse.selfservice.login import job as login_job
 from gatehouse.selfservice.profile import job as profile_job
 from gatehouse.selfservice.recovery import job as recovery_job
 from gatehouse.selfservice.registration import job as registration_job
+from gatehouse.selfservice.sessions import job as sessions_job
 from gatehouse.selfservice.verification import job as verification_job
 
 __all__ = ["HANDLERS", "QUEUES", "handle_job", "notification_room"]
@@ -31,16 +32,19 @@ HANDLERS: dict[str, Handler] = {
     **login_job.HANDLERS,
     **profile_job.HANDLERS,
     **recovery_job.HANDLERS,
+    **sessions_job.HANDLERS,
 }
+# Queues whose job name picks the step (`queue:name` in HANDLERS), with the names they take.
+STEPS = {"password-recovery": "request or reset", "sessions": "list or revoke"}
 
 
 async def handle_job(
     ctx: FlowContext, queue: str, name: str, data: Any, job_id: str | None = None
 ) -> Result:
-    key = f"{queue}:{name}" if queue == "password-recovery" else queue
+    key = f"{queue}:{name}" if queue in STEPS else queue
     handler = HANDLERS.get(key)
     if handler is None:
-        known = "request or reset" if queue == "password-recovery" else "a known queue"
+        known = STEPS.get(queue, "a known queue")
         return refusal(InvalidInput(f"Unknown job {name!r} on queue {queue!r}: use {known}"))
     model, run = handler
     if not isinstance(data, dict):

@@ -248,6 +248,11 @@ class FastWorker(Worker):  # type: ignore[misc]  # python bullmq has no types
         this one fetched one (locked with the same token)."""
         raw: Any = None
         try:
+            # The worker's retention for jobs whose producer chose none, as python bullmq's
+            # `processJob` does: a Node producer's results would otherwise stay forever.
+            for option in ("removeOnComplete", "removeOnFail"):
+                if option not in job.opts and option in self.opts:
+                    job.opts[option] = self.opts[option]
             self.jobs.add((job, token))
             self.lockManager.track_job(job.id, token, int(time.time() * 1000))
             if job.deferredFailure:

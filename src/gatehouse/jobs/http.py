@@ -1,9 +1,10 @@
 """`/api/jobs/*`: the queues' door for clients without a Redis connection.
 
-Whoever holds a job's id can read its result, and results hold tokens and personal data. So the
-ids this door makes are random (128 bits), client-chosen ones must be at least 16 characters,
-and a job whose id is shorter (BullMQ's own ids count 1, 2, 3 …) shows its state and outcome
-but not its `data`."""
+Whoever holds a job's id can read its result. Results rest without credentials (`at_rest`), but
+hold personal data; so the ids this door makes are random (128 bits), client-chosen ones must be
+at least 16 characters, and a job whose id is shorter (BullMQ's own ids count 1, 2, 3 …) shows
+its state and outcome but not its `data`. A job meets the per-address limit of the HTTP route
+it stands for; per-account limits are the flows' own, so they hold for every producer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gatehouse.bootstrap import Services
 from gatehouse.errors import InvalidInput, NotFound
 from gatehouse.jobs.queues import QUEUES
+from gatehouse.jobs.results import at_rest
 from gatehouse.web.deps import services
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
@@ -26,6 +28,17 @@ Svc = Annotated[Services, Depends(services)]
 # Letters, digits, `-` and `_`: BullMQ refuses `:` in ids and treats all-digit ones as its own.
 JobId = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 UNGUESSABLE = 16
+# The HTTP route each job stands for (queue, or queue:name / queue:purpose where those pick the
+# flow), whose `<action>_ip` limit it meets here, on the route's own counter: an address that the
+# route answers 429 gets 429 here too. Queues not listed have routes without limits.
+ROUTE_OF_JOB = {
+    "verify-user": "login",
+    "create-user": "verify",
+    "verification:register": "register",
+    "verification:recovery": "forgot",
+    "password-recovery:request": "forgot",
+    "password-recovery:reset": "reset",
+}
 
 
 class JobIn(BaseModel):
@@ -82,6 +95,11 @@ async def submit(
     """Queue a job; its result comes over Socket.IO (`data.notify`) or from the GET below."""
     _queue(queue)
     await guard(request, "jobs")  # per client address (`jobs_ip`)
+    action = route_of_job(queue, body.name or queue, body.data)
+    if action is not None:
+        # Per address only: the flow counts `<action>_account` when the job runs, as it does
+        # for the route; counting it here too would spend the account's budget twice.
+        await guard(request, action)
     job_id = body.job_id
     if idempotency_key is not None:
         key = _idempotency_key(idempotency_key)
@@ -110,7 +128,8 @@ async def read(queue: str, job_id: str, svc: Svc) -> JSON:
     state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None
     if state is None:
         raise NotFound("No such job (finished jobs are kept for a limited time)")
-    result = state.result
+    # Results are stored at rest already; this also covers any stored by an older worker.
+    result = None if state.result is None else at_rest(state.result)
     if result is not None and len(job_id) < UNGUESSABLE:
         result = {k: v for k, v in result.items() if k in ("success", "message", "code")}
     data = {
@@ -123,6 +142,15 @@ async def read(queue: str, job_id: str, svc: Svc) -> JSON:
         "attempts_made": state.attempts_made,
     }
     return success("Job state", data)
+
+
+def route_of_job(queue: str, name: str, data: dict[str, Any]) -> str | None:
+    """The HTTP route action whose limits a job on `queue` meets, or None."""
+    if queue == "password-recovery":
+        return ROUTE_OF_JOB.get(f"{queue}:{name}")
+    if queue == "verification":
+        return ROUTE_OF_JOB.get(f"{queue}:{data.get('purpose')}")
+    return ROUTE_OF_JOB.get(queue)
 
 
 def _idempotency_key(value: str) -> str:

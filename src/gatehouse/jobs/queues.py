@@ -10,4 +10,5 @@ QUEUES = (
     "update-user",
     "delete-user",
     "password-recovery",
+    "sessions",
 )

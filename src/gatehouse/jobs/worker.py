@@ -1,7 +1,8 @@
 """The worker role: each job of the queues through `handle_job`, its result pushed over Socket.IO.
 
 The same processor runs under BullMQ workers (with Redis) and under the in-process queue of the
-embedded `gatehouse serve`. Job data holds passwords, codes and tokens: nothing here logs it."""
+embedded `gatehouse serve`. Job data holds passwords, codes and tokens: nothing here logs it.
+The full result goes only to the `notify` room; the queue keeps it `at_rest` (no credential)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from gatehouse.bootstrap import Services
 from gatehouse.errors import GatehouseError, JobFailed
 from gatehouse.jobs.dispatch import QUEUES, handle_job, notification_room
+from gatehouse.jobs.results import at_rest
 from gatehouse.ports import JobRun, Notifier
 from gatehouse.selfservice.context import FlowContext
 
@@ -25,7 +27,7 @@ GAVE_UP = "The job could not be completed; please try again later"
 
 
 class JobProcessor:
-    """One attempt at one job: run it, push the result to its room, hand the result back."""
+    """One attempt at one job: run it, push the result to its room, hand the queue what may rest."""
 
     def __init__(self, ctx: FlowContext, notifier: Notifier, handler: Handler = handle_job):
         self._ctx = ctx
@@ -51,7 +53,9 @@ class JobProcessor:
         # Ids only: the multi-node test counts these lines per worker.
         log.info("processed job %s/%s (success=%s)", run.queue, run.id, result.get("success"))
         await self._notify(run, result)
-        return result
+        # What the queue stores (BullMQ's returnvalue, the embedded table) and the job door
+        # shows: tokens and codes only ever reach the room the producer named.
+        return at_rest(result)
 
     async def _notify(self, run: JobRun, result: dict[str, Any]) -> None:
         room = notification_room(run.data, result)

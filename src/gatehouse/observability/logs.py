@@ -14,6 +14,58 @@ import orjson
 # answering it carry it, so a warning can be joined to its request's access line.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
+# Library loggers that, below their cap, write what must never reach a log: SQLAlchemy's engine
+# logs each statement with its parameters at INFO (password hashes, token hashes, ciphertexts),
+# the drivers and HTTP clients log queries, bodies and headers at DEBUG (DESIGN section 9).
+STATEMENT_LOGGERS = ("sqlalchemy",)
+LIBRARY_LOGGERS = (
+    "aiosqlite",
+    "asyncpg",
+    "aiomysql",
+    "pymysql",
+    "redis",
+    "bullmq",
+    "aiokafka",
+    "confluent_kafka",
+    "kafka",
+    "aiosmtplib",
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "twilio",
+    "sendgrid",
+    "python_http_client",
+    "socketio",
+    "engineio",
+    "websockets",
+    "uvicorn",
+    "multipart",
+    "python_multipart",
+    "starlette",
+    "fastapi",
+    "anyio",
+    "h11",
+    "h2",
+    "hpack",
+    "limits",
+    "alembic",
+    "asyncio",
+)
+
+
+class OwnDebugOnly(logging.Filter):
+    """The handler's backstop: below INFO only Gatehouse's records, below WARNING no statement."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # A library's logger may have been set lower than its cap after `configure` (SQLAlchemy's
+        # `echo` sets its engine's), or not be named above: its records stop here all the same.
+        if record.levelno >= logging.WARNING:
+            return True
+        name = record.name
+        if name == "gatehouse" or name.startswith("gatehouse."):
+            return True
+        return record.levelno >= logging.INFO and not name.startswith(STATEMENT_LOGGERS)
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -60,6 +112,7 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
         if as_json
         else PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(OwnDebugOnly())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # No format here prints a thread, process or multiprocessing name: records skip looking them
@@ -69,3 +122,14 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     # librdkafka and uvicorn's own access log are chatty at INFO and say nothing a person needs;
     # `gatehouse.access` writes the access lines (one per request, with its route and id).
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    cap_libraries(root.level)
+
+
+def cap_libraries(level: int) -> None:
+    """Keep library loggers at INFO or above (SQLAlchemy's at WARNING) whatever `level` is."""
+    # Set on the library's top logger: its children (sqlalchemy.engine.Engine, httpx._client...)
+    # inherit it, unless a library sets a child's own level (SQLAlchemy's `echo` does: off here).
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+    for name in STATEMENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -83,6 +83,13 @@ class SocketIONotifier:
         else:
             await self._server.emit(event, payload, to=room, namespace="/")
 
+    async def session_revoked(self, user_id: str, session_id: str, reason: str) -> None:
+        """To the session's own room (its sockets are ended there) and to the user's, so the
+        user's other devices can update their list of sessions."""
+        payload = {"session_id": session_id, "reason": reason}
+        await self.emit(f"session:{session_id}", "session.revoked", payload)
+        await self.emit(f"user:{user_id}", "session.revoked", payload)
+
     async def close(self) -> None:
         if isinstance(self._manager, PipelinedPublisher):
             await self._manager.aclose()

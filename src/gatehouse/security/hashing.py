@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -10,7 +11,7 @@ from argon2 import PasswordHasher as Argon2
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from gatehouse.domain.users import normalize_password
+from gatehouse.domain.users import has_password, normalize_password
 
 # Hashes imported from legacy systems: verified once, then re-hashed to argon2id at that login.
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
@@ -56,11 +57,24 @@ class Argon2Hasher:
         if password_hash.startswith(BCRYPT_PREFIXES):
             matches = _bcrypt_matches(password_hash, normalize_password(password))
             return matches, matches
+        if not has_password(password_hash):
+            # An account without a password (`NO_PASSWORD`): refused in a real check's time, so
+            # it answers a sign-in exactly as a wrong password does.
+            self._spend(password)
+            return False, False
         try:
             self._argon.verify(password_hash, normalize_password(password))
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except InvalidHashError:  # not a hash at all: refused in a real check's time too
+            self._spend(password)
+            return False, False
+        except (VerifyMismatchError, VerificationError):
             return False, False
         return True, self._argon.check_needs_rehash(password_hash)
+
+    def _spend(self, password: str) -> None:
+        """One real argon2 check, of the decoy: its time, never a match."""
+        with contextlib.suppress(VerificationError):
+            self._argon.verify(self._decoy, normalize_password(password))
 
     async def verify(self, password_hash: str, password: str) -> tuple[bool, bool]:
         result = await self._run(self._verify_sync, password_hash, password)

@@ -27,6 +27,9 @@ class Policy:
     pending_ttl: timedelta = timedelta(hours=24)
     refresh_ttl: timedelta = timedelta(days=30)
     refresh_family_max: timedelta = timedelta(days=90)
+    # How recently a session must have proved a factor to make a sensitive change without
+    # giving its password again (DESIGN 3a, GATEHOUSE_STEP_UP_SECONDS).
+    step_up: timedelta = timedelta(seconds=300)
     # Register, resend and forgot-password answer no sooner than this, whichever path they took
     # (new or existing account), so their timing tells nothing. Zero turns it off.
     answer_floor: timedelta = timedelta(0)

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from gatehouse.domain import events
 from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, CodeCheck, generate_code, looks_like_code
+from gatehouse.domain.crypto import keyed_hash
 from gatehouse.domain.throttle import country_prefix
 from gatehouse.domain.users import User, mask_phone
 from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
@@ -50,20 +51,29 @@ async def send_code(
     route: Route,
     template: str,
     variables: dict[str, str] | None = None,
-) -> None:
+    binding: str = "",
+    quiet: bool = False,
+) -> bool:
     """Store the code's HMAC and queue its delivery in the caller's transaction. The plaintext
-    code, and any phone number, leave this function only encrypted for the courier."""
+    code, and any phone number, leave this function only encrypted for the courier.
+
+    `binding` ties the code to what it was issued for (a pending registration's id): only a
+    check with the same binding accepts it. When the recipient's wrong tries are spent, nothing
+    is sent: with `quiet` the caller learns it from the False returned, else from `RateLimited`
+    (doors that must not tell known from unknown accounts answer as if a code went out)."""
     now = ctx.clock()
     code = generate_code()
     ttl = int(ctx.policy.code_ttl.total_seconds())
     tries = await ctx.codes.put(
         purpose,
         ctx.code_subject(purpose, identifier),
-        ctx.code_hash(purpose, identifier, code),
+        bound_code_hash(ctx, purpose, identifier, code, binding),
         ttl,
         ctx.policy.code_attempts,
     )
     if tries == 0:  # every try of the window was spent on wrong codes: a new one would not help
+        if quiet:
+            return False
         raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")
     message_id = events.new_id()
 
@@ -93,6 +103,16 @@ async def send_code(
             fallbacks=fallbacks,
         )
     )
+    return True
+
+
+def bound_code_hash(
+    ctx: FlowContext, purpose: str, identifier: str, code: str, binding: str
+) -> str:
+    """The stored HMAC; a bound code's also covers its binding (one more part: never equal)."""
+    if not binding:
+        return ctx.code_hash(purpose, identifier, code)
+    return keyed_hash(ctx.secrets.code_key, purpose, identifier, code, binding)
 
 
 async def limit_sends(ctx: FlowContext, channel: str, address: str) -> None:
@@ -116,6 +136,7 @@ async def consume_then(
     otp: str,
     action: Callable[[], Awaitable[T]],
     holder: str | None = None,
+    binding: str = "",
 ) -> T:
     """Check and consume the code, then run `action`. If the action fails for an infrastructure
     reason the code is put back, so the person can simply retry once we recover.
@@ -123,12 +144,15 @@ async def consume_then(
     `holder` names a job (queue and id). A job whose worker is killed after the check is run
     again by the queue; the code is spent by then, so the check leaves a receipt bound to the
     code and the holder, and the same holder presenting the same code passes again (and only
-    it: the receipt is an HMAC under the code key). The action must then be idempotent."""
+    it: the receipt is an HMAC under the code key). The action must then be idempotent.
+
+    `binding` is what the code must have been issued for (see `send_code`). The receipt leaves
+    it out: the first run checked it, and a run again may find the bound row gone, committed."""
     otp = otp.strip()
     if not looks_like_code(otp):
         raise InvalidCode()
     subject = ctx.code_subject(purpose, identifier)
-    code_hash = ctx.code_hash(purpose, identifier, otp)
+    code_hash = bound_code_hash(ctx, purpose, identifier, otp, binding)
     receipt = ctx.code_receipt(purpose, identifier, otp, holder) if holder else None
     result = await ctx.codes.check(
         purpose,

@@ -23,6 +23,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Unavailable
+from gatehouse.storage.pg_sessions import PgSessions
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -185,6 +186,7 @@ class PgUnitOfWork:
         self.users = PgUsers(self)
         self.pending = PgPending(self)
         self.refresh_tokens = PgRefreshTokens(self)
+        self.sessions = PgSessions(self)
         self.outbox = PgOutbox(self)
 
     async def __aenter__(self) -> PgUnitOfWork:
@@ -295,8 +297,8 @@ class PgUsers(_Repo[User]):
 
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
         return await self._one(
-            "id = $1 AND NOT EXISTS (SELECT 1 FROM refresh_tokens "
-            "WHERE family_id = $2 AND revoked_at IS NOT NULL)",
+            "id = $1 AND EXISTS (SELECT 1 FROM sessions "
+            "WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL)",
             user_id,
             session_id,
         )

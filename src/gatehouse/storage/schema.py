@@ -98,6 +98,23 @@ refresh_tokens = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
 )
 
+# One sign-in (id = its refresh-token family, the `sid` of its access tokens). Revoked rows are
+# kept, so the tokens of a revoked session stay refused; `amr` is a JSON list (RFC 8176).
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=False),
+    Column("auth_time", UTCDateTime, nullable=False),
+    Column("user_agent", String(256), nullable=True),
+    Column("amr", String(200), nullable=False),
+    Column("aal", Integer, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -18,7 +18,14 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Unavailable
-from gatehouse.storage.schema import outbox, pending_registrations, refresh_tokens, users
+from gatehouse.storage.schema import (
+    outbox,
+    pending_registrations,
+    refresh_tokens,
+    sessions,
+    users,
+)
+from gatehouse.storage.sql_sessions import SqlSessions
 
 
 def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
@@ -73,9 +80,9 @@ class Executor(Protocol):
 # Built once: composing a statement costs more Python than sending it (the hot path's reads).
 _USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
 _SIGNED_IN_USER = _USER_BY_ID.where(
-    ~exists()
-    .where(refresh_tokens.c.family_id == bindparam("session_id"))
-    .where(refresh_tokens.c.revoked_at.is_not(None))
+    exists()
+    .where(sessions.c.id == bindparam("session_id"), sessions.c.user_id == users.c.id)
+    .where(sessions.c.revoked_at.is_(None))
 )
 
 
@@ -237,6 +244,7 @@ class SqlUnitOfWork:
         self.users = SqlUsers(self)
         self.pending = SqlPending(self)
         self.refresh_tokens = SqlRefreshTokens(self)
+        self.sessions = SqlSessions(self)
         self.outbox = SqlOutbox(self)
         return self
 

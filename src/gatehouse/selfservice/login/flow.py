@@ -9,11 +9,17 @@ from gatehouse.domain.users import normalize_email
 from gatehouse.errors import InvalidCredentials, RateLimited
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.sessions.flow import Session, open_session
 
 
-async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
+async def login(
+    ctx: FlowContext, *, email: str, password: str, user_agent: str | None = None
+) -> Session:
     email = normalize_email(email)
+    # `login_account`: here, not at the route, so that `verify-user` jobs from any producer
+    # meet it too (DESIGN section 4).
+    await limit_account(ctx, "login", email)
     # Failures are counted per email whether or not an account exists, so the growing waits
     # reveal nothing about which emails are registered.
     throttle_key = ctx.blind_index("login", email)
@@ -47,7 +53,9 @@ async def login(ctx: FlowContext, *, email: str, password: str) -> Session:
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
             await uow.users.update(user)
-        session = await open_session(ctx, uow, user, family_id=events.new_id(), family_expires=None)
+        session = await open_session(
+            ctx, uow, user, family_id=events.new_id(), user_agent=user_agent
+        )
         await uow.outbox.add(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )

@@ -20,6 +20,11 @@ router = APIRouter(prefix="/api/auth", tags=["login"])
     responses=error_answers(*BODY_ERRORS, 401, 429, 503),
 )
 async def login(body: LoginIn, c: Ctx, request: Request) -> JSON:
-    await guard(request, "login", account=str(body.email).lower())
-    opened = await login_flow.login(c, email=str(body.email), password=body.password)
+    await guard(request, "login")  # `login_account` is counted by the flow, for every door
+    opened = await login_flow.login(
+        c,
+        email=str(body.email),
+        password=body.password,
+        user_agent=request.headers.get("user-agent"),
+    )
     return success("Logged in successfully", opened.as_data())

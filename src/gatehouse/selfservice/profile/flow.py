@@ -6,11 +6,11 @@ from typing import Any
 
 from gatehouse.domain import events
 from gatehouse.domain.users import User, public_view
-from gatehouse.errors import InvalidCredentials, InvalidInput, InvalidToken, TokenError
+from gatehouse.errors import InvalidInput
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, phone_of
-from gatehouse.selfservice.sessions.flow import announce_revoked, revoke_all
+from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, revoke_all
+from gatehouse.selfservice.sessions.manage import prove_password, require_recent
 from gatehouse.selfservice.validation import (
     require_image,
     require_name,
@@ -22,15 +22,7 @@ from gatehouse.selfservice.validation import (
 async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
     """The user an access token speaks for, if the token is valid, its session was not revoked
     (logout, password change, reuse detection) and the account still exists."""
-    try:
-        claims = ctx.tokens.verify(token, ctx.clock())
-    except TokenError as exc:
-        audit("token", "failure", factor="access_token", reason="invalid")
-        raise InvalidToken() from exc
-    user = await uow.users.get_signed_in(claims.sub, claims.sid)
-    if user is None:
-        audit("token", "failure", factor="access_token", user_id=claims.sub, reason="revoked")
-        raise InvalidToken()
+    user, _claims = await authenticate(ctx, uow, token)
     return user
 
 
@@ -51,7 +43,8 @@ async def update(
     current_password: str | None = None,
 ) -> dict[str, Any]:
     """Change the given fields; an empty phone or image removes it. A new password needs the
-    current one and ends every session (the caller logs in again)."""
+    current one and ends every session (the caller logs in again). A new phone needs a recent
+    authentication of the session, or the current password."""
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = require_name(name)
@@ -69,13 +62,17 @@ async def update(
                 errors=[{"field": "current_password", "message": "required"}],
             )
     async with ctx.reader() as uow:
-        user = await current_user(ctx, uow, token)
+        user, claims = await authenticate(ctx, uow, token)
+    # Sensitive changes: the password in the body proves the owner is here, else the session
+    # must have proved it recently (a stolen access token alone must not move the recovery
+    # phone). A password change always carries it (checked above).
+    action = "password.change" if password is not None else "phone.change"
+    if current_password is not None and (password is not None or phone is not None):
+        wrong = "The current password is wrong"
+        await prove_password(ctx, user, current_password, action=action, message=wrong)
+    elif phone is not None:
+        require_recent(ctx, claims, user.id, action)
     if password is not None:
-        assert current_password is not None
-        ok, _ = await ctx.hasher.verify(user.password_hash, current_password)
-        audit("password.change", "success" if ok else "failure", factor="password", user_id=user.id)
-        if not ok:
-            raise InvalidCredentials("The current password is wrong")
         changes["password_hash"] = await ctx.hasher.hash(password)
     now = ctx.clock()
     async with ctx.uow() as uow:
@@ -98,10 +95,8 @@ async def delete(ctx: FlowContext, *, token: str, password: str) -> str:
     every session ends. Returns the deleted user's id."""
     async with ctx.uow() as uow:
         user = await current_user(ctx, uow, token)
-    ok, _ = await ctx.hasher.verify(user.password_hash, password)
-    audit("account.delete", "success" if ok else "failure", factor="password", user_id=user.id)
-    if not ok:
-        raise InvalidCredentials("The password is wrong")
+    # The password is the proof of presence a deletion needs, whatever the session's auth_time.
+    await prove_password(ctx, user, password, action="account.delete")
     now = ctx.clock()
     async with ctx.uow() as uow:
         user = await current_user(ctx, uow, token)

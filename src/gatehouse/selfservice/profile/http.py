@@ -12,6 +12,7 @@ from gatehouse.web.responses import JSON, success
 from gatehouse.web.schemas import BODY_ERRORS, Envelope, NoData, error_answers
 
 router = APIRouter(prefix="/api/auth", tags=["profile"])
+REAUTH = {403: "`reauth_required`: a new phone needs a recent sign-in or `current_password`"}
 
 
 @router.get("/profile", response_model=Envelope[UserData], responses=error_answers(401, 503))
@@ -24,7 +25,7 @@ async def read_profile(c: Ctx, token: Token) -> JSON:
 @router.patch(
     "/profile",
     response_model=Envelope[UserData],
-    responses=error_answers(*BODY_ERRORS, 401, 503),
+    responses=error_answers(*BODY_ERRORS, 401, 403, 429, 503, meaning=REAUTH),
 )
 async def update_profile(body: ProfileUpdateIn, c: Ctx, token: Token) -> JSON:
     user = await profile.update(c, token=token, **body.model_dump(exclude_unset=True))
@@ -32,7 +33,9 @@ async def update_profile(body: ProfileUpdateIn, c: Ctx, token: Token) -> JSON:
 
 
 @router.delete(
-    "/profile", response_model=Envelope[NoData], responses=error_answers(*BODY_ERRORS, 401, 503)
+    "/profile",
+    response_model=Envelope[NoData],
+    responses=error_answers(*BODY_ERRORS, 401, 429, 503),
 )
 async def delete_profile(body: ProfileDeleteIn, c: Ctx, token: Token) -> JSON:
     await profile.delete(c, token=token, password=body.password)

@@ -9,6 +9,7 @@ from gatehouse.errors import InvalidCode, InvalidInput
 from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.otp import consume_then, limit_sends, route_for, send_code
 from gatehouse.selfservice.sessions.flow import announce_revoked, revoke_all
 from gatehouse.selfservice.timing import no_sooner_than
@@ -55,6 +56,8 @@ async def _request(ctx: FlowContext, *, email: str | None, phone: str | None, ch
         user = await _find(ctx, uow, email, phone)
         route = route_for(user, ctx, channel) if user else None
         if user is not None and route is not None:
+            # Quiet: an account whose wrong tries are spent gets no code, and the answer is the
+            # unknown account's (a 429 here told registered emails apart, issue 12).
             await send_code(
                 ctx,
                 uow,
@@ -63,7 +66,7 @@ async def _request(ctx: FlowContext, *, email: str | None, phone: str | None, ch
                 key=user.id,
                 route=route,
                 template="password-reset",
-                variables={"name": user.name},
+                quiet=True,
             )
             await uow.commit()
     return int(ctx.policy.code_ttl.total_seconds())
@@ -78,6 +81,20 @@ async def reset(
     phone: str | None = None,
 ) -> str:
     """Set a new password with a recovery code; every session ends. Returns the user id."""
+    # `reset_account` here, not at the route, so `password-recovery` `reset` jobs from any
+    # producer meet it too; the phone compacted, so spellings of one number share a counter.
+    account = normalize_email(email) if email else require_phone(phone)
+    if account:
+        await limit_account(ctx, "reset", account)
+    # Under the answer floor: an unknown account, a wrong code and a spent one are refused
+    # alike (InvalidCode) and no sooner than the floor, so neither answer nor time tells them.
+    async with no_sooner_than(ctx.policy.answer_floor):
+        return await _reset(ctx, otp=otp, new_password=new_password, email=email, phone=phone)
+
+
+async def _reset(
+    ctx: FlowContext, *, otp: str, new_password: str, email: str | None, phone: str | None
+) -> str:
     require_password(new_password, "new_password", ctx.common_passwords)
     async with ctx.uow() as uow:
         user = await _find(ctx, uow, email, phone)

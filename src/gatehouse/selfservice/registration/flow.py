@@ -3,15 +3,24 @@ and create-user (code from the verification service + details in one step, seed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gatehouse.domain import events
 from gatehouse.domain.codes import Purpose
-from gatehouse.domain.users import PendingRegistration, User, normalize_email, public_view
+from gatehouse.domain.users import (
+    NAME_MAX,
+    NO_PASSWORD,
+    PendingRegistration,
+    User,
+    has_password,
+    normalize_email,
+    public_view,
+)
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, phone_of
+from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.otp import Route, consume_then, limit_sends, send_code
 from gatehouse.selfservice.timing import no_sooner_than
 from gatehouse.selfservice.validation import require_name, require_password, require_phone
@@ -25,6 +34,15 @@ class Accepted:
 
     email: str
     expires_in: int
+
+
+@dataclass(frozen=True)
+class SignedUp:
+    """A finished sign-up: the new user's view, and whether the account has no password yet (a
+    contested sign-up's: its owner sets one through password recovery)."""
+
+    user: dict[str, Any]
+    password_required: bool
 
 
 async def register(
@@ -42,17 +60,37 @@ async def _register(
     require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
     await limit_sends(ctx, "email", email)
-    # Hash before looking anything up: existing and new emails take the same time.
-    password_hash = await ctx.hasher.hash(password)
+    # One read, then one argon2 operation whatever it found: a new or taken email's password
+    # hashed, a live sign-up's own hash checked against it. Every path takes the same time.
+    async with ctx.reader() as uow:
+        taken = await uow.users.get_by_email(email) is not None
+        checked = None if taken else await _live_pending(ctx, uow, email)
+    same = await _same_password(ctx, checked, password) if checked else False
+    password_hash = "" if checked else await ctx.hasher.hash(password)
     now = ctx.clock()
     async with ctx.uow() as uow:
         if await uow.users.get_by_email(email) is not None:
             await account_exists_notice(ctx, uow, email)
             await uow.commit()
             return _accepted(ctx, email)
-        previous = await uow.pending.get_by_email(email)
+        live = await _live_pending(ctx, uow, email)
+        if live is not None:
+            # Nobody has proven the address yet, so a second sign-up's word is worth no more
+            # than the first's: with the same password it changes nothing; with another, the
+            # sign-up is contested (see `_contested`). Either way the address gets a fresh
+            # code for it (as resend-otp), which finishes only that one.
+            if checked is None or checked.id != live.id:  # begun meanwhile: check against it
+                same = await _same_password(ctx, live, password)
+            if not same and has_password(live.password_hash):
+                live = _contested(live)
+                await uow.pending.put(live)
+            await _send_code(ctx, uow, email, live)
+            await uow.commit()
+            return _accepted(ctx, email)
+        password_hash = password_hash or await ctx.hasher.hash(password)  # ended meanwhile
         pending = PendingRegistration(
-            id=previous.id if previous else events.new_id(),
+            # A new id, even over an expired one: codes bound to the old id stay dead.
+            id=events.new_id(),
             email=email,
             name=name,
             password_hash=password_hash,
@@ -62,12 +100,40 @@ async def _register(
             phone_index=ctx.blind_index("phone", phone) if phone else None,
         )
         await uow.pending.put(pending)
-        await _send_code(ctx, uow, pending.email, pending.id, pending.name)
+        await _send_code(ctx, uow, email, pending)
         await uow.outbox.add(
             events.user_event(events.REGISTERED, pending.id, {"email": email}, now)
         )
         await uow.commit()
     return _accepted(ctx, email)
+
+
+async def _live_pending(
+    ctx: FlowContext, uow: UnitOfWork, email: str
+) -> PendingRegistration | None:
+    """The email's pending registration, unless it has expired."""
+    pending = await uow.pending.get_by_email(email)
+    return pending if pending is not None and pending.expires_at > ctx.clock() else None
+
+
+async def _same_password(ctx: FlowContext, pending: PendingRegistration, password: str) -> bool:
+    matches, _ = await ctx.hasher.verify(pending.password_hash, password)
+    return matches
+
+
+def _contested(pending: PendingRegistration) -> PendingRegistration:
+    """A sign-up made twice with different passwords. Its code goes to the address's owner,
+    but nothing tells which of the two that is: the account the code makes gets no password
+    (the owner sets one through recovery, whose code only the owner reads), no phone (a
+    recovery channel, perhaps anyone's) and for a name the address's own local part. Same id:
+    the codes already sent still finish it."""
+    return replace(
+        pending,
+        name=pending.email.partition("@")[0][:NAME_MAX],
+        password_hash=NO_PASSWORD,
+        phone_ciphertext=None,
+        phone_index=None,
+    )
 
 
 async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -> None:
@@ -101,9 +167,9 @@ async def _resend(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
     await limit_sends(ctx, "email", email)
     async with ctx.uow() as uow:
-        pending = await uow.pending.get_by_email(email)
-        if pending is not None and pending.expires_at > ctx.clock():
-            await _send_code(ctx, uow, pending.email, pending.id, pending.name)
+        pending = await _live_pending(ctx, uow, email)
+        if pending is not None:
+            await _send_code(ctx, uow, email, pending)
             await uow.commit()
     return _accepted(ctx, email)
 
@@ -121,21 +187,33 @@ async def _send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
         if await uow.users.get_by_email(email) is not None:
             await account_exists_notice(ctx, uow, email)
         else:
-            await _send_code(ctx, uow, email, key=_recipient_key(ctx, email), name="")
+            # With a live sign-up, its code (bound to it); else one bound to the address alone.
+            await _send_code(ctx, uow, email, await _live_pending(ctx, uow, email))
         await uow.commit()
     return _accepted(ctx, email)
 
 
 async def verify(ctx: FlowContext, *, email: str, otp: str) -> dict[str, Any]:
-    """Turn the pending registration into a user if the code is right; returns the user view."""
-    email = normalize_email(email)
+    """`verify_sign_up`, answering the new user's view."""
+    return (await verify_sign_up(ctx, email=email, otp=otp)).user
 
-    async def create() -> dict[str, Any]:
-        now = ctx.clock()
-        async with ctx.uow() as uow:
-            pending = await uow.pending.get_by_email(email)
-            if pending is None or pending.expires_at <= now:
+
+async def verify_sign_up(ctx: FlowContext, *, email: str, otp: str) -> SignedUp:
+    """Turn the pending registration into a user if the code is right (a contested one into a
+    user without a password)."""
+    email = normalize_email(email)
+    # `verify_account` in the flow: `verify-otp` and `create-user` jobs share one counter.
+    await limit_account(ctx, "verify", email)
+
+    # One transaction: the code is checked against the live sign-up read in it, bound to its id,
+    # so a code issued for another (an earlier one, or none) cannot finish this one.
+    async with ctx.uow() as uow:
+        pending = await _live_pending(ctx, uow, email)
+
+        async def create() -> SignedUp:
+            if pending is None:
                 raise InvalidCode()
+            now = ctx.clock()
             user = User(
                 id=pending.id,
                 email=pending.email,
@@ -150,9 +228,12 @@ async def verify(ctx: FlowContext, *, email: str, otp: str) -> dict[str, Any]:
             await _add_user(uow, user)
             await uow.pending.delete(pending.id)
             await uow.commit()
-        return public_view(user, phone_of(ctx, user), reveal_phone=False)
+            return _signed_up(ctx, user)
 
-    return await consume_then(ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create)
+        binding = pending.id if pending else ""
+        return await consume_then(
+            ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, binding=binding
+        )
 
 
 async def create_user(
@@ -165,27 +246,61 @@ async def create_user(
     phone: str | None = None,
     job: str | None = None,
 ) -> dict[str, Any]:
+    """`create_account`, answering the new user's view."""
+    signed_up = await create_account(
+        ctx, email=email, otp=otp, password=password, name=name, phone=phone, job=job
+    )
+    return signed_up.user
+
+
+async def create_account(
+    ctx: FlowContext,
+    *,
+    email: str,
+    otp: str,
+    password: str,
+    name: str,
+    phone: str | None = None,
+    job: str | None = None,
+) -> SignedUp:
     """Create a verified user from a sign-up code and the details, in one step.
 
     `job` names the queue job doing it. A worker killed after the code check leaves the job to
     run again, with its code spent; that run passes the check on the receipt the first one left
     (see `otp.consume_then`). If the first run had committed, the second finds the user and
-    answers with it instead of a conflict: the job succeeds and the user exists once."""
+    answers with it instead of a conflict: the job succeeds and the user exists once.
+
+    With a live pending registration, the code is bound to it (as verify-otp's) and the job
+    finishes that sign-up: its password must be the one given at sign-up, so a job with another
+    cannot turn someone's code into an account with a password of the job's choosing. A
+    contested sign-up (see `_contested`) has none to match: its account gets no password."""
     email = normalize_email(email)
+    # The `verify-otp` route's `verify_account`, met by every producer of `create-user` jobs.
+    await limit_account(ctx, "verify", email)
     name = require_name(name)
     require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
+    async with ctx.reader() as uow:
+        bound_to = await _live_pending(ctx, uow, email)
+    binding = bound_to.id if bound_to else ""
+    details = (name, ctx.blind_index("phone", phone) if phone else None)
 
-    async def create() -> dict[str, Any]:
-        password_hash = await ctx.hasher.hash(password)
+    async def create() -> SignedUp:
+        password_hash = await _signup_password(ctx, bound_to, password)
         now = ctx.clock()
         async with ctx.uow() as uow:
             existing = await uow.users.get_by_email(email)
             if existing is not None:
-                if job is not None and await _made_by_this_sign_up(ctx, existing, password):
-                    return public_view(existing, phone_of(ctx, existing), reveal_phone=False)
+                if job is not None and await _made_by_this_sign_up(
+                    ctx, existing, password, details
+                ):
+                    return _signed_up(ctx, existing)
                 raise Conflict("An account with this email already exists")
-            pending = await uow.pending.get_by_email(email)
+            pending = await _live_pending(ctx, uow, email)
+            if (pending.id if pending else "") != binding:
+                raise InvalidCode()  # the sign-up the code was bound to ended meanwhile
+            if pending is not None and not has_password(pending.password_hash):
+                password_hash = NO_PASSWORD  # contested meanwhile
             user = User(
                 id=pending.id if pending else events.new_id(),
                 email=email,
@@ -194,7 +309,7 @@ async def create_user(
                 created_at=now,
                 updated_at=now,
                 phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
-                phone_index=ctx.blind_index("phone", phone) if phone else None,
+                phone_index=details[1],
                 email_verified_at=now,
             )
             if pending is not None:
@@ -205,21 +320,48 @@ async def create_user(
                 )
             await _add_user(uow, user)
             await uow.commit()
-        return public_view(user, phone, reveal_phone=False)
+        return _signed_up(ctx, user)
 
     return await consume_then(
-        ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, holder=job
+        ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, holder=job, binding=binding
     )
 
 
-async def _made_by_this_sign_up(ctx: FlowContext, user: User, password: str) -> bool:
+async def _signup_password(
+    ctx: FlowContext, pending: PendingRegistration | None, password: str
+) -> str:
+    """The new account's hash: the pending sign-up's if `password` is its own (none if it was
+    contested), a new one without a pending sign-up."""
+    # One verify costs what one hash does (against `NO_PASSWORD` too): a job's time does not
+    # tell whether a sign-up waits, or was contested.
+    if pending is None:
+        return await ctx.hasher.hash(password)
+    matches, _ = await ctx.hasher.verify(pending.password_hash, password)
+    if not has_password(pending.password_hash):
+        return NO_PASSWORD
+    if not matches:
+        raise InvalidCode()
+    return pending.password_hash
+
+
+async def _made_by_this_sign_up(
+    ctx: FlowContext, user: User, password: str, details: tuple[str, str | None]
+) -> bool:
     """A job run again after its worker died: the code check passed on the receipt this job
     left, so the code is this sign-up's, and the verified account with this email and this
-    very password is the one its first run committed (anyone else's would not match)."""
+    very password is the one its first run committed (anyone else's would not match). A
+    contested sign-up's account has no password to match: the job's name and phone do."""
     if user.email_verified_at is None:
         return False
     matches, _ = await ctx.hasher.verify(user.password_hash, password)
-    return matches
+    if has_password(user.password_hash):
+        return matches
+    return (user.name, user.phone_index) == details
+
+
+def _signed_up(ctx: FlowContext, user: User) -> SignedUp:
+    view = public_view(user, phone_of(ctx, user), reveal_phone=False)
+    return SignedUp(view, password_required=not has_password(user.password_hash))
 
 
 async def _add_user(uow: UnitOfWork, user: User) -> None:
@@ -230,16 +372,23 @@ async def _add_user(uow: UnitOfWork, user: User) -> None:
     )
 
 
-async def _send_code(ctx: FlowContext, uow: UnitOfWork, email: str, key: str, name: str) -> None:
+async def _send_code(
+    ctx: FlowContext, uow: UnitOfWork, email: str, pending: PendingRegistration | None
+) -> None:
+    """A sign-up code, bound to `pending` (keyed by its id) or to the address alone."""
+    # No name in the mail: the address is not proven yet, and a name is anyone's text (DESIGN
+    # section 9). Quiet: spent wrong tries send nothing, answered as if sent, so a lockout tells
+    # an address with a sign-up from one with an account or with nothing.
     await send_code(
         ctx,
         uow,
         purpose=PURPOSE,
         identifier=email,
-        key=key,
+        key=pending.id if pending else _recipient_key(ctx, email),
         route=Route("email", email),
         template="verify-email",
-        variables={"name": name or "there"},
+        binding=pending.id if pending else "",
+        quiet=True,
     )
 
 

@@ -9,7 +9,7 @@ from gatehouse.selfservice.registration.schemas import CreateUserJob
 
 
 async def create_user(ctx: FlowContext, job: CreateUserJob, job_id: str | None) -> Result:
-    user = await registration.create_user(
+    done = await registration.create_account(
         ctx,
         email=str(job.email),
         otp=job.otp,
@@ -19,7 +19,10 @@ async def create_user(ctx: FlowContext, job: CreateUserJob, job_id: str | None) 
         # Run again after a worker died, the job finds the user its first run created.
         job=f"create-user:{job_id}" if job_id else None,
     )
-    return ok("User created", {"user": user}, user["id"])
+    # A contested sign-up's account has no password: its owner sets one through recovery.
+    message = "User created; set a password with password recovery"
+    data = {"user": done.user, "password_required": done.password_required}
+    return ok(message if done.password_required else "User created", data, done.user["id"])
 
 
 HANDLERS: dict[str, Handler] = {"create-user": (CreateUserJob, create_user)}

@@ -11,6 +11,7 @@ from gatehouse.selfservice.fields import (
     Otp,
     Phone,
 )
+from gatehouse.selfservice.profile.schemas import UserData
 from gatehouse.web.schemas import Out
 
 
@@ -44,3 +45,11 @@ class RegisterData(Out):
 
     email: str
     expires_in: int
+
+
+class VerifiedData(UserData):
+    """The `data` of verify-otp: the new account, and whether it still needs a password. True
+    for a contested sign-up (the address signed up twice with different passwords): the account
+    has none, and no sign-in succeeds until its owner sets one through password recovery."""
+
+    password_required: bool

@@ -1,15 +1,23 @@
-"""Sessions: refresh-token rotation with reuse detection, logout, token authentication."""
+"""Sessions: opened at sign-in, refresh-token rotation with reuse detection, logout, token
+authentication."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gatehouse.domain import events
-from gatehouse.domain.tokens import RefreshToken, hash_refresh_token, new_refresh_token
+from gatehouse.domain.sessions import SessionRecord, clip_user_agent
+from gatehouse.domain.tokens import (
+    AccessClaims,
+    RefreshToken,
+    hash_refresh_token,
+    new_refresh_token,
+)
 from gatehouse.domain.users import User, public_view
-from gatehouse.errors import InvalidToken
+from gatehouse.errors import InvalidToken, TokenError
 from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext, phone_of
@@ -34,6 +42,21 @@ class Session:
         }
 
 
+async def authenticate(ctx: FlowContext, uow: UnitOfWork, token: str) -> tuple[User, AccessClaims]:
+    """The user an access token speaks for, and its claims, if the token is valid, its session
+    live (not logged out, deleted or ended by a password change) and the account still there."""
+    try:
+        claims = ctx.tokens.verify(token, ctx.clock())
+    except TokenError as exc:
+        audit("token", "failure", factor="access_token", reason="invalid")
+        raise InvalidToken() from exc
+    user = await uow.users.get_signed_in(claims.sub, claims.sid)
+    if user is None:
+        audit("token", "failure", factor="access_token", user_id=claims.sub, reason="revoked")
+        raise InvalidToken()
+    return user, claims
+
+
 async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
     """Rotate: the presented token is spent and a new one of the same family is returned. A token
     presented twice means it was stolen or replayed, so the whole family is revoked."""
@@ -45,6 +68,7 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
             raise InvalidToken()
         if stored.used_at is not None or not await uow.refresh_tokens.mark_used(stored.id, now):
             await uow.refresh_tokens.revoke_family(stored.family_id, now)
+            await uow.sessions.revoke(stored.family_id, now, "refresh_token_reuse")
             await uow.outbox.add(
                 events.user_event(
                     events.SESSION_REVOKED,
@@ -54,7 +78,7 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
                 )
             )
             await uow.commit()
-            await announce_revoked(ctx, stored.user_id, "refresh_token_reuse")
+            await announce_revoked(ctx, stored.user_id, "refresh_token_reuse", stored.family_id)
             audit(
                 "refresh",
                 "failure",
@@ -65,12 +89,12 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
             raise InvalidToken()
         if stored.expires_at <= now or stored.family_expires_at <= now:
             raise InvalidToken()
-        user = await uow.users.get(stored.user_id)
-        if user is None:
+        # The session's row, marked used, with its user: one statement where the database allows.
+        signed_in = await uow.sessions.touch(stored.family_id, now)
+        if signed_in is None:
             raise InvalidToken()
-        session = await open_session(
-            ctx, uow, user, family_id=stored.family_id, family_expires=stored.family_expires_at
-        )
+        record, user = signed_in
+        session = await _issue(ctx, uow, user, record, stored.family_expires_at)
         await uow.commit()
     audit("refresh", "success", factor="refresh_token", user_id=user.id)
     return session
@@ -91,7 +115,8 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
             await announce_revoked(ctx, stored.user_id, "logout_everywhere")
             audit("logout_everywhere", "success", factor="refresh_token", user_id=stored.user_id)
             return
-        revoked = await uow.refresh_tokens.revoke_family(stored.family_id, now)
+        tokens = await uow.refresh_tokens.revoke_family(stored.family_id, now)
+        revoked = await uow.sessions.revoke(stored.family_id, now, "logout") or bool(tokens)
         if revoked:
             await uow.outbox.add(
                 events.user_event(
@@ -103,7 +128,7 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
             )
         await uow.commit()
     if revoked:
-        await announce_revoked(ctx, stored.user_id, "logout")
+        await announce_revoked(ctx, stored.user_id, "logout", stored.family_id)
     audit("logout", "success", factor="refresh_token", user_id=stored.user_id)
 
 
@@ -111,6 +136,7 @@ async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: st
     """Revoke every session of a user inside the caller's transaction, with its event."""
     now = ctx.clock()
     await uow.refresh_tokens.revoke_user(user_id, now)
+    await uow.sessions.revoke_user(user_id, now, reason)
     await uow.outbox.add(
         events.user_event(
             events.SESSION_REVOKED, user_id, {"reason": reason, "session_id": "*"}, now
@@ -118,25 +144,71 @@ async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: st
     )
 
 
-async def announce_revoked(ctx: FlowContext, user_id: str, reason: str) -> None:
-    """Tell the user's open sockets, after the commit. Best effort: the revocation itself is
-    already durable, and a missed push only delays the client noticing."""
+async def announce_revoked(
+    ctx: FlowContext, user_id: str, reason: str, session_id: str | None = None
+) -> None:
+    """Tell the session's sockets (every one of the user's without `session_id`), after the
+    commit. Best effort: the revocation itself is already durable, and a missed push only
+    delays the client noticing."""
     try:
-        await ctx.notifier.emit(f"user:{user_id}", "session.revoked", {"reason": reason})
+        if session_id is None:
+            await ctx.notifier.emit(f"user:{user_id}", "session.revoked", {"reason": reason})
+        else:
+            await ctx.notifier.session_revoked(user_id, session_id, reason)
     except Exception as exc:
         log.warning("could not push session.revoked: %s", type(exc).__name__)
 
 
 async def open_session(
-    ctx: FlowContext, uow: UnitOfWork, user: User, *, family_id: str, family_expires: Any
+    ctx: FlowContext,
+    uow: UnitOfWork,
+    user: User,
+    *,
+    family_id: str,
+    family_expires: datetime | None = None,
+    user_agent: str | None = None,
 ) -> Session:
+    """A new session for a user who just proved their password: its row and its first refresh
+    token, in the caller's transaction."""
+    now = ctx.clock()
+    record = SessionRecord(
+        id=family_id,
+        user_id=user.id,
+        created_at=now,
+        last_used_at=now,
+        auth_time=now,
+        user_agent=clip_user_agent(user_agent),
+    )
+    await uow.sessions.add(record)
+    return await _issue(
+        ctx, uow, user, record, family_expires or now + ctx.policy.refresh_family_max
+    )
+
+
+def issue_access(
+    ctx: FlowContext, session: SessionRecord, now: datetime
+) -> tuple[str, AccessClaims]:
+    """An access token of `session`, carrying when and how it last proved a factor."""
+    return ctx.tokens.issue(
+        session.user_id,
+        session.id,
+        now,
+        auth_time=session.auth_time,
+        amr=session.amr,
+        aal=session.aal,
+    )
+
+
+async def _issue(
+    ctx: FlowContext, uow: UnitOfWork, user: User, session: SessionRecord, family_expires: datetime
+) -> Session:
+    """A new refresh token of the session (in the caller's transaction) and an access token."""
     now = ctx.clock()
     plaintext, token_hash = new_refresh_token(ctx.secrets.token_key)
-    family_expires = family_expires or now + ctx.policy.refresh_family_max
     await uow.refresh_tokens.add(
         RefreshToken(
             id=events.new_id(),
-            family_id=family_id,
+            family_id=session.id,
             user_id=user.id,
             token_hash=token_hash,
             created_at=now,
@@ -144,7 +216,7 @@ async def open_session(
             family_expires_at=family_expires,
         )
     )
-    access, claims = ctx.tokens.issue(user.id, family_id, now)
+    access, claims = issue_access(ctx, session, now)
     return Session(
         token=access,
         refresh_token=plaintext,

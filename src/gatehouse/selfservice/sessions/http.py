@@ -1,13 +1,22 @@
-"""Sessions over HTTP: refresh (rotation) and logout."""
+"""Sessions over HTTP: refresh (rotation), logout, the user's sessions, and reauth."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from gatehouse.selfservice.login.schemas import LoginData
 from gatehouse.selfservice.sessions import flow as sessions
-from gatehouse.selfservice.sessions.schemas import LogoutIn, RefreshIn
-from gatehouse.web.deps import Ctx
+from gatehouse.selfservice.sessions import manage
+from gatehouse.selfservice.sessions.schemas import (
+    LogoutIn,
+    ReauthData,
+    ReauthIn,
+    RefreshIn,
+    SessionsData,
+)
+from gatehouse.web.deps import Ctx, Token
 from gatehouse.web.hot import hot
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
@@ -33,3 +42,33 @@ async def refresh(body: RefreshIn, c: Ctx, request: Request) -> JSON:
 async def logout(body: LogoutIn, c: Ctx) -> JSON:
     await sessions.logout(c, refresh_token=body.refresh_token, everywhere=body.everywhere)
     return success("Logged out everywhere" if body.everywhere else "Logged out")
+
+
+@router.get("/sessions", response_model=Envelope[SessionsData], responses=error_answers(401, 503))
+async def list_sessions(c: Ctx, token: Token) -> JSON:
+    _user_id, found = await manage.list_sessions(c, token=token)
+    return success("Sessions", {"sessions": found})
+
+
+# Another user's session answers as an unknown one: ids are not confirmed to exist.
+@router.delete(
+    "/sessions/{session_id}",
+    response_model=Envelope[NoData],
+    responses=error_answers(401, 404, 422, 503, meaning={404: "No such session of yours"}),
+)
+async def revoke_session(
+    session_id: Annotated[str, Path(min_length=1, max_length=64)], c: Ctx, token: Token
+) -> JSON:
+    await manage.revoke_session(c, token=token, session_id=session_id)
+    return success("Session ended")
+
+
+@router.post(
+    "/reauth",
+    response_model=Envelope[ReauthData],
+    responses=error_answers(*BODY_ERRORS, 401, 429, 503),
+)
+async def reauth(body: ReauthIn, c: Ctx, token: Token, request: Request) -> JSON:
+    await guard(request, "reauth")  # `reauth_account` is counted by the flow, for every door
+    data = await manage.reauth(c, token=token, password=body.password)
+    return success("Authenticated again", data)

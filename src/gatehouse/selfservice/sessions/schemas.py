@@ -1,10 +1,16 @@
-"""Sessions on the wire: refresh and logout bodies."""
+"""Sessions on the wire: refresh, logout and reauth bodies, the sessions list, the `sessions`
+queue's job data."""
 
 from __future__ import annotations
 
-from pydantic import StrictBool
+from typing import Annotated, Literal
 
-from gatehouse.selfservice.fields import Body, RefreshToken
+from pydantic import AwareDatetime, Field, StrictBool
+
+from gatehouse.selfservice.fields import AccessToken, Body, JobData, Password, RefreshToken
+from gatehouse.web.schemas import Out
+
+SessionId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class RefreshIn(Body):
@@ -14,3 +20,42 @@ class RefreshIn(Body):
 class LogoutIn(Body):
     refresh_token: RefreshToken
     everywhere: StrictBool = False
+
+
+class ReauthIn(Body):
+    password: Password
+
+
+class SessionsListJob(JobData):
+    token: AccessToken
+
+
+class SessionRevokeJob(JobData):
+    token: AccessToken
+    session_id: SessionId
+
+
+class SessionOut(Out):
+    """One live session of the user (`selfservice.sessions.manage.session_view`)."""
+
+    id: str
+    created_at: AwareDatetime
+    last_used_at: AwareDatetime
+    user_agent: str | None
+    amr: list[str]
+    aal: int
+    current: bool  # the session of the token that asked
+
+
+class SessionsData(Out):
+    """The `data` of GET /api/auth/sessions: the live sessions, newest first."""
+
+    sessions: list[SessionOut]
+
+
+class ReauthData(Out):
+    """The `data` of a reauth: a new access token of the same session, `auth_time` now."""
+
+    token: str
+    token_type: Literal["Bearer"]
+    expires_in: int

@@ -1,0 +1,99 @@
+"""The `Sessions` repository straight on asyncpg: `sql_sessions.py`'s statements, written out.
+
+Refresh runs `touch` on every rotation: here it is one statement (the update, and the session
+read back with its user), where SQLAlchemy's portable version needs two."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gatehouse.domain.sessions import SessionRecord, decode_amr, encode_amr
+from gatehouse.domain.users import User
+
+if TYPE_CHECKING:
+    from gatehouse.storage.pg import PgUnitOfWork
+
+NAMES = tuple(f.name for f in fields(SessionRecord))  # the table's columns, in this order
+_USER_NAMES = tuple(f.name for f in fields(User))
+_COLUMNS = ", ".join(NAMES)
+_SELECT = f"SELECT {_COLUMNS} FROM sessions WHERE "  # noqa: S608 - constants only
+_INSERT = "INSERT INTO sessions ({}) VALUES ({})".format(  # noqa: S608 - constants only
+    _COLUMNS, ", ".join(f"${i}" for i in range(1, len(NAMES) + 1))
+)
+# The update and the row read back with its user, in one statement (one round trip).
+_TOUCH = (
+    "WITH s AS (UPDATE sessions SET last_used_at = $2::timestamp, "  # noqa: S608 - constants
+    "auth_time = CASE WHEN $3::boolean THEN $2::timestamp ELSE auth_time END "
+    "WHERE id = $1 AND revoked_at IS NULL RETURNING *) "
+    "SELECT {}, {} FROM s JOIN users u ON u.id = s.user_id".format(
+        ", ".join(f"s.{n}" for n in NAMES), ", ".join(f"u.{n}" for n in _USER_NAMES)
+    )
+)
+_REVOKE = (
+    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL"
+)
+
+
+def _naive(value: Any) -> Any:
+    """Times are stored as naive UTC, as every adapter stores them (pg.py's rule)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _aware(values: Sequence[Any]) -> list[Any]:
+    return [v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in values]
+
+
+def _record(values: Sequence[Any]) -> SessionRecord:
+    found = dict(zip(NAMES, _aware(values), strict=True))
+    found["amr"] = decode_amr(found["amr"])
+    return SessionRecord(**found)
+
+
+class PgSessions:
+    def __init__(self, uow: PgUnitOfWork):
+        self._uow = uow
+
+    async def add(self, session: SessionRecord) -> None:
+        values = [_naive(getattr(session, name)) for name in NAMES]
+        values[NAMES.index("amr")] = encode_amr(session.amr)
+        await self._uow.run("execute", _INSERT, *values)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        row = await self._uow.run("fetchrow", _SELECT + "id = $1", session_id)
+        return None if row is None else _record(list(row.values()))
+
+    async def list_live_for_user(self, user_id: str) -> list[SessionRecord]:
+        rows = await self._uow.run(
+            "fetch",
+            _SELECT + "user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id DESC",
+            user_id,
+        )
+        return [_record(list(row.values())) for row in rows]
+
+    async def touch(
+        self, session_id: str, now: datetime, *, authenticated: bool = False
+    ) -> tuple[SessionRecord, User] | None:
+        row = await self._uow.run("fetchrow", _TOUCH, session_id, _naive(now), authenticated)
+        if row is None:
+            return None
+        values, split = list(row.values()), len(NAMES)
+        user = User(**dict(zip(_USER_NAMES, _aware(values[split:]), strict=True)))
+        return _record(values[:split]), user
+
+    async def revoke(self, session_id: str, now: datetime, reason: str) -> bool:
+        return await self._revoke("id", session_id, now, reason) == 1
+
+    async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int:
+        return await self._revoke("user_id", user_id, now, reason)
+
+    async def _revoke(self, column: str, value: str, now: datetime, reason: str) -> int:
+        query = _REVOKE.format(column)
+        status = await self._uow.run("execute", query, value, _naive(now), reason)
+        return int(str(status).rsplit(" ", 1)[-1])

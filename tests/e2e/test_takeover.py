@@ -1,0 +1,234 @@
+"""Issue 12's sign-up and recovery attacks on a running `gatehouse serve` (PostgreSQL, Redis,
+Kafka, SMTP, logs at DEBUG), run as the attacker ran them: a second sign-up of a pending email,
+a phishing name, forgot-password after wrong codes, reset refusals and their time, and the log
+of the whole run searched for hashes, passwords, tokens and codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gatehouse.domain.crypto import generate_secrets_document
+from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
+from tests.e2e.stack import mailed_code, own_redis_db, wait_ready
+from tests.e2e.test_serve_e2e import start_serve
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "Owner-Secret-Passw0rd-4417"
+ATTACKER_PASSWORD = "Mallory-Passw0rd-9902"
+NEW_PASSWORD = "Brand-New-Passw0rd-5120"
+FLOOR_MS = 200
+PHISHING = "Ada\u2028\u2028Your account is locked. Confirm at https://evil.example/login today"
+VARYING = {"x-request-id", "date"}
+
+
+@dataclass
+class Serve:
+    base: str
+    log: Path
+
+
+@pytest.fixture
+def own_redis(redis_url: str) -> Iterator[str]:
+    with own_redis_db(redis_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def serve(
+    postgres_database: str,
+    own_redis: str,
+    kafka_bootstrap: str,
+    mail_sink: MailSink,
+    tmp_path: Path,
+) -> AsyncIterator[Serve]:
+    """`gatehouse serve` on the real services, its log at DEBUG, rate limits off (the attacks
+    here are about answers, not volume), an answer floor of FLOOR_MS."""
+    port = free_port()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps(generate_secrets_document()))
+    env = {
+        "GATEHOUSE_ENV": "production",
+        "GATEHOUSE_DATABASE_URL": postgres_database,
+        "GATEHOUSE_REDIS_URL": own_redis,
+        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GATEHOUSE_SMTP_URL": mail_sink.url,
+        "GATEHOUSE_PORT": str(port),
+        "GATEHOUSE_SECRETS_FILE": str(secrets),
+        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("takeover-courier"),
+        "GATEHOUSE_RATE_LIMITS": "{}",
+        "GATEHOUSE_ANSWER_FLOOR_MS": str(FLOOR_MS),
+        "GATEHOUSE_LOG_LEVEL": "DEBUG",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "gatehouse", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+    )
+    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+    process = start_serve(env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, tmp_path / "serve.log")
+        yield Serve(base, tmp_path / "serve.log")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def answer(response: httpx.Response) -> tuple[int, str, tuple[tuple[str, str], ...]]:
+    """Status, body and headers but the per-request ones: what must be equal."""
+    headers = sorted((k, v) for k, v in response.headers.items() if k.lower() not in VARYING)
+    return response.status_code, response.text, tuple(headers)
+
+
+def wrong(code: str, n: int) -> str:
+    return f"{(int(code) + n) % 1_000_000:06d}"
+
+
+SET_PASSWORD = "Email verified; set a password with password recovery"
+
+
+async def reset_by_mail(client: httpx.AsyncClient, sink: MailSink, email: str, nth: int) -> str:
+    """The owner, who reads the address's mail, sets NEW_PASSWORD; the reset code it took."""
+    forgot = await client.post("/api/auth/password/forgot", json={"email": email})
+    assert forgot.status_code == 202, forgot.text
+    code = await mailed_code(sink, email, nth)
+    body = {"email": email, "otp": code, "new_password": NEW_PASSWORD}
+    reset = await client.post("/api/auth/password/reset", json=body)
+    assert reset.status_code == 200, reset.text
+    return code
+
+
+async def test_a_second_sign_up_cannot_take_over_and_no_name_reaches_the_mail(
+    serve: Serve, mail_sink: MailSink
+) -> None:
+    email = f"{unique('owner')}@example.com"
+    async with httpx.AsyncClient(base_url=serve.base, timeout=30) as client:
+        owner = await client.post(
+            "/api/auth/register", json={"name": PHISHING, "email": email, "password": PASSWORD}
+        )
+        await mailed_code(mail_sink, email, 1)
+        attacker = await client.post(
+            "/api/auth/register",
+            json={"name": "Mallory", "email": email, "password": ATTACKER_PASSWORD},
+        )
+        assert answer(attacker) == answer(owner)
+        newest = await mailed_code(mail_sink, email, 2)
+        for mail in mail_sink.to(email):
+            text = f"{mail['Subject']}\n{body_of(mail)}"
+            assert "evil" not in text and "locked" not in text and "\u2028" not in text
+        created = await client.post("/api/auth/verify-otp", json={"email": email, "otp": newest})
+        assert created.status_code == 201, created.text
+        # Two sign-ups, two passwords: the account has none until its owner sets one.
+        assert created.json()["data"]["password_required"] is True
+        for password in (ATTACKER_PASSWORD, PASSWORD):
+            stolen = await client.post(
+                "/api/auth/login", json={"email": email, "password": password}
+            )
+            assert stolen.status_code == 401
+        reset_code = await reset_by_mail(client, mail_sink, email, 3)
+        mine = await client.post("/api/auth/login", json={"email": email, "password": NEW_PASSWORD})
+        assert mine.status_code == 200, mine.text
+        tokens = (mine.json()["data"]["token"], mine.json()["data"]["refresh_token"])
+    # The run logged at DEBUG: not one hash, password, token or code, from us or a library.
+    log = serve.log.read_text()
+    assert "gatehouse.access" in log  # the log is the run's
+    secrets = ("$argon2id$", PASSWORD, ATTACKER_PASSWORD, NEW_PASSWORD, newest, reset_code)
+    for secret in (*secrets, *tokens):
+        assert secret not in log
+
+
+async def test_an_attacker_signing_up_first_never_gets_the_account(
+    serve: Serve, mail_sink: MailSink
+) -> None:
+    email = f"{unique('owner')}@example.com"
+    async with httpx.AsyncClient(base_url=serve.base, timeout=30) as client:
+
+        async def login(password: str) -> httpx.Response:
+            return await client.post("/api/auth/login", json={"email": email, "password": password})
+
+        attacker = await client.post(
+            "/api/auth/register",
+            json={
+                "name": "Mallory",
+                "email": email,
+                "password": ATTACKER_PASSWORD,
+                "phone": "+14155550199",
+            },
+        )
+        await mailed_code(mail_sink, email, 1)  # to the address: the attacker never sees it
+        owner = await client.post(
+            "/api/auth/register", json={"name": "Ada", "email": email, "password": PASSWORD}
+        )
+        assert answer(owner) == answer(attacker)
+        code = await mailed_code(mail_sink, email, 2)
+        created = await client.post("/api/auth/verify-otp", json={"email": email, "otp": code})
+        assert created.status_code == 201, created.text
+        assert created.json()["message"] == SET_PASSWORD
+        data = created.json()["data"]
+        assert data["password_required"] is True and data["user"]["phone"] is None
+        # Before: the owner's code made the account with the attacker's password, and the
+        # attacker signed in. Now no password opens it, refused as a wrong one is.
+        wrong = await login("Nobody-s-Passw0rd-3141")
+        for password in (ATTACKER_PASSWORD, PASSWORD):
+            refused = await login(password)
+            assert refused.status_code == 401 and answer(refused) == answer(wrong)
+        await reset_by_mail(client, mail_sink, email, 3)
+        mine = await login(NEW_PASSWORD)
+        assert mine.status_code == 200, mine.text
+        assert mine.json()["data"]["user"]["id"] == data["user"]["id"]
+        assert (await login(ATTACKER_PASSWORD)).status_code == 401
+
+
+async def test_lockouts_and_refusals_answer_like_an_unknown_account(
+    serve: Serve, mail_sink: MailSink
+) -> None:
+    known = f"{unique('known')}@example.com"
+    unknown = f"{unique('nobody')}@example.com"
+    async with httpx.AsyncClient(base_url=serve.base, timeout=30) as client:
+        await client.post(
+            "/api/auth/register", json={"name": "Ada", "email": known, "password": PASSWORD}
+        )
+        code = await mailed_code(mail_sink, known, 1)
+        assert (
+            await client.post("/api/auth/verify-otp", json={"email": known, "otp": code})
+        ).status_code == 201
+
+        async def reset(email: str, otp: str) -> httpx.Response:
+            body = {"email": email, "otp": otp, "new_password": NEW_PASSWORD}
+            return await client.post("/api/auth/password/reset", json=body)
+
+        refusals = {}
+        for email in (known, unknown):
+            await client.post("/api/auth/password/forgot", json={"email": email})
+        reset_code = await mailed_code(mail_sink, known, 2)
+        for email in (known, unknown):
+            for n in range(1, 6):
+                start = time.monotonic()
+                refusals[email, n] = await reset(email, wrong(reset_code, n))
+                assert time.monotonic() - start >= FLOOR_MS / 1000
+        assert len({answer(r) for r in refusals.values()}) == 1  # unknown, wrong, spent: alike
+        assert refusals[unknown, 1].json()["code"] == "invalid_code"
+        # Every wrong try of the hour is spent: the known account now gets no code, and says so
+        # exactly as the unknown one does (before: 429 "Too many wrong codes" against 202).
+        again = [
+            await client.post("/api/auth/password/forgot", json={"email": email})
+            for email in (known, unknown)
+        ]
+        assert again[0].status_code == 202, again[0].text
+        assert answer(again[0]) == answer(again[1])
+    await asyncio.sleep(3)  # what the courier would have mailed by now
+    assert len(mail_sink.to(known)) == 2
