@@ -78,9 +78,10 @@ def half_written(snap: Snapshot) -> list[str]:
     """Every way a sign-up could be left half done, as readable problems (empty: none).
 
     A registration writes the pending row, one `send-otp` command and one `registered` event in
-    one transaction (registering again while pending writes one more command, no event); a verification writes the user, one `verified` event and deletes the
-    pending row in one transaction; the courier writes one outcome event per message. (For
-    sign-ups by register and verify-otp: a `create-user` job writes no `send-otp` command.)"""
+    one transaction (registering again while pending writes one more command and no event); a
+    verification writes the user, one `verified` event and deletes the pending row in one
+    transaction; the courier writes one outcome event per message. (For sign-ups by register
+    and verify-otp: a `create-user` job writes no `send-otp` command.)"""
     problems: list[str] = []
     registered = Counter(r["key"] for r in snap.of_type(events.REGISTERED))
     codes = Counter(r["key"] for r in snap.send_otp if r["payload"]["template"] == "verify-email")
