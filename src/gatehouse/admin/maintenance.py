@@ -105,8 +105,7 @@ def _user_from(ctx: FlowContext, record: Mapping[str, Any]) -> User:
         password_hash=password_hash,
         created_at=now,
         updated_at=now,
-        phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
-        phone_index=ctx.blind_index("phone", phone) if phone else None,
+        **ctx.phone_fields(phone),
         email_verified_at=now if verified else None,
     )
 

@@ -71,6 +71,16 @@ class FlowContext:
     def blind_index(self, field: str, value: str) -> str:
         return keyed_hash(self.secrets.index_key, "index", field, value)
 
+    def phone_fields(self, phone: str | None) -> dict[str, str | None]:
+        """A (cleaned) phone as it is stored: its ciphertext bound to the field, and its blind
+        index for uniqueness and lookup; both None for no phone."""
+        if not phone:
+            return {"phone_ciphertext": None, "phone_index": None}
+        return {
+            "phone_ciphertext": self.keyring.encrypt(phone, PHONE_CONTEXT),
+            "phone_index": self.blind_index("phone", phone),
+        }
+
 
 PHONE_CONTEXT = "user.phone"
 

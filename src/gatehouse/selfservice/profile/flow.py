@@ -8,7 +8,7 @@ from gatehouse.domain import events
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidInput
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, phone_of
+from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, revoke_all
 from gatehouse.selfservice.sessions.manage import prove_password, require_recent
 from gatehouse.selfservice.validation import (
@@ -50,8 +50,7 @@ async def update(
         changes["name"] = require_name(name)
     if phone is not None:
         clean = require_phone(phone)
-        changes["phone_ciphertext"] = ctx.keyring.encrypt(clean, PHONE_CONTEXT) if clean else None
-        changes["phone_index"] = ctx.blind_index("phone", clean) if clean else None
+        changes.update(ctx.phone_fields(clean))
     if image is not None:
         changes["image"] = require_image(image)
     if password is not None:

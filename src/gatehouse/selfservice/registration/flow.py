@@ -19,7 +19,7 @@ from gatehouse.domain.users import (
 )
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext, phone_of
+from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.otp import Route, consume_then, limit_sends, send_code
 from gatehouse.selfservice.timing import no_sooner_than
@@ -96,8 +96,7 @@ async def _register(
             password_hash=password_hash,
             created_at=now,
             expires_at=now + ctx.policy.pending_ttl,
-            phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
-            phone_index=ctx.blind_index("phone", phone) if phone else None,
+            **ctx.phone_fields(phone),
         )
         await uow.pending.put(pending)
         await _send_code(ctx, uow, email, pending)
@@ -283,7 +282,8 @@ async def create_account(
     async with ctx.reader() as uow:
         bound_to = await _live_pending(ctx, uow, email)
     binding = bound_to.id if bound_to else ""
-    details = (name, ctx.blind_index("phone", phone) if phone else None)
+    stored_phone = ctx.phone_fields(phone)
+    details = (name, stored_phone["phone_index"])
 
     async def create() -> SignedUp:
         password_hash = await _signup_password(ctx, bound_to, password)
@@ -308,8 +308,7 @@ async def create_account(
                 password_hash=password_hash,
                 created_at=now,
                 updated_at=now,
-                phone_ciphertext=ctx.keyring.encrypt(phone, PHONE_CONTEXT) if phone else None,
-                phone_index=details[1],
+                **stored_phone,
                 email_verified_at=now,
             )
             if pending is not None:
