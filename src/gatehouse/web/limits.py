@@ -42,13 +42,11 @@ def client_ip(request: Request) -> str:
     return hops[0] if hops else peer
 
 
-async def guard(request: Request, action: str, account: str | None = None) -> None:
-    """Count this request against `<action>_ip` and, when given, `<action>_account`; 429 with
-    Retry-After once either is exhausted."""
+async def guard(request: Request, action: str) -> None:
+    """Count this request against `<action>_ip`; 429 with Retry-After once it is exhausted. The
+    `<action>_account` limits are counted in the flows (`selfservice/limits.py`), so every door
+    meets them, not only this one."""
     svc = services_of(request)
-    limiter = svc.ctx.limiter
-    wait = await limiter.hit(f"{action}_ip", svc.ctx.blind_index("ip", client_ip(request)))
-    if not wait and account:
-        wait = await limiter.hit(f"{action}_account", svc.ctx.blind_index("account", account))
+    wait = await svc.ctx.limiter.hit(f"{action}_ip", svc.ctx.blind_index("ip", client_ip(request)))
     if wait:
         raise RateLimited(wait)
