@@ -17,7 +17,7 @@ from pydantic import AwareDatetime
 from gatehouse.admin.jobs_cli import describe
 from gatehouse.bootstrap import Services
 from gatehouse.errors import Conflict, InvalidToken, NotFound
-from gatehouse.jobs.queues import QUEUES
+from gatehouse.jobs.queues import known_queue
 from gatehouse.web.deps import services, services_of
 from gatehouse.web.responses import JSON, success
 from gatehouse.web.schemas import Envelope, Out, error_answers
@@ -69,12 +69,6 @@ class RetriedData(Out):
     job_ids: list[str]
 
 
-def _queue(queue: str) -> str:
-    if queue not in QUEUES:
-        raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
-    return queue
-
-
 @router.get(
     "/jobs/{queue}/failed",
     response_model=Envelope[FailedJobsData],
@@ -84,7 +78,7 @@ async def failed_jobs(
     queue: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> JSON:
     """The queue's failed jobs, most recent first: id, name, attempts, reason; never the data."""
-    found = await svc.jobs.failed(_queue(queue), limit)
+    found = await svc.jobs.failed(known_queue(queue), limit)
     return success("Failed jobs", {"queue": queue, "jobs": [describe(s) for s in found]})
 
 
@@ -95,7 +89,7 @@ async def failed_jobs(
 )
 async def retry_all(queue: str, svc: Svc) -> JSON:
     """Every job failed now goes back to waiting, its attempts reset."""
-    moved = await svc.jobs.retry(_queue(queue))
+    moved = await svc.jobs.retry(known_queue(queue))
     log.warning("admin: re-drove %d failed job(s) of %s", len(moved), queue)
     return success("Failed jobs moved back to waiting", {"queue": queue, "job_ids": moved})
 
@@ -109,7 +103,7 @@ async def retry_all(queue: str, svc: Svc) -> JSON:
 )
 async def retry_one(queue: str, job_id: str, svc: Svc) -> JSON:
     """One failed job goes back to waiting, its attempts reset; 409 if it is not failed."""
-    moved = await svc.jobs.retry(_queue(queue), [job_id]) if len(job_id) <= 128 else []
+    moved = await svc.jobs.retry(known_queue(queue), [job_id]) if len(job_id) <= 128 else []
     if not moved:
         state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None
         if state is None:

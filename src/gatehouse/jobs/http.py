@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gatehouse.bootstrap import Services
 from gatehouse.errors import InvalidInput, NotFound
-from gatehouse.jobs.queues import QUEUES
+from gatehouse.jobs.queues import known_queue
 from gatehouse.jobs.results import at_rest
 from gatehouse.web.deps import services
 from gatehouse.web.limits import guard
@@ -73,12 +73,6 @@ class JobStateData(Out):
     attempts_made: int
 
 
-def _queue(queue: str) -> str:
-    if queue not in QUEUES:
-        raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
-    return queue
-
-
 @router.post(
     "/{queue}",
     status_code=202,
@@ -93,7 +87,7 @@ async def submit(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JSON:
     """Queue a job; its result comes over Socket.IO (`data.notify`) or from the GET below."""
-    _queue(queue)
+    known_queue(queue)
     await guard(request, "jobs")  # per client address (`jobs_ip`)
     action = route_of_job(queue, body.name or queue, body.data)
     if action is not None:
@@ -124,7 +118,7 @@ async def submit(
     ),
 )
 async def read(queue: str, job_id: str, svc: Svc) -> JSON:
-    _queue(queue)
+    known_queue(queue)
     state = await svc.jobs.get(queue, job_id) if len(job_id) <= 128 else None
     if state is None:
         raise NotFound("No such job (finished jobs are kept for a limited time)")

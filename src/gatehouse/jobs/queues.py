@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gatehouse.errors import NotFound
+
 QUEUES = (
     "verification",
     "create-user",
@@ -12,3 +14,10 @@ QUEUES = (
     "password-recovery",
     "sessions",
 )
+
+
+def known_queue(queue: str) -> str:
+    """`queue` if it is one of ours; 404 (NotFound) naming the queues otherwise."""
+    if queue not in QUEUES:
+        raise NotFound(f"Unknown queue {queue!r}; queues: {', '.join(QUEUES)}")
+    return queue
