@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from gatehouse.domain.crypto import generate_secrets_document
 from gatehouse.storage import sql
 from gatehouse.storage.schema import metadata
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
-from tests.e2e.stack import own_redis_db, wait_ready
+from tests.e2e.stack import wait_ready
 from tests.e2e.test_serve_e2e import high_watermarks, start_serve
 
 pytestmark = pytest.mark.e2e
@@ -44,13 +44,6 @@ class Running:
     log: Path
     marks: dict[str, list[TopicPartition]]
     process: subprocess.Popen[bytes]
-
-
-@pytest.fixture
-def own_redis(redis_url: str) -> Iterator[str]:
-    """A Redis database of its own: the scan sees every key this run wrote, and no other run's."""
-    with own_redis_db(redis_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 
 from gatehouse.domain.crypto import generate_secrets_document
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
-from tests.e2e.stack import mailed_code, own_redis_db, wait_ready
+from tests.e2e.stack import mailed_code, wait_ready
 from tests.e2e.test_serve_e2e import start_serve
 
 pytestmark = pytest.mark.e2e
@@ -37,12 +37,6 @@ VARYING = {"x-request-id", "date"}
 class Serve:
     base: str
     log: Path
-
-
-@pytest.fixture
-def own_redis(redis_url: str) -> Iterator[str]:
-    with own_redis_db(redis_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -6,18 +6,23 @@ state (the suites on the real queues)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from gatehouse.bootstrap import Services
 from gatehouse.domain import events
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.outbox.relay import Relay
 from gatehouse.ports import DeliveryLog, Jobs, JobState, OutboxRecord, OutboxStore, UnitOfWork
+from gatehouse.selfservice.registration import flow as registration
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.pg import PgDatabase
@@ -230,3 +235,25 @@ async def finished(jobs: Jobs, queue: str, job_id: str) -> JobState:
             if state is not None and state.state in ("completed", "failed"):
                 return state
             await asyncio.sleep(0.02)
+
+
+async def verified_user(
+    services: Services, prefix: str, password: str, phone: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A user signed up through the flows on embedded-bus services: registered, its code read
+    from the outbox the relay published, verified. Returns the email and the user."""
+    ctx = services.ctx
+    email = f"{unique(prefix)}@example.com"
+    await registration.register(ctx, name="Ada", email=email, password=password, phone=phone)
+    relay = Relay(
+        services.outbox_store, services.publisher, batch=500, interval=0.01, clock=ctx.clock
+    )
+    await relay.run_once()
+    assert services.bus is not None
+    commands = [json.loads(r.value) for r in services.bus.published]
+    [code] = [
+        ctx.keyring.decrypt(c["code_ciphertext"], events.code_context(c["id"]))
+        for c in commands
+        if c.get("to") == email and c.get("code_ciphertext")
+    ]
+    return email, await registration.verify(ctx, email=email, otp=code)

@@ -18,19 +18,16 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from gatehouse.bootstrap import Services, build
-from gatehouse.domain import events
 from gatehouse.entrypoints.app import create_app
 from gatehouse.jobs.bullmq_workers import BullmqWorkers
 from gatehouse.jobs.worker import worker_role
-from gatehouse.outbox.relay import Relay
 from gatehouse.ports import JobRun
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.selfservice.login import flow as login_flow
-from gatehouse.selfservice.registration import flow as registration
 from gatehouse.storage.migrate import upgrade
 from tests.conftest import unique
 from tests.e2e.stack import own_redis_db
-from tests.integration.conftest import finished
+from tests.integration.conftest import finished, verified_user
 from tests.unit.helpers import offline_settings
 
 PASSWORD = "correct horse battery staple"
@@ -59,25 +56,7 @@ class Running:
 
     async def user(self) -> str:
         """A verified user with a phone, signed up through the flows; returns the email."""
-        ctx = self.services.ctx
-        email = f"{unique('rest')}@example.com"
-        await registration.register(ctx, name="Ada", email=email, password=PASSWORD, phone=PHONE)
-        relay = Relay(
-            self.services.outbox_store,
-            self.services.publisher,
-            batch=500,
-            interval=0.01,
-            clock=ctx.clock,
-        )
-        await relay.run_once()
-        assert self.services.bus is not None
-        commands = [json.loads(r.value) for r in self.services.bus.published]
-        [code] = [
-            ctx.keyring.decrypt(c["code_ciphertext"], events.code_context(c["id"]))
-            for c in commands
-            if c.get("to") == email and c.get("code_ciphertext")
-        ]
-        await registration.verify(ctx, email=email, otp=code)
+        email, _user = await verified_user(self.services, "rest", PASSWORD, PHONE)
         return email
 
 

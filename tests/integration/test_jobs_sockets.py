@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,17 +20,15 @@ import uvicorn
 
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
-from gatehouse.domain import events
 from gatehouse.entrypoints.app import create_app
 from gatehouse.jobs.worker import worker_role
-from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
 from gatehouse.selfservice.login import flow as login_flow
-from gatehouse.selfservice.registration import flow as registration
 from gatehouse.selfservice.sessions import flow as session
 from gatehouse.storage.migrate import upgrade
-from tests.conftest import free_port, unique
+from tests.conftest import free_port
 from tests.e2e.stack import own_redis_db
+from tests.integration.conftest import verified_user
 
 PASSWORD = "correct horse battery staple"
 ALLOWED_ORIGIN = "https://app.example.com"
@@ -71,25 +68,8 @@ class Served:
 
     async def user(self) -> tuple[str, session.Session]:
         """A verified user, signed up through the flows (the code read from the outbox)."""
+        email, user = await verified_user(self.services, "sock", PASSWORD)
         ctx = self.services.ctx
-        email = f"{unique('sock')}@example.com"
-        await registration.register(ctx, name="Ada", email=email, password=PASSWORD)
-        relay = Relay(
-            self.services.outbox_store,
-            self.services.publisher,
-            batch=500,
-            interval=0.01,
-            clock=ctx.clock,
-        )
-        await relay.run_once()
-        assert self.services.bus is not None
-        commands = [json.loads(r.value) for r in self.services.bus.published]
-        [code] = [
-            ctx.keyring.decrypt(c["code_ciphertext"], events.code_context(c["id"]))
-            for c in commands
-            if c.get("to") == email and c.get("code_ciphertext")
-        ]
-        user = await registration.verify(ctx, email=email, otp=code)
         return user["id"], await login_flow.login(ctx, email=email, password=PASSWORD)
 
 
