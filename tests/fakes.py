@@ -177,6 +177,14 @@ class MemorySessions(_Repo):
         ]
         return sorted(live, key=lambda s: (s.created_at, s.id), reverse=True)
 
+    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
+        MemoryDeliveryLog._utc(since)
+        return {
+            s.user_agent
+            for s in self._t.sessions.values()
+            if s.user_id == user_id and s.last_used_at >= since
+        }
+
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False
     ) -> tuple[SessionRecord, User] | None:

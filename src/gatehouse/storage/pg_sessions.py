@@ -77,6 +77,15 @@ class PgSessions:
         )
         return [_record(list(row.values())) for row in rows]
 
+    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
+        rows = await self._uow.run(
+            "fetch",
+            "SELECT DISTINCT user_agent FROM sessions WHERE user_id = $1 AND last_used_at >= $2",
+            user_id,
+            _naive(since),
+        )
+        return {row[0] for row in rows}
+
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False
     ) -> tuple[SessionRecord, User] | None:

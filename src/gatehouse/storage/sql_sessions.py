@@ -58,6 +58,14 @@ class SqlSessions:
         )
         return [to_record(row) for row in await self._conn.execute(query)]
 
+    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
+        query = (
+            select(sessions.c.user_agent)
+            .where(sessions.c.user_id == user_id, sessions.c.last_used_at >= since)
+            .distinct()
+        )
+        return {row[0] for row in await self._conn.execute(query)}
+
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False
     ) -> tuple[SessionRecord, User] | None:

@@ -4,12 +4,14 @@ a session opened."""
 from __future__ import annotations
 
 from gatehouse.domain import events
+from gatehouse.domain.sessions import clip_user_agent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.users import normalize_email
 from gatehouse.errors import InvalidCredentials, RateLimited
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
 from gatehouse.selfservice.sessions.flow import Session, open_session
 
 
@@ -53,6 +55,11 @@ async def login(
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
             await uow.users.update(user)
+        # Before the session is added, which would make any device a known one.
+        device = clip_user_agent(user_agent)
+        new_device = await is_new_device(ctx, uow, user, device, now)
+        if new_device:
+            await write_notice(ctx, uow, user, "new_device", now, device=device or "unnamed")
         session = await open_session(
             ctx, uow, user, family_id=events.new_id(), user_agent=user_agent
         )
@@ -60,5 +67,7 @@ async def login(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )
         await uow.commit()
+    if new_device:
+        await push_notice(ctx, user.id, "new_device", now)
     audit("login", "success", factor="password", user_id=user.id)
     return session

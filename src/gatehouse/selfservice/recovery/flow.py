@@ -10,6 +10,7 @@ from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.notices import push_notice, write_notice
 from gatehouse.selfservice.otp import consume_then, limit_sends, route_for, send_code
 from gatehouse.selfservice.sessions.flow import announce_revoked, revoke_all
 from gatehouse.selfservice.timing import no_sooner_than
@@ -113,8 +114,11 @@ async def _reset(
                 current.with_changes(password_hash=password_hash, updated_at=now)
             )
             await uow.outbox.add(events.user_event(events.PASSWORD_RESET, current.id, {}, now))
+            await write_notice(ctx, uow, current, "password_reset", now)
             await revoke_all(ctx, uow, current.id, "password_reset")
             await uow.commit()
+        # The notice first: an open page hears why before its socket is closed.
+        await push_notice(ctx, found.id, "password_reset", now)
         await announce_revoked(ctx, found.id, "password_reset")
         # The account's owner proved control of it: earlier failed logins no longer count.
         await ctx.failures.clear(ctx.blind_index("login", found.email))
