@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.factors import Passkey, TotpFactor
 from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
-from gatehouse.errors import AccountExists
+from gatehouse.errors import AccountExists, Conflict
 from gatehouse.ports import (
     FINAL,
     Claim,
@@ -38,6 +39,9 @@ class _Tables:
     pending: dict[str, PendingRegistration] = field(default_factory=dict)
     tokens: dict[str, RefreshToken] = field(default_factory=dict)
     sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    totp: dict[str, TotpFactor] = field(default_factory=dict)
+    recovery: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)  # hash: user
+    passkeys: dict[str, Passkey] = field(default_factory=dict)
     outbox: list[tuple[int, OutboxMessage, datetime | None]] = field(default_factory=list)
 
 
@@ -210,6 +214,103 @@ class MemorySessions(_Repo):
         return await self._revoke(lambda s: s.user_id == user_id, now, reason)
 
 
+class MemoryFactors(_Repo):
+    """As `storage/sql_factors.py`: every spend is a check and a write with no await between."""
+
+    async def totp(self, user_id: str) -> TotpFactor | None:
+        return self._t.totp.get(user_id)
+
+    async def put_totp(self, factor: TotpFactor) -> None:
+        current = self._t.totp.get(factor.user_id)
+        if current is not None and current.confirmed_at is not None:
+            raise IntegrityError("INSERT INTO totp_factors", None, Exception("duplicate key"))
+        self._t.totp[factor.user_id] = factor
+
+    async def confirm_totp(self, user_id: str, now: datetime, step: int) -> bool:
+        current = self._t.totp.get(user_id)
+        if current is None or current.confirmed_at is not None:
+            return False
+        self._t.totp[user_id] = replace(current, confirmed_at=now, last_step=step)
+        return True
+
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        current = self._t.totp.get(user_id)
+        if current is None or current.confirmed_at is None or current.last_step >= step:
+            return False
+        self._t.totp[user_id] = replace(current, last_step=step)
+        return True
+
+    async def remove_totp(self, user_id: str) -> bool:
+        return self._t.totp.pop(user_id, None) is not None
+
+    async def rewrap_totp(self, user_id: str, secret_ciphertext: str) -> None:
+        current = self._t.totp[user_id]
+        self._t.totp[user_id] = replace(current, secret_ciphertext=secret_ciphertext)
+
+    async def totp_page(self, after: str, limit: int) -> list[TotpFactor]:
+        return [self._t.totp[k] for k in sorted(self._t.totp) if k > after][:limit]
+
+    async def replace_recovery_codes(
+        self, user_id: str, code_hashes: list[str], now: datetime
+    ) -> None:
+        for code_hash in [h for h, (u, _) in self._t.recovery.items() if u == user_id]:
+            del self._t.recovery[code_hash]
+        self._t.recovery.update(dict.fromkeys(code_hashes, (user_id, None)))
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, now: datetime) -> bool:
+        if self._t.recovery.get(code_hash) != (user_id, None):
+            return False
+        self._t.recovery[code_hash] = (user_id, now)
+        return True
+
+    async def recovery_codes_left(self, user_id: str) -> int:
+        return sum(1 for u, used in self._t.recovery.values() if u == user_id and used is None)
+
+    async def add_passkey(self, passkey: Passkey) -> None:
+        if any(p.credential_id == passkey.credential_id for p in self._t.passkeys.values()):
+            raise Conflict("This passkey is already registered")
+        self._t.passkeys[passkey.id] = passkey
+
+    async def passkeys(self, user_id: str) -> list[Passkey]:
+        mine = [p for p in self._t.passkeys.values() if p.user_id == user_id]
+        return sorted(mine, key=lambda p: (p.created_at, p.id))
+
+    async def passkey_by_credential(self, credential_id: str) -> Passkey | None:
+        found = [p for p in self._t.passkeys.values() if p.credential_id == credential_id]
+        return found[0] if found else None
+
+    async def use_passkey(self, passkey_id: str, sign_count: int, now: datetime) -> bool:
+        current = self._t.passkeys.get(passkey_id)
+        if current is None:
+            return False
+        if not (current.sign_count < sign_count or current.sign_count == sign_count == 0):
+            return False
+        self._t.passkeys[passkey_id] = replace(current, sign_count=sign_count, last_used_at=now)
+        return True
+
+    async def remove_passkey(self, user_id: str, passkey_id: str) -> bool:
+        current = self._t.passkeys.get(passkey_id)
+        if current is None or current.user_id != user_id:
+            return False
+        del self._t.passkeys[passkey_id]
+        return True
+
+    async def methods(self, user_id: str) -> tuple[str, ...]:
+        totp = self._t.totp.get(user_id)
+        found = {
+            "totp": totp is not None and totp.confirmed_at is not None,
+            "passkey": bool(await self.passkeys(user_id)),
+            "recovery_code": bool(await self.recovery_codes_left(user_id)),
+        }
+        return tuple(name for name, present in found.items() if present)
+
+    async def remove_all(self, user_id: str) -> None:
+        await self.remove_totp(user_id)
+        await self.replace_recovery_codes(user_id, [], datetime.now(UTC))
+        for passkey in await self.passkeys(user_id):
+            del self._t.passkeys[passkey.id]
+
+
 class MemoryOutbox(_Repo):
     async def add(self, message: OutboxMessage) -> None:
         self._t.outbox.append((self._db.next_seq(), message, None))
@@ -223,6 +324,7 @@ class MemoryUnitOfWork:
         self.pending = MemoryPending(db)
         self.refresh_tokens = MemoryRefreshTokens(db)
         self.sessions = MemorySessions(db)
+        self.factors = MemoryFactors(db)
         self.outbox = MemoryOutbox(db)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
@@ -237,7 +339,8 @@ class MemoryUnitOfWork:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._snapshot is not None:  # not committed: put every table back
-            for name in ("users", "pending", "tokens", "sessions", "outbox"):
+            tables = ("users", "pending", "tokens", "sessions", "outbox")
+            for name in (*tables, "totp", "recovery", "passkeys"):
                 getattr(self._db.tables, name).clear()
                 container = getattr(self._snapshot, name)
                 target = getattr(self._db.tables, name)

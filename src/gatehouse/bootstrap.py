@@ -48,7 +48,7 @@ from gatehouse.security.password_list import load_common_passwords
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
-from gatehouse.selfservice.context import FlowContext, Policy
+from gatehouse.selfservice.context import FlowContext, Policy, RelyingParty
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
@@ -301,6 +301,11 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         limiter=limiter,
         failures=failures,
         common_passwords=load_common_passwords(),
+        relying_party=RelyingParty(
+            id=settings.webauthn_rp_id,
+            name=settings.webauthn_rp_name,
+            origins=tuple(settings.webauthn_origins),
+        ),
     )
     bus: MemoryBus | None = None
     publisher: EventPublisher

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,14 @@ DEFAULT_RATE_LIMITS = {
     "forgot_ip": "20/minute",
     "reset_ip": "20/minute",
     "reset_account": "10/minute;50/hour",
+    "phone_change_account": "3/minute;10/hour",
+    "phone_verify_ip": "60/minute",
+    "phone_verify_account": "10/minute;50/hour",
+    "passkey_login_ip": "60/minute;600/hour",
+    "passkey_login_account": "20/minute",
+    "passkey_register_account": "10/minute;50/hour",
+    "mfa_ip": "60/minute",
+    "mfa_account": "10/minute;50/hour",
     "jobs_ip": "600/minute",
 }
 
@@ -151,11 +160,46 @@ class Settings(BaseSettings):
     # handshake's Origin); empty means same-origin only.
     cors_origins: list[str] = Field(default_factory=list)
 
+    # Where browsers reach Gatehouse. Passkeys are bound to a relying party: its id (a domain,
+    # empty: the public URL's host) and the origins whose pages may use them (a JSON list,
+    # empty: the public URL's origin). A passkey made for one id never works under another, so
+    # set the id once, to the registrable domain every sign-in page will live under.
+    public_url: str = "http://localhost:8000"
+    webauthn_rp_id: str = ""
+    webauthn_origins: list[str] = Field(default_factory=list)
+    webauthn_rp_name: str = "Gatehouse"
+
     def model_post_init(self, _context: Any) -> None:
         # Checked here, not in a validator: a ValidationError would quote the value.
         token = self.admin_token.get_secret_value()
         if token and len(token) < 32:
             raise RuntimeError("GATEHOUSE_ADMIN_TOKEN must be at least 32 characters (or empty)")
+        self._relying_party_defaults()
+
+    def _relying_party_defaults(self) -> None:
+        """Fill the relying party from the public URL, and refuse at start what no browser would
+        accept later: an http(s) origin whose host is neither the id nor under it."""
+        public = urlsplit(self.public_url)
+        if public.scheme not in ("http", "https") or not public.hostname:
+            raise RuntimeError("GATEHOUSE_PUBLIC_URL must be an absolute http(s) URL")
+        if not self.webauthn_rp_id:
+            self.webauthn_rp_id = public.hostname
+        self.webauthn_rp_id = self.webauthn_rp_id.lower()
+        # Written as a browser writes them (`https://App.example.com/` would never match);
+        # other schemes (an Android app's `android:apk-key-hash:...`) are kept as they are.
+        web = ("http:", "https:")
+        self.webauthn_origins = [
+            web_origin(o) if o.lower().startswith(web) else o
+            for o in self.webauthn_origins or [self.public_url]
+        ]
+        rp_id = self.webauthn_rp_id
+        for origin in self.webauthn_origins:
+            host = urlsplit(origin).hostname if origin.startswith(web) else None  # normalized
+            if host is not None and host != rp_id and not host.endswith("." + rp_id):
+                raise RuntimeError(
+                    f"GATEHOUSE_WEBAUTHN_ORIGINS: {origin} is not on {rp_id} "
+                    "(GATEHOUSE_WEBAUTHN_RP_ID), so no browser would use its passkeys there"
+                )
 
     @property
     def embedded_bus(self) -> bool:
@@ -174,3 +218,15 @@ class Settings(BaseSettings):
         """A process migrates the database itself on SQLite and in development; in production
         `gatehouse migrate` runs once, before the processes start."""
         return self.is_sqlite or self.env == "development"
+
+
+def web_origin(url: str) -> str:
+    """The origin of an http(s) URL as a browser writes it in `clientDataJSON`: scheme and host
+    in lower case, the port only when it is not the scheme's default."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    return f"{parts.scheme}://{host}{port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "tr0ubadour and a second horse"
+SMS_CODE = re.compile(r"confirm this number is (\d{6})")
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +238,16 @@ async def sign_up(
     return created["data"]["user"], login["data"]["token"]
 
 
+async def sms_code(stack: Stack, timeout: float = 30) -> str:
+    """The newest phone code the courier printed (no SMS provider: the console channel)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (found := SMS_CODE.findall(stack.roles["courier"].text())):
+        assert asyncio.get_running_loop().time() < deadline, "no phone code printed"
+        await asyncio.sleep(0.1)
+    code: str = found[-1]
+    return code
+
+
 async def test_python_bullmq_producer_and_socketio_client_run_every_queue(
     stack: Stack, producer: Producer, clients: list[Client], module_mail_sink: MailSink
 ) -> None:
@@ -248,11 +260,16 @@ async def test_python_bullmq_producer_and_socketio_client_run_every_queue(
         account, "read-user", {"token": token, "notify": f"user:{user['id']}"}
     )
     assert read["success"] is True and read["data"]["user"]["email"] == email
-    updated = await producer.run(
+    asked = await producer.run(
         anonymous,
         "update-user",
         {"token": token, "phone": "+442071838750", "notify": anonymous.sid},
     )
+    # A new phone is pending until the code sent to it (printed by the console courier) is back.
+    assert asked["success"] is True and asked["data"]["phone_pending"].endswith("8750")
+    assert asked["data"]["user"]["phone"] is None
+    confirm = {"token": token, "phone_otp": await sms_code(stack), "notify": anonymous.sid}
+    updated = await producer.run(anonymous, "update-user", confirm)
     assert updated["success"] is True and updated["data"]["user"]["phone"].endswith("8750")
     read = await producer.run(anonymous, "read-user", {"token": token, "notify": anonymous.sid})
     assert read["data"]["user"]["phone"] == "+442071838750"  # stored encrypted, read back whole
@@ -264,7 +281,7 @@ async def test_python_bullmq_producer_and_socketio_client_run_every_queue(
         name="request",
     )
     assert asked["success"] is True, asked
-    code = await mailed_code(module_mail_sink, email, 2)
+    code = await mailed_code(module_mail_sink, email, 3)  # after the new phone's notice
     reset = await producer.run(
         anonymous,
         "password-recovery",

@@ -226,3 +226,106 @@ async def test_lockouts_and_refusals_answer_like_an_unknown_account(
         assert answer(again[0]) == answer(again[1])
     await asyncio.sleep(3)  # what the courier would have mailed by now
     assert len(mail_sink.to(known)) == 2
+
+
+async def test_a_stolen_token_cannot_point_sms_recovery_at_the_thiefs_phone(
+    serve: Serve, mail_sink: MailSink, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Issue 12, class 2: a thief with a fresh access token sets their phone on the account and
+    asks a reset code by SMS. The phone is only pending: the reset finds no account on it, the
+    one code the thief gets (the number's) resets nothing, and the owner keeps the account. Once
+    the thief confirms the number, the owner's mailbox is told. The run logs no number."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from gatehouse.domain import events
+    from gatehouse.domain.crypto import parse_secrets
+    from tests.conftest import end_offsets
+
+    thief_phone = "+4477009" + f"{int(time.time() * 1000) % 100_000:05d}"
+    email = f"{unique('owner')}@example.com"
+    keyring = parse_secrets(json.loads((tmp_path / "secrets.json").read_text())).keyring()
+    marks = end_offsets(kafka_bootstrap, events.SEND_OTP)  # this run's commands come after
+
+    def commands_for(key: str, marker: str) -> list[dict[str, object]]:
+        """`send-otp` commands keyed `key` since `marks`, up to one with template `marker`:
+        the relay publishes in outbox order, so every earlier command is in by then."""
+        reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": unique("reader")})
+        reader.assign([TopicPartition(events.SEND_OTP, p, at) for p, at in marks.items()])
+        found: list[dict[str, object]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and marker not in [c["template"] for c in found]:
+            for record in reader.consume(100, 0.5):
+                if record.error() is None and record.key() == key.encode():
+                    found.append(json.loads(record.value()))
+        reader.close()
+        return found
+
+    async with httpx.AsyncClient(base_url=serve.base, timeout=30) as client:
+        body = {"name": "Ada", "email": email, "password": PASSWORD}
+        assert (await client.post("/api/auth/register", json=body)).status_code == 202
+        code = await mailed_code(mail_sink, email, 1)
+        made = await client.post("/api/auth/verify-otp", json={"email": email, "otp": code})
+        assert made.status_code == 201, made.text
+        user_id = made.json()["data"]["user"]["id"]
+        signed_in = await client.post(
+            "/api/auth/login", json={"email": email, "password": PASSWORD}
+        )
+        stolen = {"Authorization": f"Bearer {signed_in.json()['data']['token']}"}
+
+        changed = await client.patch(
+            "/api/auth/profile", json={"phone": thief_phone}, headers=stolen
+        )
+        assert changed.status_code == 202, changed.text  # before: 200, the phone set at once
+        assert changed.json()["data"]["user"]["phone"] is None
+        assert (
+            changed.json()["data"]["phone_pending"]
+            == thief_phone[:5] + "\u2022" * 3 + thief_phone[-4:]
+        )
+        sms = {"phone": thief_phone, "channel": "sms"}
+        assert (await client.post("/api/auth/password/forgot", json=sms)).status_code == 202
+        # The owner's own reset by mail, after it: its command closes this run's commands.
+        assert (
+            await client.post("/api/auth/password/forgot", json={"email": email})
+        ).status_code == 202
+        await mailed_code(mail_sink, email, 2)
+        sent = await asyncio.to_thread(commands_for, user_id, "password-reset")
+        assert [(c["template"], c["channel"]) for c in sent if c["template"] != "verify-email"] == [
+            ("verify-phone", "sms"),  # the number's own code, to the number
+            ("password-reset", "email"),  # the owner's: no reset code by SMS
+        ]
+        [to_phone] = [c for c in sent if c["template"] == "verify-phone"]
+        assert (
+            keyring.decrypt(
+                str(to_phone["to_ciphertext"]), events.recipient_context(str(to_phone["id"]))
+            )
+            == thief_phone
+        )
+        phone_code = keyring.decrypt(
+            str(to_phone["code_ciphertext"]), events.code_context(str(to_phone["id"]))
+        )
+
+        # The one code the thief reads resets nothing, by the number or by the address.
+        for account in ({"phone": thief_phone}, {"email": email}):
+            reset = {**account, "otp": phone_code, "new_password": NEW_PASSWORD}
+            refused = await client.post("/api/auth/password/reset", json=reset)
+            assert refused.status_code == 400 and refused.json()["code"] == "invalid_code"
+        for password, status in ((NEW_PASSWORD, 401), (PASSWORD, 200)):
+            login = await client.post(
+                "/api/auth/login", json={"email": email, "password": password}
+            )
+            assert login.status_code == status
+
+        # Holding the phone, the thief can confirm it; the owner hears of it at once.
+        confirmed = await client.post(
+            "/api/auth/phone/verify", json={"otp": phone_code}, headers=stolen
+        )
+        assert (
+            confirmed.status_code == 200
+            and confirmed.json()["data"]["user"]["phone"] == thief_phone
+        )
+        notice = (await mail_sink.wait_for(email, 3))[2]
+        assert notice["Subject"] == "Security notice for your account"
+        told = body_of(notice)
+        assert "A new phone number was confirmed" in told and thief_phone[-4:] not in told
+    log = serve.log.read_text()
+    assert thief_phone not in log and thief_phone[1:] not in log and phone_code not in log

@@ -160,6 +160,10 @@ class _FaultyUnit:
         return self._inner.sessions
 
     @property
+    def factors(self) -> Any:
+        return self._inner.factors
+
+    @property
     def outbox(self) -> Any:
         return _FaultyOutbox(self._owner, self._inner.outbox)
 

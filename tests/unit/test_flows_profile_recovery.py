@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gatehouse.domain import events
-from gatehouse.errors import Conflict, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
+from gatehouse.errors import InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.profile import flow as profile
+from gatehouse.selfservice.profile import phone as phone_flow
 from gatehouse.selfservice.recovery import flow as recovery
 from gatehouse.selfservice.registration import flow as registration
 from gatehouse.selfservice.sessions import flow as session
@@ -38,26 +39,37 @@ async def test_update_changes_fields_encrypts_phone_and_emits(
     ctx: FlowContext, db: MemoryDatabase
 ) -> None:
     opened = await signed_up(ctx, db, phone=None)
-    user = await profile.update(
+    updated = await profile.update(
         ctx,
         token=opened.token,
         name="Ada L",
         phone="+44 20 7946 0958",
         image="https://example.com/a.png",
     )
+    user = updated.user
+    # Name and image at once; the phone only once its code comes back (tests/unit/test_phone_*).
     assert (user["name"], user["phone"], user["image"]) == (
         "Ada L",
-        "+442079460958",
+        None,
         "https://example.com/a.png",
     )
+    assert updated.as_data()["phone_pending"] == "+4420\u2022\u2022\u20220958"
+    stored = db.tables.users[user["id"]]
+    assert stored.pending_phone_ciphertext is not None
+    assert "442079460958" not in stored.pending_phone_ciphertext
+    assert stored.pending_phone_index == ctx.blind_index("phone", "+442079460958")
+    updated_event = user_events(db, events.UPDATED)[-1].payload
+    assert updated_event["data"]["fields"] == ["image", "name"]
+    code = code_in(ctx.keyring, deliveries(db, "verify-phone")[-1].payload)
+    verified = await phone_flow.verify(ctx, token=opened.token, otp=code)
+    assert verified["phone"] == "+442079460958"
     stored = db.tables.users[user["id"]]
     assert stored.phone_ciphertext is not None and "442079460958" not in stored.phone_ciphertext
     assert stored.phone_index == ctx.blind_index("phone", "+442079460958")
-    updated = user_events(db, events.UPDATED)[-1].payload
-    assert updated["data"]["fields"] == ["image", "name", "phone"]
-    assert "442079460958" not in str(updated)
+    assert "442079460958" not in str([m.payload for m in user_events(db)])
     cleared = await profile.update(ctx, token=opened.token, phone="", image="")
-    assert cleared["phone"] is None and cleared["image"] is None
+    assert cleared.user["phone"] is None and cleared.user["image"] is None
+    assert user_events(db, events.UPDATED)[-1].payload["data"]["fields"] == ["image", "phone"]
 
 
 @pytest.mark.parametrize(
@@ -109,13 +121,17 @@ async def test_password_change_needs_current_password_and_revokes_sessions(
     )
 
 
-async def test_phone_taken_by_another_account_is_a_conflict(
+async def test_phone_taken_by_another_account_is_no_conflict_and_never_confirmed(
     ctx: FlowContext, db: MemoryDatabase
 ) -> None:
     await signed_up(ctx, db, "first@example.com", phone=PHONE)
     second = await signed_up(ctx, db, "second@example.com", phone=None)
-    with pytest.raises(Conflict):
-        await profile.update(ctx, token=second.token, phone=PHONE)
+    sent = len(deliveries(db, "verify-phone"))
+    taken = await profile.update(ctx, token=second.token, phone=PHONE)  # before: 409
+    assert taken.pending is not None and taken.user["phone"] is None
+    assert len(deliveries(db, "verify-phone")) == sent  # nothing to the other account's phone
+    with pytest.raises(InvalidCode):
+        await phone_flow.verify(ctx, token=second.token, otp="123456")
 
 
 async def test_delete_requires_password_erases_and_revokes(

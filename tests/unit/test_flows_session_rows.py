@@ -20,6 +20,7 @@ from gatehouse.errors import (
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.mfa import proof
 from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.recovery import flow as recovery
 from gatehouse.selfservice.sessions import flow as session
@@ -227,7 +228,8 @@ class TestRecentAuthentication:
     ) -> None:
         opened = await signed_in(ctx)
         clock.advance(STEP_UP)
-        await profile.update(ctx, token=opened.token, phone="+14155550123")  # at the limit
+        asked = await profile.update(ctx, token=opened.token, phone="+14155550123")  # at the limit
+        assert asked.pending is not None  # pending until its code comes back
         clock.advance(1)
         for phone in ("+14155550199", ""):
             with pytest.raises(ReauthRequired) as refused:
@@ -236,8 +238,13 @@ class TestRecentAuthentication:
                 "reauth_required",
                 ReauthRequired.message,
             )
-        assert (await profile.update(ctx, token=opened.token, name="Ada L"))["name"] == "Ada L"
-        assert (await profile.read(ctx, token=opened.token))["phone"] == "+14155550123"
+        assert (await profile.update(ctx, token=opened.token, name="Ada L")).user["name"] == "Ada L"
+        # Neither refusal touched the number asked for: it is still pending, the account's is
+        # still none.
+        assert db.tables.users[account.id].pending_phone_index == ctx.blind_index(
+            "phone", "+14155550123"
+        )
+        assert (await profile.read(ctx, token=opened.token))["phone"] is None
 
     async def test_the_current_password_is_proof_enough(
         self, ctx: FlowContext, account: Account, clock: FakeClock
@@ -251,7 +258,7 @@ class TestRecentAuthentication:
         changed = await profile.update(
             ctx, token=opened.token, phone="+14155550199", current_password=PASSWORD
         )
-        assert changed["phone"] == "+14155550199"
+        assert changed.as_data()["phone_pending"] == "+1415\u2022\u2022\u20220199"
 
     async def test_deletion_takes_its_password_as_proof(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
@@ -269,7 +276,7 @@ class TestRecentAuthentication:
         opened = await signed_in(ctx)
         sid = sid_of(ctx, opened, clock)
         clock.advance(STEP_UP + 1)
-        answer = await manage.reauth(ctx, token=opened.token, password=PASSWORD)
+        answer = await proof.reauth(ctx, token=opened.token, password=PASSWORD)
         assert (answer["token_type"], answer["expires_in"]) == ("Bearer", 15 * 60)
         claims = ctx.tokens.verify(answer["token"], clock.now)
         assert (claims.sub, claims.sid, claims.auth_time) == (account.id, sid, clock.now)
@@ -289,13 +296,13 @@ class TestRecentAuthentication:
         opened = await signed_in(ctx)
         for _ in range(5):
             with pytest.raises(InvalidCredentials):
-                await manage.reauth(ctx, token=opened.token, password="wrong one")
+                await proof.reauth(ctx, token=opened.token, password="wrong one")
         with pytest.raises(RateLimited):
-            await manage.reauth(ctx, token=opened.token, password=PASSWORD)
+            await proof.reauth(ctx, token=opened.token, password=PASSWORD)
         with pytest.raises(RateLimited):  # the login form meets the same throttle
             await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         clock.advance(61)
-        assert (await manage.reauth(ctx, token=opened.token, password=PASSWORD))["token"]
+        assert (await proof.reauth(ctx, token=opened.token, password=PASSWORD))["token"]
         failures, _ = await ctx.failures.get(ctx.blind_index("login", EMAIL), clock.now.timestamp())
         assert failures == 0  # proved: the count starts again
 
@@ -304,12 +311,12 @@ class TestRecentAuthentication:
     ) -> None:
         limited = replace(ctx, limiter=LimitsRateLimiter({"reauth_account": "1/minute"}))
         opened = await signed_in(ctx)
-        await manage.reauth(limited, token=opened.token, password=PASSWORD)
+        await proof.reauth(limited, token=opened.token, password=PASSWORD)
         with pytest.raises(RateLimited):
-            await manage.reauth(limited, token=opened.token, password=PASSWORD)
+            await proof.reauth(limited, token=opened.token, password=PASSWORD)
         await session.logout(ctx, refresh_token=opened.refresh_token)
         with pytest.raises(InvalidToken):
-            await manage.reauth(ctx, token=opened.token, password=PASSWORD)
+            await proof.reauth(ctx, token=opened.token, password=PASSWORD)
 
     async def test_the_window_is_the_policys(
         self, ctx: FlowContext, account: Account, clock: FakeClock

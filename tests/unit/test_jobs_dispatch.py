@@ -99,6 +99,7 @@ async def test_every_queue_round_trip(ctx: FlowContext, db: MemoryDatabase) -> N
         "delete-user",
         "password-recovery",
         "sessions",
+        "mfa",  # tests/unit/test_mfa.py runs it
     }
 
 

@@ -17,6 +17,7 @@ class Purpose(enum.StrEnum):
     REGISTER = "register"
     RECOVERY = "recovery"
     VERIFY = "verify"
+    PHONE = "phone"  # a new phone number's code, bound to that pending number
 
 
 class CodeCheck(enum.StrEnum):

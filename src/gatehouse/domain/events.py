@@ -23,6 +23,11 @@ UPDATED = "gatehouse.user.updated"
 PASSWORD_RESET = "gatehouse.user.password_reset"  # noqa: S105 - an event name
 DELETED = "gatehouse.user.deleted"
 SESSION_REVOKED = "gatehouse.user.session_revoked"
+PHONE_VERIFIED = "gatehouse.user.phone_verified"
+MFA_ENABLED = "gatehouse.user.mfa_enabled"
+MFA_DISABLED = "gatehouse.user.mfa_disabled"
+PASSKEY_ADDED = "gatehouse.user.passkey_added"
+PASSKEY_REMOVED = "gatehouse.user.passkey_removed"
 # The courier's outcome for one `send-otp` command (data: message_id, channel, template, reason?).
 MESSAGE_SENT = "gatehouse.message.sent"
 MESSAGE_ABANDONED = "gatehouse.message.abandoned"

@@ -26,6 +26,11 @@ class User:
     phone_index: str | None = None
     image: str | None = None
     email_verified_at: datetime | None = None
+    # A new phone waiting for its code (DESIGN 3a), sealed and indexed as the phone is. Until the
+    # code comes back it is no channel of the account: recovery and sign-in use `phone_*` only.
+    pending_phone_ciphertext: str | None = None
+    pending_phone_index: str | None = None
+    pending_phone_expires_at: datetime | None = None
 
     def with_changes(self, **changes: Any) -> User:
         return replace(self, **changes)

@@ -18,6 +18,8 @@ from gatehouse.jobs import http as jobs
 from gatehouse.observability import health
 from gatehouse.observability.access_log import AccessLog
 from gatehouse.selfservice.login import http as login
+from gatehouse.selfservice.mfa import http as mfa
+from gatehouse.selfservice.passkeys import http as passkeys
 from gatehouse.selfservice.profile import http as profile
 from gatehouse.selfservice.recovery import http as recovery
 from gatehouse.selfservice.registration import http as registration
@@ -83,7 +85,7 @@ def create_app(
     app.add_middleware(AccessLog, router=app.router, trusted_proxies=settings.trusted_proxies)
     errors.install(app)
     docs.install(app)
-    for flow in (registration, login, sessions, profile, recovery):
+    for flow in (registration, login, sessions, profile, recovery, mfa, passkeys):
         app.include_router(flow.router)
     app.include_router(health.router)
     app.include_router(jobs.router)

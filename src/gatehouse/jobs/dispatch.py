@@ -18,6 +18,7 @@ from gatehouse.jobs.queues import QUEUES
 from gatehouse.jobs.results import Handler, Result, refusal
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import job as login_job
+from gatehouse.selfservice.mfa import job as mfa_job
 from gatehouse.selfservice.profile import job as profile_job
 from gatehouse.selfservice.recovery import job as recovery_job
 from gatehouse.selfservice.registration import job as registration_job
@@ -33,9 +34,14 @@ HANDLERS: dict[str, Handler] = {
     **profile_job.HANDLERS,
     **recovery_job.HANDLERS,
     **sessions_job.HANDLERS,
+    **mfa_job.HANDLERS,
 }
 # Queues whose job name picks the step (`queue:name` in HANDLERS), with the names they take.
-STEPS = {"password-recovery": "request or reset", "sessions": "list or revoke"}
+STEPS = {
+    "password-recovery": "request or reset",
+    "sessions": "list or revoke",
+    "mfa": "totp-setup, totp-confirm, totp-remove or recovery-codes",
+}
 
 
 async def handle_job(

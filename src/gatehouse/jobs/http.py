@@ -28,9 +28,10 @@ Svc = Annotated[Services, Depends(services)]
 # Letters, digits, `-` and `_`: BullMQ refuses `:` in ids and treats all-digit ones as its own.
 JobId = Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 UNGUESSABLE = 16
-# The HTTP route each job stands for (queue, or queue:name / queue:purpose where those pick the
-# flow), whose `<action>_ip` limit it meets here, on the route's own counter: an address that the
-# route answers 429 gets 429 here too. Queues not listed have routes without limits.
+# The HTTP route each job stands for (queue, or queue:name / queue:purpose / queue:field where
+# those pick the flow), whose `<action>_ip` limit it meets here, on the route's own counter: an
+# address that the route answers 429 gets 429 here too. Queues not listed have routes without
+# limits.
 ROUTE_OF_JOB = {
     "verify-user": "login",
     "create-user": "verify",
@@ -38,6 +39,8 @@ ROUTE_OF_JOB = {
     "verification:recovery": "forgot",
     "password-recovery:request": "forgot",
     "password-recovery:reset": "reset",
+    "update-user:phone_otp": "phone_verify",  # POST /api/auth/phone/verify
+    "mfa": "mfa",  # POST /api/auth/mfa/...
 }
 
 
@@ -144,6 +147,8 @@ def route_of_job(queue: str, name: str, data: dict[str, Any]) -> str | None:
         return ROUTE_OF_JOB.get(f"{queue}:{name}")
     if queue == "verification":
         return ROUTE_OF_JOB.get(f"{queue}:{data.get('purpose')}")
+    if queue == "update-user":  # a confirmation of a new phone, or an update (no limit)
+        return ROUTE_OF_JOB.get(f"{queue}:phone_otp") if data.get("phone_otp") else None
     return ROUTE_OF_JOB.get(queue)
 
 

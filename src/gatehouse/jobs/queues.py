@@ -1,4 +1,5 @@
-"""The queue names, one per service of seed 004: producers, workers and admin doors share them."""
+"""The queue names, one per service of seed 004 and one per newer flow (`sessions`, `mfa`):
+producers, workers and admin doors share them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ QUEUES = (
     "delete-user",
     "password-recovery",
     "sessions",
+    "mfa",
 )
 
 

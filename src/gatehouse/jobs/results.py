@@ -32,6 +32,7 @@ CREDENTIALS = frozenset(
         "otp",
         "secret",
         "otpauth_uri",
+        "qr_svg",
         "recovery_codes",
     }
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from gatehouse.domain.crypto import Keyring, Secrets, keyed_hash
 from gatehouse.domain.tokens import AccessTokens
@@ -36,6 +37,17 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class RelyingParty:
+    """Who passkeys are made for (WebAuthn): the id their signatures are bound to (a domain),
+    the name an authenticator shows, and the page origins a ceremony may come from
+    (GATEHOUSE_PUBLIC_URL, GATEHOUSE_WEBAUTHN_*)."""
+
+    id: str = "localhost"
+    name: str = "Gatehouse"
+    origins: tuple[str, ...] = ("http://localhost:8000",)
+
+
+@dataclass(frozen=True)
 class FlowContext:
     uow: Callable[[], UnitOfWork]
     codes: CodeStore
@@ -52,6 +64,7 @@ class FlowContext:
     common_passwords: Container[str] = frozenset()
     # Units of work that only read (no transaction); None: `uow` serves reads too.
     read_uow: Callable[[], UnitOfWork] | None = None
+    relying_party: RelyingParty = RelyingParty()
 
     def reader(self) -> UnitOfWork:
         """A unit of work for a flow that reads and never commits."""
@@ -71,9 +84,10 @@ class FlowContext:
     def blind_index(self, field: str, value: str) -> str:
         return keyed_hash(self.secrets.index_key, "index", field, value)
 
-    def phone_fields(self, phone: str | None) -> dict[str, str | None]:
+    def phone_fields(self, phone: str | None) -> dict[str, Any]:
         """A (cleaned) phone as it is stored: its ciphertext bound to the field, and its blind
-        index for uniqueness and lookup; both None for no phone."""
+        index for uniqueness and lookup; both None for no phone. (Typed loosely: it is spread
+        into a `User`, whose other fields, a pending phone's expiry, are not all strings.)"""
         if not phone:
             return {"phone_ciphertext": None, "phone_index": None}
         return {

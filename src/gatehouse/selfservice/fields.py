@@ -20,6 +20,8 @@ NewName = Annotated[str, Field(max_length=NAME_MAX)]
 Phone = Annotated[str, Field(max_length=32)]
 Image = Annotated[str, Field(max_length=2048)]
 Otp = Annotated[str, Field(min_length=1, max_length=16)]
+# A second factor's code in a step-up: a TOTP code or a recovery code.
+FactorCode = Annotated[str, Field(min_length=1, max_length=64)]
 RefreshToken = Annotated[str, Field(min_length=1, max_length=512)]
 AccessToken = Annotated[str, Field(min_length=1, max_length=4096)]
 Channel = Literal["email", "sms", "whatsapp"]

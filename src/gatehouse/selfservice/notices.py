@@ -37,6 +37,7 @@ WHAT = {
     "mfa_enabled": "An authenticator app was added to your account.",
     "mfa_disabled": "The authenticator app of your account was removed.",
     "recovery_codes_replaced": "New recovery codes were made for your account.",
+    "recovery_code_used": "A recovery code was used to sign in to your account.",
     "passkey_added": "A passkey was added to your account.",
     "passkey_removed": "A passkey was removed from your account.",
 }

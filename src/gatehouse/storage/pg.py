@@ -23,6 +23,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Unavailable
+from gatehouse.storage.pg_factors import PgFactors
 from gatehouse.storage.pg_sessions import PgSessions
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ class PgUnitOfWork:
         self.pending = PgPending(self)
         self.refresh_tokens = PgRefreshTokens(self)
         self.sessions = PgSessions(self)
+        self.factors = PgFactors(self)
         self.outbox = PgOutbox(self)
 
     async def __aenter__(self) -> PgUnitOfWork:

@@ -69,6 +69,11 @@ users = Table(
     Column("email_verified_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # A new phone until its code comes back (migration 0005). Its index is not unique: several
+    # accounts may be asked for one number, and only `phone_index` says whose it is.
+    Column("pending_phone_ciphertext", Text, nullable=True),
+    Column("pending_phone_index", String(64), nullable=True),
+    Column("pending_phone_expires_at", UTCDateTime, nullable=True),
 )
 
 pending_registrations = Table(
@@ -144,4 +149,43 @@ deliveries = Table(
     # While `sending`: the courier that holds the message, and until when (then anyone may).
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", UTCDateTime, nullable=True),
+)
+
+# Second factors (DESIGN 3b). One authenticator app per account; its secret is encrypted under
+# the data keyring; `last_step` is the newest TOTP step accepted, so no code is accepted twice.
+totp_factors = Table(
+    "totp_factors",
+    metadata,
+    Column("user_id", ID, primary_key=True),
+    Column("secret_ciphertext", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime, nullable=True),
+    Column("last_step", BigInteger, nullable=False),
+)
+
+# Single-use recovery codes, as keyed hashes bound to their account.
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("user_id", ID, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+# WebAuthn credentials. A credential id may be 1023 bytes: it is looked up by its SHA-256
+# (`credential_key`, unique), which any database can index, and kept whole beside it.
+passkeys = Table(
+    "passkeys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False, index=True),
+    Column("credential_key", String(64), nullable=False, unique=True),
+    Column("credential_id", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("transports", String(200), nullable=False),
 )

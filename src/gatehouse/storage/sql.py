@@ -25,6 +25,7 @@ from gatehouse.storage.schema import (
     sessions,
     users,
 )
+from gatehouse.storage.sql_factors import SqlFactors
 from gatehouse.storage.sql_sessions import SqlSessions
 
 
@@ -245,6 +246,7 @@ class SqlUnitOfWork:
         self.pending = SqlPending(self)
         self.refresh_tokens = SqlRefreshTokens(self)
         self.sessions = SqlSessions(self)
+        self.factors = SqlFactors(self)
         self.outbox = SqlOutbox(self)
         return self
 

@@ -11,13 +11,16 @@ from gatehouse.errors import InvalidCredentials, RateLimited
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.login.second import FINISHING, MfaChallenge, challenge
 from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
 from gatehouse.selfservice.sessions.flow import Session, open_session
 
 
 async def login(
     ctx: FlowContext, *, email: str, password: str, user_agent: str | None = None
-) -> Session:
+) -> Session | MfaChallenge:
+    """A session, or for an account with a second factor (only once the password was right,
+    so the answers tell no account from another before that) the challenge to finish it."""
     email = normalize_email(email)
     # `login_account`: here, not at the route, so that `verify-user` jobs from any producer
     # meet it too (DESIGN section 4).
@@ -55,6 +58,11 @@ async def login(
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
             await uow.users.update(user)
+        methods = await uow.factors.methods(user.id)
+        if any(method in FINISHING for method in methods):
+            await uow.commit()  # the re-hash, if any
+            audit("login", "second_factor_required", factor="password", user_id=user.id)
+            return await challenge(ctx, user, methods)
         # Before the session is added, which would make any device a known one.
         device = clip_user_agent(user_agent)
         new_device = await is_new_device(ctx, uow, user, device, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.domain import events
@@ -9,14 +10,22 @@ from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidInput
 from gatehouse.ports import UnitOfWork
 from gatehouse.selfservice.context import FlowContext, phone_of
+from gatehouse.selfservice.mfa.proof import step_up
+from gatehouse.selfservice.notices import push_notice, write_notice
+from gatehouse.selfservice.profile.phone import CLEARED, Pending, limit_change, propose
 from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, revoke_all
-from gatehouse.selfservice.sessions.manage import prove_password, require_recent
 from gatehouse.selfservice.validation import (
     require_image,
     require_name,
     require_password,
     require_phone,
 )
+
+# The notices' kinds, which are also the revocation reasons of the sessions they end.
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a name, not a password
+ACCOUNT_DELETED = "account_deleted"
+# The columns of a change the `updated` event names (by their public field name).
+_PUBLIC = ("name", "phone_ciphertext", "image", "password_hash")
 
 
 async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
@@ -32,6 +41,24 @@ async def read(ctx: FlowContext, *, token: str) -> dict[str, Any]:
     return public_view(user, phone_of(ctx, user))
 
 
+@dataclass(frozen=True)
+class Updated:
+    """What a profile update answers: the user, and a new phone's pending state (its number
+    masked, its code's lifetime) when the update asked for one."""
+
+    user: dict[str, Any]
+    pending: Pending | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        if self.pending is None:
+            return {"user": self.user}
+        return {
+            "user": self.user,
+            "phone_pending": self.pending.masked,
+            "expires_in": self.pending.expires_in,
+        }
+
+
 async def update(
     ctx: FlowContext,
     *,
@@ -41,16 +68,20 @@ async def update(
     image: str | None = None,
     password: str | None = None,
     current_password: str | None = None,
-) -> dict[str, Any]:
+    code: str | None = None,
+) -> Updated:
     """Change the given fields; an empty phone or image removes it. A new password needs the
-    current one and ends every session (the caller logs in again). A new phone needs a recent
-    authentication of the session, or the current password."""
+    current one and ends every session (the caller logs in again). A phone, new or removed, needs
+    a recent authentication of the session, or the current password. A new phone is only
+    pending: a code goes to it (`phone.propose`), the account's phone changes once it comes back
+    (`phone.verify`); the other fields change at once."""
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = require_name(name)
-    if phone is not None:
-        clean = require_phone(phone)
-        changes.update(ctx.phone_fields(clean))
+    new_phone = require_phone(phone)
+    if phone is not None and new_phone is None:
+        # A removal needs no proof of a number: at once, and whatever was pending goes too.
+        changes.update(ctx.phone_fields(None), **CLEARED)
     if image is not None:
         changes["image"] = require_image(image)
     if password is not None:
@@ -65,43 +96,63 @@ async def update(
     # Sensitive changes: the password in the body proves the owner is here, else the session
     # must have proved it recently (a stolen access token alone must not move the recovery
     # phone). A password change always carries it (checked above).
+    # With a second factor and no recent sign-in, its `code` comes with the password too.
     action = "password.change" if password is not None else "phone.change"
-    if current_password is not None and (password is not None or phone is not None):
-        wrong = "The current password is wrong"
-        await prove_password(ctx, user, current_password, action=action, message=wrong)
-    elif phone is not None:
-        require_recent(ctx, claims, user.id, action)
+    if password is not None or phone is not None:
+        await step_up(
+            ctx, user, claims, current_password=current_password, code=code, action=action
+        )
+    if new_phone is not None:
+        await limit_change(ctx, user.id, new_phone)
     if password is not None:
         changes["password_hash"] = await ctx.hasher.hash(password)
+    fields = sorted(_public_name(k) for k in changes if k in _PUBLIC)
     now = ctx.clock()
+    pending = None
     async with ctx.uow() as uow:
         user = await current_user(ctx, uow, token)  # again, inside the writing transaction
+        if new_phone is not None:
+            staged, pending = await propose(ctx, uow, user, new_phone, now)
+            changes.update(staged)
         updated = user.with_changes(**changes, updated_at=now)
         await uow.users.update(updated)
-        fields = sorted(k.replace("_ciphertext", "").replace("_hash", "") for k in changes)
-        fields = [f for f in fields if f != "phone_index"]
-        await uow.outbox.add(events.user_event(events.UPDATED, user.id, {"fields": fields}, now))
+        if fields:  # a pending phone alone changes nothing anyone else may know of yet
+            await uow.outbox.add(
+                events.user_event(events.UPDATED, user.id, {"fields": fields}, now)
+            )
         if password is not None:
-            await revoke_all(ctx, uow, user.id, "password_changed")
+            await write_notice(ctx, uow, updated, PASSWORD_CHANGED, now)
+            await revoke_all(ctx, uow, user.id, PASSWORD_CHANGED)
         await uow.commit()
     if password is not None:
-        await announce_revoked(ctx, user.id, "password_changed")
-    return public_view(updated, phone_of(ctx, updated))
+        # The notice first: an open page hears why before its socket is closed.
+        await push_notice(ctx, user.id, PASSWORD_CHANGED, now)
+        await announce_revoked(ctx, user.id, PASSWORD_CHANGED)
+    return Updated(public_view(updated, phone_of(ctx, updated)), pending)
 
 
-async def delete(ctx: FlowContext, *, token: str, password: str) -> str:
-    """Erase the account (the row holds every personal field) after re-checking the password;
-    every session ends. Returns the deleted user's id."""
-    async with ctx.uow() as uow:
-        user = await current_user(ctx, uow, token)
+def _public_name(column: str) -> str:
+    return column.removesuffix("_ciphertext").removesuffix("_hash")
+
+
+async def delete(ctx: FlowContext, *, token: str, password: str, code: str | None = None) -> str:
+    """Erase the account (the row holds every personal field, its factors go too) after
+    re-checking the password, and the second factor's `code` when the account has one and the
+    session did not sign in recently; every session ends. Returns the deleted user's id."""
+    async with ctx.reader() as uow:
+        user, claims = await authenticate(ctx, uow, token)
     # The password is the proof of presence a deletion needs, whatever the session's auth_time.
-    await prove_password(ctx, user, password, action="account.delete")
+    await step_up(ctx, user, claims, current_password=password, code=code, action="account.delete")
     now = ctx.clock()
     async with ctx.uow() as uow:
         user = await current_user(ctx, uow, token)
+        await uow.factors.remove_all(user.id)
         await uow.users.delete(user.id)
-        await revoke_all(ctx, uow, user.id, "account_deleted")
+        await revoke_all(ctx, uow, user.id, ACCOUNT_DELETED)
         await uow.outbox.add(events.user_event(events.DELETED, user.id, {}, now))
+        # To the address the row held: the mail goes out though the account is gone.
+        await write_notice(ctx, uow, user, ACCOUNT_DELETED, now)
         await uow.commit()
-    await announce_revoked(ctx, user.id, "account_deleted")
+    await push_notice(ctx, user.id, ACCOUNT_DELETED, now)  # before the sockets close, as above
+    await announce_revoked(ctx, user.id, ACCOUNT_DELETED)
     return user.id

@@ -7,14 +7,21 @@ from pydantic import AwareDatetime
 from gatehouse.selfservice.fields import (
     AccessToken,
     Body,
+    FactorCode,
     Image,
     JobData,
     NewName,
     NewPassword,
+    Otp,
     Password,
     Phone,
 )
 from gatehouse.web.schemas import Out
+
+# The answers' messages, the same from every door.
+UPDATED = "User updated successfully"
+PHONE_CODE_SENT = "A code was sent to the new phone number; it is the account's once confirmed"
+PHONE_VERIFIED = "Phone number verified"
 
 
 class ProfileUpdateIn(Body):
@@ -23,10 +30,16 @@ class ProfileUpdateIn(Body):
     image: Image | None = None
     password: NewPassword | None = None
     current_password: Password | None = None
+    code: FactorCode | None = None  # with the password, for an account with a second factor
 
 
 class ProfileDeleteIn(Body):
     password: Password
+    code: FactorCode | None = None
+
+
+class PhoneVerifyIn(Body):
+    otp: Otp
 
 
 class ReadUserJob(JobData):
@@ -34,17 +47,22 @@ class ReadUserJob(JobData):
 
 
 class UpdateUserJob(JobData):
+    """An update, or with `phone_otp` (alone) the code that confirms a pending phone."""
+
     token: AccessToken
     name: NewName | None = None
     phone: Phone | None = None
     image: Image | None = None
     password: NewPassword | None = None
     current_password: Password | None = None
+    code: FactorCode | None = None
+    phone_otp: Otp | None = None
 
 
 class DeleteUserJob(JobData):
     token: AccessToken
     password: Password
+    code: FactorCode | None = None
 
 
 class UserOut(Out):
@@ -65,3 +83,12 @@ class UserData(Out):
     """The `data` of an answer about one user: profile read and update, sign-up verified."""
 
     user: UserOut
+
+
+class PhonePendingData(UserData):
+    """The `data` of a profile update that asked for a new phone: the user as they are (the
+    phone unchanged until the code comes back), the new number masked, and the code's lifetime
+    in seconds. The same whether or not the number is another account's."""
+
+    phone_pending: str
+    expires_in: int

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from gatehouse.domain import events
-from gatehouse.domain.sessions import SessionRecord, clip_user_agent
+from gatehouse.domain.sessions import AAL1, PWD, SessionRecord, clip_user_agent
 from gatehouse.domain.tokens import (
     AccessClaims,
     RefreshToken,
@@ -167,9 +167,11 @@ async def open_session(
     family_id: str,
     family_expires: datetime | None = None,
     user_agent: str | None = None,
+    amr: tuple[str, ...] = (PWD,),
+    aal: int = AAL1,
 ) -> Session:
-    """A new session for a user who just proved their password: its row and its first refresh
-    token, in the caller's transaction."""
+    """A new session for a user who just proved `amr` (a password by default): its row and its
+    first refresh token, in the caller's transaction."""
     now = ctx.clock()
     record = SessionRecord(
         id=family_id,
@@ -178,6 +180,8 @@ async def open_session(
         last_used_at=now,
         auth_time=now,
         user_agent=clip_user_agent(user_agent),
+        amr=amr,
+        aal=aal,
     )
     await uow.sessions.add(record)
     return await _issue(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from gatehouse.selfservice.login.schemas import LoginData
+from gatehouse.selfservice.mfa import proof
 from gatehouse.selfservice.sessions import flow as sessions
 from gatehouse.selfservice.sessions import manage
 from gatehouse.selfservice.sessions.schemas import (
@@ -70,5 +71,10 @@ async def revoke_session(
 )
 async def reauth(body: ReauthIn, c: Ctx, token: Token, request: Request) -> JSON:
     await guard(request, "reauth")  # `reauth_account` is counted by the flow, for every door
-    data = await manage.reauth(c, token=token, password=body.password)
+    passkey = None
+    if body.flow_id is not None or body.credential is not None:
+        passkey = (body.flow_id or "", body.credential or {})
+    data = await proof.reauth(
+        c, token=token, password=body.password, code=body.code, passkey=passkey
+    )
     return success("Authenticated again", data)

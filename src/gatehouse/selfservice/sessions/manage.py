@@ -1,4 +1,5 @@
-"""A user's own sessions: list them, end one, and recent authentication (step-up, reauth)."""
+"""A user's own sessions: list them, end one; the password and recency checks of a step-up
+(`selfservice/mfa/proof.py` adds the second factor and `reauth`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from gatehouse.domain.sessions import SessionRecord, is_alive, is_recent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
-from gatehouse.errors import InvalidCredentials, InvalidToken, NotFound, RateLimited, ReauthRequired
+from gatehouse.errors import InvalidCredentials, NotFound, RateLimited, ReauthRequired
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
-from gatehouse.selfservice.limits import limit_account
-from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, issue_access
+from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate
 
 DELETED = "session_deleted"  # the revocation reason of DELETE /api/auth/sessions/{id}
 
@@ -67,28 +67,6 @@ async def revoke_session(ctx: FlowContext, *, token: str, session_id: str) -> st
     await announce_revoked(ctx, user.id, DELETED, session.id)
     audit("session.revoke", "success", factor="access_token", user_id=user.id)
     return user.id
-
-
-async def reauth(ctx: FlowContext, *, token: str, password: str) -> dict[str, Any]:
-    """Prove the password again in this session: its `auth_time` becomes now, and a new access
-    token of the same session says so. A wrong password counts as a failed sign-in."""
-    async with ctx.reader() as uow:
-        user, claims = await authenticate(ctx, uow, token)
-    await limit_account(ctx, "reauth", user.id)  # in the flow: every door meets it
-    await prove_password(ctx, user, password, action="reauth")
-    now = ctx.clock()
-    async with ctx.uow() as uow:
-        signed_in = await uow.sessions.touch(claims.sid, now, authenticated=True)
-        if signed_in is None:  # revoked while the password was being checked
-            raise InvalidToken()
-        session, _user = signed_in
-        await uow.commit()
-    access, issued = issue_access(ctx, session, now)
-    return {
-        "token": access,
-        "token_type": "Bearer",
-        "expires_in": int((issued.exp - now).total_seconds()),
-    }
 
 
 async def prove_password(

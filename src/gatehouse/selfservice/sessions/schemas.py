@@ -3,7 +3,7 @@ queue's job data."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, StrictBool
 
@@ -23,7 +23,14 @@ class LogoutIn(Body):
 
 
 class ReauthIn(Body):
-    password: Password
+    """The password (with `code`, a TOTP or recovery code, when the account has a second
+    factor), or a passkey assertion: `flow_id` (from `POST /api/auth/passkeys/login/options`)
+    and `credential`."""
+
+    password: Password | None = None
+    code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    flow_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    credential: dict[str, Any] | None = None
 
 
 class SessionsListJob(JobData):

@@ -16,6 +16,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.ports.factors import Factors as Factors  # re-exported beside the others
 
 Clock = Callable[[], datetime]
 
@@ -88,6 +89,8 @@ class UnitOfWork(Protocol):
     def refresh_tokens(self) -> RefreshTokens: ...
     @property
     def sessions(self) -> Sessions: ...
+    @property
+    def factors(self) -> Factors: ...
     @property
     def outbox(self) -> Outbox: ...
 

@@ -1,0 +1,1 @@
+"""Second factors a user manages: an authenticator app and recovery codes."""
