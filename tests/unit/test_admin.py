@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from gatehouse.bootstrap import Services, build
 from gatehouse.config import Settings
 from gatehouse.domain.crypto import generate_secrets_document, rotate_signing_keys
+from gatehouse.domain.factors import TOTP_CONTEXT, TotpFactor
 from gatehouse.domain.users import User
 from gatehouse.entrypoints.cli import app
 from gatehouse.selfservice.context import PHONE_CONTEXT
@@ -69,7 +70,7 @@ def test_keys_retired_longer_than_a_token_lifetime_are_dropped() -> None:
     assert len(kids) == 2
 
 
-def test_rotate_data_reencrypts_every_phone_and_resumes(env: Path) -> None:
+def test_rotate_data_reencrypts_every_phone_and_app_secret_and_resumes(env: Path) -> None:
     async def seed() -> str:
         svc = services()
         await upgrade(svc.engine)
@@ -89,6 +90,10 @@ def test_rotate_data_reencrypts_every_phone_and_resumes(env: Path) -> None:
                         phone_index=svc.ctx.blind_index("phone", phone),
                     )
                 )
+                if i < 4:  # and four authenticator apps, whose secrets are sealed alike
+                    secret = f"SECRET{i}AAAAAAAAAAAAAAAAAAAAAAAAA"
+                    sealed = svc.ctx.keyring.encrypt(secret, TOTP_CONTEXT)
+                    await uow.factors.put_totp(TotpFactor(f"u-{i}", sealed, now, now, 0))
             await uow.commit()
         kid = svc.ctx.keyring.current_kid
         await svc.aclose()
@@ -97,7 +102,7 @@ def test_rotate_data_reencrypts_every_phone_and_resumes(env: Path) -> None:
     old_kid = asyncio.run(seed())
     result = runner.invoke(app, ["keys", "rotate-data", "--batch", "3"])
     assert result.exit_code == 0, result.output
-    assert "re-encrypted 7 rows" in result.output
+    assert "re-encrypted 11 rows" in result.output
 
     async def check() -> None:
         svc = services()
@@ -113,6 +118,13 @@ def test_rotate_data_reencrypts_every_phone_and_resumes(env: Path) -> None:
                     svc.ctx.keyring.decrypt(user.phone_ciphertext, PHONE_CONTEXT)
                     == f"+1415555{i:04d}"
                 )
+                factor = await uow.factors.totp(f"u-{i}")
+                if i < 4:
+                    assert factor is not None
+                    keyring = svc.ctx.keyring
+                    assert keyring.key_id_of(factor.secret_ciphertext) == keyring.current_kid
+                    secret = keyring.decrypt(factor.secret_ciphertext, TOTP_CONTEXT)
+                    assert secret == f"SECRET{i}AAAAAAAAAAAAAAAAAAAAAAAAA"
         await svc.aclose()
 
     asyncio.run(check())

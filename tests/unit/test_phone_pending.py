@@ -271,6 +271,12 @@ async def test_removing_the_phone_is_immediate_and_drops_what_was_pending(
         await phone_flow.verify(ctx, token=opened.token, otp=code)
     row = db.tables.users[opened.user["id"]]
     assert (row.phone_index, row.pending_phone_index) == (None, None)
+    # A recovery channel gone: the owner is told, by mail and on the open sockets.
+    told = [d.payload["variables"]["what"] for d in deliveries(db, "security-notice")]
+    assert told[-1] == "The phone number of your account was removed."
+    assert isinstance(ctx.notifier, MemoryNotifier)
+    pushed = [p["type"] for _room, event, p in ctx.notifier.sent if event == "security.notice"]
+    assert pushed[-1] == "phone_removed"
 
 
 @pytest.mark.parametrize("change", ["password", "deletion"])

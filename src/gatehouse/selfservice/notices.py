@@ -31,6 +31,7 @@ WHAT = {
     "password_changed": "The password of your account was changed.",
     "password_reset": "The password of your account was reset with a recovery code.",
     "phone_changed": "A new phone number was confirmed on your account.",
+    "phone_removed": "The phone number of your account was removed.",
     "email_changed": "The email address of your account was changed.",
     "account_deleted": "Your account was deleted.",
     "new_device": "Your account was signed in on a device new to it.",

@@ -24,6 +24,7 @@ from gatehouse.selfservice.validation import (
 # The notices' kinds, which are also the revocation reasons of the sessions they end.
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a name, not a password
 ACCOUNT_DELETED = "account_deleted"
+PHONE_REMOVED = "phone_removed"
 # The columns of a change the `updated` event names (by their public field name).
 _PUBLIC = ("name", "phone_ciphertext", "image", "password_hash")
 
@@ -79,7 +80,8 @@ async def update(
     if name is not None:
         changes["name"] = require_name(name)
     new_phone = require_phone(phone)
-    if phone is not None and new_phone is None:
+    removing = phone is not None and new_phone is None
+    if removing:
         # A removal needs no proof of a number: at once, and whatever was pending goes too.
         changes.update(ctx.phone_fields(None), **CLEARED)
     if image is not None:
@@ -120,10 +122,15 @@ async def update(
             await uow.outbox.add(
                 events.user_event(events.UPDATED, user.id, {"fields": fields}, now)
             )
+        removed = removing and user.phone_ciphertext is not None
+        if removed:  # a recovery channel gone: its owner hears of it
+            await write_notice(ctx, uow, updated, PHONE_REMOVED, now)
         if password is not None:
             await write_notice(ctx, uow, updated, PASSWORD_CHANGED, now)
             await revoke_all(ctx, uow, user.id, PASSWORD_CHANGED)
         await uow.commit()
+    if removed:
+        await push_notice(ctx, user.id, PHONE_REMOVED, now)
     if password is not None:
         # The notice first: an open page hears why before its socket is closed.
         await push_notice(ctx, user.id, PASSWORD_CHANGED, now)
