@@ -101,6 +101,8 @@ async def test_node_bullmq_producer_and_socketio_client_run_every_queue(
     assert profile["id"] == user["id"] and profile["phone"] == "+14155550123"  # the owner's view
     assert ok("update-user")["data"]["user"]["name"] == "Ada King"
     assert [s["current"] for s in ok("sessions-list")["data"]["sessions"]] == [True]
+    setup = ok("mfa-totp-setup")["data"]  # the secret in the push only (see returnvalue_secrets)
+    assert setup["otpauth_uri"].startswith("otpauth://totp/") and len(setup["secret"]) == 32
     ok("password-recovery-request")
     ok("password-recovery-reset")
     ok("verify-user-new-password")

@@ -113,7 +113,7 @@ export function shown(value) {
 // Gatehouse's own list on purpose: this is the Node reader's view of the contract.
 const CREDENTIALS = [
   'token', 'access_token', 'refresh_token', 'id_token', 'mfa_token', 'code', 'otp', 'secret',
-  'otpauth_uri', 'recovery_codes',
+  'otpauth_uri', 'qr_svg', 'recovery_codes',
 ];
 const PHONES = ['phone', 'phone_pending'];
 const isSecret = (key, path, v) =>

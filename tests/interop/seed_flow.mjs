@@ -56,6 +56,8 @@ await main(async () => {
     notify: sid,
   });
   await submit(notes, 'sessions-list', 'sessions', { token, notify: sid }, 'list');
+  // An authenticator app's set-up (left unconfirmed: the password alone still signs in below).
+  await submit(notes, 'mfa-totp-setup', 'mfa', { token, notify: sid }, 'totp-setup');
 
   await submit(
     notes,

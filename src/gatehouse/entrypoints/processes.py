@@ -101,7 +101,8 @@ async def serve_http(
     if not prepared:
         await prepare(services, migrate=settings.migrates_on_start)
     background = [sockets.sockets_role(services), *(role(services) for role in roles)]
-    # Socket.IO at /socket.io around the FastAPI app (create_app stays plain for tests).
+    # Socket.IO at /socket.io inside the FastAPI app's middleware (create_app stays plain for
+    # tests).
     app = sockets.mount(create_app(services, background=background))
     config = uvicorn.Config(
         app,
@@ -112,6 +113,9 @@ async def serve_http(
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # A websocket message is a request body too: refused by the server past the same limit
+        # (uvicorn would take 16 MiB before Engine.IO could look at its size).
+        ws_max_size=settings.max_body_bytes,
     )
     sockets_ = [listening_socket(settings.host, settings.port)] if prepared else None
     await _Server(config).serve(sockets=sockets_)

@@ -1,4 +1,5 @@
-"""One access-log line per HTTP request, and its request id, returned as `X-Request-ID`."""
+"""One access-log line per HTTP request (a websocket's at its end), and its request id, returned
+as `X-Request-ID`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ HEADER = b"x-request-id"
 VALID_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 UNMATCHED = "<unmatched>"  # no route: the raw path may hold anything, so it is never logged
 LEFT = 499  # no answer was sent: the client went away first (nginx's code for it)
+SWITCHED = 101  # a websocket accepted; its line is written when it closes
+REFUSED = 403  # a websocket closed before it was accepted (the server answers the handshake 403)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class AccessLog:
     hot routes included): it gives each request an id (a trusted proxy's `X-Request-ID`, or a
     new one), adds it to the answer's headers and to `request.state.request_id`, and logs
     method, route template, status, duration and id. Never the path or the query string: they
-    can hold tokens, codes or personal data."""
+    can hold tokens, codes or personal data. A websocket (Socket.IO's) is one request too: its
+    handshake gets the id, and its line, written when it closes, its whole duration."""
 
     def __init__(self, app: ASGIApp, *, router: Router, trusted_proxies: Sequence[str] = ()):
         self.app = app
@@ -46,7 +50,7 @@ class AccessLog:
         self._routes: _Routes | None = None  # read from the router on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -58,9 +62,12 @@ class AccessLog:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.accept"):
+                status = message.get("status", SWITCHED)
                 message["headers"] = [*message.get("headers", ()), header]
+            elif kind == "websocket.close" and status == LEFT:
+                status = REFUSED
             await send(message)
 
         token = request_id.set(rid)
@@ -122,7 +129,9 @@ class AccessLog:
         return self._routes
 
     def _log(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        method, route, ms = scope["method"], self._route(scope), round(seconds * 1000, 2)
+        # A websocket's scope has no method: its handshake is a GET.
+        method, route = scope.get("method", "GET"), self._route(scope)
+        ms = round(seconds * 1000, 2)
         fields = {"method": method, "route": route, "status": status, "duration_ms": ms}
         fields["request_id"] = rid
         # `log.info` but for its walk up the stack to the caller's file and line, which no format

@@ -2,20 +2,25 @@
 
 With Redis, every api node's server listens on one pub/sub channel and every emit (from a
 worker, or from a flow in any api node) is published there, so any node reaches any client.
-Embedded, the one in-process server emits directly."""
+Embedded, the one in-process server emits directly. Either way the server's client manager
+applies each `session.revoked` it delivers to the sockets of its node (realtime/members.py),
+and every emit published carries `sent_at`, the time it was published, for that."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import socketio
 
 from gatehouse.jobs.redis_pipeline import PipelinedRedis
+from gatehouse.realtime.members import Members, Revocation
 
 CHANNEL = "gatehouse-socketio"
+SENT_AT = "sent_at"  # a field of python-socketio's pub/sub message, beside its own
 log = logging.getLogger(__name__)
 
 
@@ -29,8 +34,9 @@ def _wire_log() -> logging.Logger:
 
 def socket_server(redis_url: str, cors_origins: list[str]) -> socketio.AsyncServer:
     """Built once per process; only api processes mount it (and then it listens on Redis)."""
-    manager = socketio.AsyncRedisManager(redis_url, channel=CHANNEL) if redis_url else None
-    return socketio.AsyncServer(
+    members = Members()
+    manager = RevokingRedisManager(redis_url, members) if redis_url else RevokingManager(members)
+    server = socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
         # Empty means same-origin only; non-browser clients send no Origin and are not concerned.
@@ -38,6 +44,96 @@ def socket_server(redis_url: str, cors_origins: list[str]) -> socketio.AsyncServ
         logger=_wire_log(),
         engineio_logger=_wire_log(),
     )
+    members.server = server
+    return server
+
+
+def _stamped(message: dict[str, Any]) -> dict[str, Any]:
+    if message.get("method") == "emit":
+        return {**message, SENT_AT: time.time()}
+    return message
+
+
+def _merged(skip_sid: Any, more: list[str]) -> Any:
+    if not more:
+        return skip_sid
+    if skip_sid is None:
+        return more
+    return [*(skip_sid if isinstance(skip_sid, list) else [skip_sid]), *more]
+
+
+class RevokingManager(socketio.AsyncManager):  # type: ignore[misc]  # untyped library
+    """The embedded server's manager: each emit is delivered here, revocations applied."""
+
+    def __init__(self, members: Members):
+        super().__init__()
+        self.members = members
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        revocation = self.members.revoking(event, data, room)
+        if revocation is None:
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        try:
+            skip = _merged(skip_sid, revocation.skip)
+            await super().emit(event, data, namespace, room=room, skip_sid=skip)
+            if revocation.told:
+                await super().emit(event, data, namespace, room=revocation.told)
+        finally:
+            self.members.finish(revocation)
+
+
+class RevokingRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped library
+    """An api node's manager: delivers what any process published, revocations applied, and
+    stamps what it publishes itself."""
+
+    def __init__(self, redis_url: str, members: Members):
+        super().__init__(redis_url, channel=CHANNEL, logger=_wire_log())
+        self.members = members
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        payload = data[0] if isinstance(data, list) and len(data) == 1 else data
+        revocation: Revocation | None = self.members.revoking(
+            message.get("event"), payload, message.get("room"), message.get(SENT_AT)
+        )
+        if revocation is None:
+            await super()._handle_emit(message)
+            return
+        try:
+            skip = _merged(message.get("skip_sid"), revocation.skip)
+            await super()._handle_emit({**message, "skip_sid": skip})
+            if revocation.told:
+                told = {**message, "room": revocation.told, "skip_sid": None, "callback": None}
+                await super()._handle_emit(told)
+        finally:
+            self.members.finish(revocation)
+
+    async def _publish(self, data: Any) -> None:
+        await super()._publish(_stamped(data))
+
+
+class StampedPublisher(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped library
+    """python-socketio's write-only Redis manager, stamping what it publishes."""
+
+    def __init__(self, redis_url: str):
+        super().__init__(redis_url, channel=CHANNEL, write_only=True, logger=_wire_log())
+
+    async def _publish(self, data: Any) -> None:
+        await super()._publish(_stamped(data))
 
 
 class PipelinedPublisher(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped library
@@ -52,7 +148,8 @@ class PipelinedPublisher(socketio.AsyncRedisManager):  # type: ignore[misc]  # u
         self._pipe = PipelinedRedis(redis_url, timeout=5.0)
 
     async def _publish(self, data: Any) -> None:
-        reply = await self._pipe.submit("PUBLISH", self.channel, self.json.dumps(data))
+        message = self.json.dumps(_stamped(data))
+        reply = await self._pipe.submit("PUBLISH", self.channel, message)
         reply.add_done_callback(_published)
 
     async def aclose(self) -> None:
@@ -73,9 +170,7 @@ class SocketIONotifier:
         if redis_url and PipelinedRedis.supports(redis_url):
             self._manager = PipelinedPublisher(redis_url)
         elif redis_url:
-            self._manager = socketio.AsyncRedisManager(
-                redis_url, channel=CHANNEL, write_only=True, logger=_wire_log()
-            )
+            self._manager = StampedPublisher(redis_url)
 
     async def emit(self, room: str, event: str, payload: dict[str, Any]) -> None:
         if self._manager is not None:

@@ -1,5 +1,6 @@
 """Pure ASGI middleware (cheap on the hot path): security headers on every response, no-store on
-auth answers, and a request body size cap enforced while the body streams in."""
+auth answers, a request body size cap enforced while the body streams in, and a path handed to
+another ASGI app (Socket.IO) inside them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ SECURITY_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 NO_STORE = (b"cache-control", b"no-store")
+# Answers that hold credentials or personal data: the api's, and Socket.IO's long-polling ones
+# (pushed job results carry tokens).
+PRIVATE_PREFIXES = ("/api/", "/socket.io")
 
 
 class SecurityHeaders:
@@ -34,7 +38,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        auth = path.startswith("/api/")
+        private = path.startswith(PRIVATE_PREFIXES)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -43,7 +47,7 @@ class SecurityHeaders:
                 for name, value in SECURITY_HEADERS:
                     if name not in present:
                         headers.append((name, value))
-                if auth and b"cache-control" not in present:
+                if private and b"cache-control" not in present:
                     headers.append(NO_STORE)
                 message["headers"] = headers
             await send(message)
@@ -72,24 +76,64 @@ class BodyLimit:
                     await _too_large(send)
                     return
         received = 0
+        refused = started = answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    refused = True
                     # Raised inside the app (FastAPI re-raises an HTTPException met while
                     # reading a body), so the app's HTTP error handler answers 413.
                     raise HTTPException(413, "Request body too large")
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, answered
+            if refused and not started:
+                # An app that swallows the refusal and answers anyway (Engine.IO answers a
+                # failed long-polling POST 200) is answered the 413 instead.
+                if message["type"] == "http.response.start" and not answered:
+                    answered = True
+                    await _too_large(send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
+            await self.app(scope, counting_receive, guarded_send)
         except HTTPException as exc:
             if exc.status_code != 413:
                 raise
+        else:
+            if not refused:
+                return
+        if not (started or answered):  # refused, and nothing was answered instead
             await _too_large(send)
+
+
+class Mounted:
+    """Hands the requests and websockets under `path` to `mounted`, before the app's own
+    routing; everything else goes on. Placed inside the body limit, the security headers and
+    the access log, it gets them as every route does; `scope["route"]` is set to this object,
+    whose `path_format` is the template the access log prints."""
+
+    def __init__(self, app: ASGIApp, *, path: str, mounted: ASGIApp):
+        self.app = app
+        self.mounted = mounted
+        self.path_format = path.rstrip("/")
+        self._prefix = self.path_format + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path == self.path_format or path.startswith(self._prefix):
+                scope["route"] = self
+                await self.mounted(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _too_large(send: Send) -> None:
