@@ -9,20 +9,75 @@ the soft authenticator claims."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
 
-from tests.conftest import MailSink, unique
-from tests.e2e.stack import mailed_code
-from tests.e2e.test_takeover import PASSWORD, Serve, serve
+from gatehouse.domain.crypto import generate_secrets_document
+from tests.conftest import MailSink, courier_group_at_end, free_port, unique
+from tests.e2e.stack import mailed_code, wait_ready
+from tests.e2e.test_serve_e2e import start_serve
+from tests.e2e.test_takeover import PASSWORD, Serve
+from tests.integration.conftest import create_database, drop_database
 from tests.softauthn import SoftAuthenticator
 
 pytestmark = pytest.mark.e2e
-__all__ = ["serve"]  # a fixture, imported for this module's process
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new migrated database of each production kind, for this test alone."""
+    url, admin = create_database(request.param, tmp_path)
+    try:
+        yield url
+    finally:
+        drop_database(url, admin)
+
+
+@pytest.fixture
+async def serve(
+    database: str, own_redis: str, kafka_bootstrap: str, mail_sink: MailSink, tmp_path: Path
+) -> AsyncIterator[Serve]:
+    """`gatehouse serve` (every production role in one process) on the real services."""
+    port = free_port()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps(generate_secrets_document()))
+    env = {
+        "GATEHOUSE_ENV": "production",
+        "GATEHOUSE_DATABASE_URL": database,
+        "GATEHOUSE_REDIS_URL": own_redis,
+        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GATEHOUSE_SMTP_URL": mail_sink.url,
+        "GATEHOUSE_PORT": str(port),
+        "GATEHOUSE_SECRETS_FILE": str(secrets),
+        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("mfa-courier"),
+        "GATEHOUSE_RATE_LIMITS": "{}",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "gatehouse", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+    )
+    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+    process = start_serve(env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, tmp_path / "serve.log")
+        yield Serve(base, tmp_path / "serve.log")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def bearer(token: str) -> dict[str, str]:
