@@ -1,8 +1,10 @@
 """Every benchmark of issue 6 in one run (what `scripts/bench` runs): the HTTP routes, the job
-queues and Socket.IO, the event path through Kafka. Each group gets a fresh stack (database,
-Redis database, processes). Writes benchmarks/results/latest.json and latest.md.
+queues and Socket.IO, the event path through Kafka, and issue 13's two new sign-ins (password +
+TOTP, passkey). Each group gets a fresh stack (database, Redis database, processes). Writes
+benchmarks/results/latest.json and latest.md.
 
-    .venv/bin/python benchmarks/run.py [--runs 3] [--seconds 10] [--only routes,jobs,events]
+    .venv/bin/python benchmarks/run.py [--runs 3] [--seconds 10]
+        [--only routes,jobs,events,factors]
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ TARGETS: dict[str, tuple[str, float | str, str]] = {
     "job_to_socket_p99_ms": ("<=", 50, "at 500 jobs/s"),
     "api_rss_idle_mb": ("<=", 120, "one api process"),
     "api_rss_login_load_mb": ("<=", "2 x api_rss_idle_mb", "bounded under login load"),
+    "passkey_signin_per_s": (
+        ">=",
+        "refresh_per_s_same_driver",
+        "issue 13: verifies no password hash; refresh with the same driver",
+    ),
 }
 ORDER = [
     "hash_per_s",
@@ -49,6 +56,19 @@ ORDER = [
     "relay_events_per_s",
     "api_rss_idle_mb",
     "api_rss_login_load_mb",
+    "login_per_s_same_stack",
+    "totp_signin_per_s",
+    "totp_signin_p50_ms",
+    "totp_signin_p99_ms",
+    "totp_to_login_ratio",
+    "passkey_signin_per_s",
+    "passkey_signin_p50_ms",
+    "passkey_signin_p99_ms",
+    "refresh_per_s_same_driver",
+    "refresh_per_s_wrk_same_stack",
+    "passkey_to_refresh_ratio",
+    "totp_limited_by",
+    "passkey_limited_by",
 ]
 
 
@@ -97,6 +117,7 @@ def commit() -> str:
 def groups() -> dict[str, Callable[[harness.Bench, int, float], dict[str, Any]]]:
     # Imported here: each module is also a script of its own.
     import events
+    import factors
     import jobs
     import routes
 
@@ -104,6 +125,7 @@ def groups() -> dict[str, Callable[[harness.Bench, int, float], dict[str, Any]]]
         "routes": lambda bench, runs, seconds: routes.run(bench, runs, seconds),
         "jobs": lambda bench, runs, _seconds: jobs.run(bench, runs),
         "events": lambda bench, runs, _seconds: events.run(bench, runs),
+        "factors": lambda bench, runs, seconds: factors.run(bench, runs, seconds),
     }
 
 
@@ -111,7 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median taken)")
     parser.add_argument("--seconds", type=float, default=10, help="seconds per load run")
-    parser.add_argument("--only", default="", help="comma-separated groups: routes,jobs,events")
+    parser.add_argument(
+        "--only", default="", help="comma-separated groups: routes,jobs,events,factors"
+    )
     args = parser.parse_args()
     chosen = groups()
     only = [g for g in args.only.split(",") if g] or list(chosen)

@@ -185,6 +185,8 @@ async def test_the_table_is_the_routers_marked_routes(api: Api) -> None:
         ("GET", "/api/auth/profile"),
         ("POST", "/api/auth/refresh"),
         ("POST", "/api/auth/verify-otp"),
+        ("POST", "/api/auth/passkeys/login/options"),
+        ("POST", "/api/auth/passkeys/login/verify"),
     }
     endpoints = {
         (method, route.path): route.endpoint

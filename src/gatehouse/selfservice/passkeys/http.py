@@ -20,6 +20,7 @@ from gatehouse.selfservice.passkeys.schemas import (
     SignedInData,
 )
 from gatehouse.web.deps import Ctx, Token
+from gatehouse.web.hot import hot
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
 from gatehouse.web.schemas import BODY_ERRORS, Envelope, NoData, error_answers
@@ -98,10 +99,11 @@ async def remove(
         meaning={401: "An invalid or expired `mfa_token`", 404: "The account has no passkey"},
     ),
 )
-async def login_options(c: Ctx, request: Request, body: LoginOptionsIn | None = None) -> JSON:
+@hot
+async def login_options(body: LoginOptionsIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "passkey_login")
     user_id = None
-    if body is not None and body.mfa_token is not None:
+    if body.mfa_token is not None:
         # The passkey step of a password sign-in: the token (selfservice/login/second.py)
         # names the account, and the flow is bound to it.
         user_id = await second.user_of_mfa_token(c, body.mfa_token)
@@ -116,6 +118,7 @@ async def login_options(c: Ctx, request: Request, body: LoginOptionsIn | None = 
         *BODY_ERRORS, 401, 429, 503, meaning={401: "The passkey was not accepted"}
     ),
 )
+@hot
 async def login(body: LoginIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "passkey_login")  # `passkey_login_account` is counted by the flow
     opened = await passkeys.sign_in(
