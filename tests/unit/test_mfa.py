@@ -273,3 +273,48 @@ async def test_the_mfa_queue_sets_an_app_up_and_keeps_no_secret_at_rest(
     assert confirmed["data"]["recovery_codes"][0] not in str(at_rest(confirmed))
     unknown = await handle_job(ctx, "mfa", "nope", {"token": opened.token})
     assert unknown["success"] is False
+
+
+async def test_wrong_step_up_codes_count_as_failed_sign_ins_of_the_account(
+    ctx: FlowContext, db: MemoryDatabase, clock: FakeClock
+) -> None:
+    """A stolen access token and a guessed password cannot brute-force the second factor
+    through a step-up: each wrong code counts in the account's sign-in throttle."""
+    opened, secret, _codes = await enrolled(ctx, db, clock)
+    clock.advance(301)
+    for n in range(5):
+        with pytest.raises(InvalidCode):
+            await proof.reauth(ctx, token=opened.token, password=PASSWORD, code=f"{n:06d}")
+    with pytest.raises(RateLimited):
+        await proof.reauth(
+            ctx, token=opened.token, password=PASSWORD, code=code_at(secret, clock.now)
+        )
+    with pytest.raises(RateLimited):  # and the password sign-in meets the same throttle
+        await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
+
+
+async def test_a_known_password_buys_no_fresh_tries_at_the_code(
+    ctx: FlowContext, db: MemoryDatabase, clock: FakeClock
+) -> None:
+    """A thief who has the password: five wrong codes hold the account's throttle, and the right
+    password after the wait does not reset the count (only a right second factor does)."""
+    _opened, secret, _codes = await enrolled(ctx, db, clock)
+    clock.advance(30)
+    token = (await challenged(ctx)).mfa_token
+    for n in range(4):
+        with pytest.raises(InvalidCode):
+            await second.finish(ctx, mfa_token=token, code=f"{n:06d}")
+    with pytest.raises(InvalidToken):
+        await second.finish(ctx, mfa_token=token, code="999999")
+    clock.advance(61)  # the first wait (1 minute) is over
+    token = (await challenged(ctx)).mfa_token  # the password is right...
+    with pytest.raises(InvalidCode):
+        await second.finish(ctx, mfa_token=token, code="888888")
+    key = ctx.blind_index("login", EMAIL)
+    failures, _ = await ctx.failures.get(key, clock.now.timestamp())
+    assert failures == 6  # ...and the count went on
+    with pytest.raises(RateLimited):  # the next wait (2 minutes) holds
+        await second.finish(ctx, mfa_token=token, code=code_at(secret, clock.now))
+    clock.advance(121)
+    await second.finish(ctx, mfa_token=token, code=code_at(secret, clock.now))
+    assert (await ctx.failures.get(key, clock.now.timestamp()))[0] == 0

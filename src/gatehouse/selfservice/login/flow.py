@@ -45,8 +45,6 @@ async def login(
     now = ctx.clock()
     if not ok:
         await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
-    elif failures:
-        await ctx.failures.clear(throttle_key)
     async with ctx.uow() as uow:
         if not ok:
             await uow.outbox.add(
@@ -60,9 +58,13 @@ async def login(
             await uow.users.update(user)
         methods = await uow.factors.methods(user.id)
         if any(method in FINISHING for method in methods):
+            # The failure count stays until the second factor is right too: a known password
+            # must not buy a thief fresh tries at the code (second.finish clears it).
             await uow.commit()  # the re-hash, if any
             audit("login", "second_factor_required", factor="password", user_id=user.id)
             return await challenge(ctx, user, methods)
+        if failures:
+            await ctx.failures.clear(throttle_key)
         # Before the session is added, which would make any device a known one.
         device = clip_user_agent(user_agent)
         new_device = await is_new_device(ctx, uow, user, device, now)

@@ -12,9 +12,10 @@ from typing import Any
 
 from gatehouse.domain.factors import TOTP_DIGITS
 from gatehouse.domain.sessions import is_recent
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
-from gatehouse.errors import InvalidCode, InvalidInput, InvalidToken
+from gatehouse.errors import InvalidCode, InvalidInput, InvalidToken, RateLimited
 from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
@@ -39,6 +40,13 @@ async def prove_second_factor(ctx: FlowContext, user: User, code: str | None, ac
             errors=[{"field": "code", "message": "required"}],
         )
     await limit_account(ctx, "mfa", user.id)
+    # The account's sign-in failure throttle: a wrong code here counts as a wrong one at sign-in.
+    throttle = ctx.blind_index("login", user.email)
+    failures, last_failure = await ctx.failures.get(throttle, ctx.clock().timestamp())
+    wait = login_wait(failures, last_failure, ctx.clock().timestamp())
+    if wait:
+        audit(action, "throttled", factor="otp", user_id=user.id)
+        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
     now = ctx.clock()
     is_recovery = len("".join(code.split())) != TOTP_DIGITS  # recovery codes are longer
     spend = (
@@ -52,7 +60,9 @@ async def prove_second_factor(ctx: FlowContext, user: User, code: str | None, ac
     factor = "recovery_code" if is_recovery else "totp"
     audit(action, "success" if ok else "failure", factor=factor, user_id=user.id)
     if not ok:
+        await ctx.failures.add(throttle, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
         raise InvalidCode("Invalid second-factor code")
+    await ctx.failures.clear(throttle)  # both factors proved: the owner is here
     if is_recovery:
         await push_notice(ctx, user.id, "recovery_code_used", now)
 
@@ -72,9 +82,10 @@ async def step_up(
     if current_password is None:
         require_recent(ctx, claims, user.id, action)
         return
-    await prove_password(ctx, user, current_password, action=action)
     recent = is_recent(claims.auth_time, ctx.clock(), ctx.policy.step_up)
-    if not recent and await has_second_factor(ctx, user.id):
+    second = not recent and await has_second_factor(ctx, user.id)
+    await prove_password(ctx, user, current_password, action=action, clear=not second)
+    if second:
         await prove_second_factor(ctx, user, code, action)
 
 
@@ -102,8 +113,9 @@ async def reauth(
             errors=[{"field": "password", "message": "required"}],
         )
     else:
-        await prove_password(ctx, user, password, action="reauth")
-        if await has_second_factor(ctx, user.id):
+        second = await has_second_factor(ctx, user.id)
+        await prove_password(ctx, user, password, action="reauth", clear=not second)
+        if second:
             await prove_second_factor(ctx, user, code, "reauth")
     return await _renewed(ctx, claims.sid, ctx.clock())
 

@@ -70,7 +70,13 @@ async def revoke_session(ctx: FlowContext, *, token: str, session_id: str) -> st
 
 
 async def prove_password(
-    ctx: FlowContext, user: User, password: str, *, action: str, message: str | None = None
+    ctx: FlowContext,
+    user: User,
+    password: str,
+    *,
+    action: str,
+    message: str | None = None,
+    clear: bool = True,
 ) -> None:
     """Check the account's password inside a session as a sign-in checks it: the sign-in
     failure throttle applies and a wrong password counts in it, so a stolen access token is
@@ -87,7 +93,9 @@ async def prove_password(
     if not ok:
         await ctx.failures.add(key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
         raise InvalidCredentials(message or "The password is wrong")
-    if failures:
+    # Not when a second factor must follow (`clear=False`): a right password must not wipe
+    # the count of wrong codes that came with it.
+    if failures and clear:
         await ctx.failures.clear(key)
 
 
