@@ -295,6 +295,13 @@ class MemoryFactors(_Repo):
         del self._t.passkeys[passkey_id]
         return True
 
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool:
+        current = self._t.passkeys.get(passkey_id)
+        if current is None or current.user_id != user_id:
+            return False
+        self._t.passkeys[passkey_id] = replace(current, name=name)
+        return True
+
     async def methods(self, user_id: str) -> tuple[str, ...]:
         totp = self._t.totp.get(user_id)
         found = {

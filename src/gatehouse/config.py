@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     webauthn_rp_id: str = ""
     webauthn_origins: list[str] = Field(default_factory=list)
     webauthn_rp_name: str = "Gatehouse"
+    # The self-service pages (/ui) send a user back after sign-in (`?return_to=`) only to these
+    # application origins (a JSON list); any other address goes to the account page.
+    ui_return_to: list[str] = Field(default_factory=list)
 
     def model_post_init(self, _context: Any) -> None:
         # Checked here, not in a validator: a ValidationError would quote the value.
@@ -175,6 +178,24 @@ class Settings(BaseSettings):
         if token and len(token) < 32:
             raise RuntimeError("GATEHOUSE_ADMIN_TOKEN must be at least 32 characters (or empty)")
         self._relying_party_defaults()
+        self._return_to_origins()
+
+    def _return_to_origins(self) -> None:
+        """GATEHOUSE_UI_RETURN_TO as origins, written as a browser writes them; anything that is
+        not a plain http(s) origin (a path, a query, credentials) stops the process at start."""
+        origins = []
+        for entry in self.ui_return_to:
+            parts = urlsplit(entry)
+            plain = not (parts.username or parts.password or parts.query or parts.fragment)
+            if parts.scheme not in ("http", "https") or not parts.hostname or not plain:
+                raise RuntimeError(f"GATEHOUSE_UI_RETURN_TO: {entry!r} is not an http(s) origin")
+            if parts.path not in ("", "/"):
+                raise RuntimeError(f"GATEHOUSE_UI_RETURN_TO: {entry!r} has a path: give origins")
+            try:
+                origins.append(web_origin(entry))
+            except ValueError:  # a port that is not a number
+                raise RuntimeError(f"GATEHOUSE_UI_RETURN_TO: {entry!r} is not an origin") from None
+        self.ui_return_to = origins
 
     def _relying_party_defaults(self) -> None:
         """Fill the relying party from the public URL, and refuse at start what no browser would

@@ -123,6 +123,22 @@ async def test_a_passkey_is_removed_by_its_owner_once(units: Units) -> None:
         assert await uow.factors.passkey_by_credential("cred-1") is None
 
 
+@on_the_fake_too
+async def test_a_passkey_is_renamed_by_its_owner_only(units: Units) -> None:
+    ada, bob = a_user(1).id, a_user(2).id
+    async with units() as uow:
+        await uow.factors.add_passkey(a_passkey(1, ada))
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.factors.rename_passkey(bob, "pk-1", "Mallory's") is False
+        assert await uow.factors.rename_passkey(ada, "pk-1", "Portátil") is True
+        assert await uow.factors.rename_passkey(ada, "pk-1", "Portátil") is True  # unchanged
+        assert await uow.factors.rename_passkey(ada, "pk-9", "Nothing") is False
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.factors.passkeys(ada) == [replace(a_passkey(1, ada), name="Portátil")]
+
+
 # --- authenticator apps and recovery codes -----------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from gatehouse.selfservice.profile import http as profile
 from gatehouse.selfservice.recovery import http as recovery
 from gatehouse.selfservice.registration import http as registration
 from gatehouse.selfservice.sessions import http as sessions
+from gatehouse.ui import routes as pages
 from gatehouse.web import docs, errors
 from gatehouse.web.hot import HotRoutes
 from gatehouse.web.middleware import BodyLimit, SecurityHeaders
@@ -92,4 +93,5 @@ def create_app(
     app.include_router(
         admin.router, include_in_schema=bool(settings.admin_token.get_secret_value())
     )
+    pages.install(app)  # the self-service pages: /, /ui/..., /ui/static/...
     return app

@@ -36,6 +36,9 @@ class Factors(Protocol):
         """Record a use whose counter went forward (or stays 0 for counterless keys)."""
 
     async def remove_passkey(self, user_id: str, passkey_id: str) -> bool: ...
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool:
+        """Give one of the user's passkeys a new name; False when the user has no such one."""
+
     async def methods(self, user_id: str) -> tuple[str, ...]:
         """Of `totp` (confirmed), `passkey`, `recovery_code` (any left): what the user has."""
 

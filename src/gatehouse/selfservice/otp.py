@@ -53,6 +53,7 @@ async def send_code(
     variables: dict[str, str] | None = None,
     binding: str = "",
     quiet: bool = False,
+    message_id: str | None = None,
 ) -> bool:
     """Store the code's HMAC and queue its delivery in the caller's transaction. The plaintext
     code, and any phone number, leave this function only encrypted for the courier.
@@ -60,7 +61,8 @@ async def send_code(
     `binding` ties the code to what it was issued for (a pending registration's id): only a
     check with the same binding accepts it. When the recipient's wrong tries are spent, nothing
     is sent: with `quiet` the caller learns it from the False returned, else from `RateLimited`
-    (doors that must not tell known from unknown accounts answer as if a code went out)."""
+    (doors that must not tell known from unknown accounts answer as if a code went out).
+    `message_id` names the delivery (new when not given), so a caller can follow it."""
     now = ctx.clock()
     code = generate_code()
     ttl = int(ctx.policy.code_ttl.total_seconds())
@@ -75,7 +77,7 @@ async def send_code(
         if quiet:
             return False
         raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")
-    message_id = events.new_id()
+    message_id = message_id or events.new_id()
 
     def address(channel: str, value: str) -> tuple[str, str | None]:
         if channel in PHONE_CHANNELS:

@@ -165,6 +165,16 @@ class PgFactors:
         )
         return _count(status) == 1
 
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool:
+        status = await self._run(
+            "execute",
+            "UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2",
+            passkey_id,
+            user_id,
+            name,
+        )
+        return _count(status) == 1
+
     async def methods(self, user_id: str) -> tuple[str, ...]:
         row = await self._run("fetchrow", _METHODS, user_id)
         found = zip(("totp", "passkey", "recovery_code"), row.values(), strict=True)

@@ -172,6 +172,14 @@ class SqlFactors:
         )
         return int(result.rowcount) == 1
 
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool:
+        result = await self._conn.execute(
+            update(passkeys)
+            .where(passkeys.c.id == passkey_id, passkeys.c.user_id == user_id)
+            .values(name=name)
+        )
+        return int(result.rowcount) == 1
+
     # --- the account as a whole -----------------------------------------------------------
 
     async def methods(self, user_id: str) -> tuple[str, ...]:

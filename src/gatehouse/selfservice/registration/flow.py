@@ -3,7 +3,7 @@ and create-user (code from the verification service + details in one step, seed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gatehouse.domain import events
@@ -30,10 +30,11 @@ PURPOSE = Purpose.REGISTER
 
 @dataclass(frozen=True)
 class Accepted:
-    """What register and resend answer, identical for new, pending and existing emails."""
+    """What register and resend answer, alike for every email; `message_id`: its mail, if any."""
 
     email: str
     expires_in: int
+    message_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ async def _register(
     now = ctx.clock()
     async with ctx.uow() as uow:
         if await uow.users.get_by_email(email) is not None:
-            await account_exists_notice(ctx, uow, email)
+            notice_id = await account_exists_notice(ctx, uow, email)
             await uow.commit()
-            return _accepted(ctx, email)
+            return _accepted(ctx, email, notice_id)
         live = await _live_pending(ctx, uow, email)
         if live is not None:
             # Nobody has proven the address yet, so a second sign-up's word is worth no more
@@ -84,9 +85,9 @@ async def _register(
             if not same and has_password(live.password_hash):
                 live = _contested(live)
                 await uow.pending.put(live)
-            await _send_code(ctx, uow, email, live)
+            message_id = await _send_code(ctx, uow, email, live)
             await uow.commit()
-            return _accepted(ctx, email)
+            return _accepted(ctx, email, message_id)
         password_hash = password_hash or await ctx.hasher.hash(password)  # ended meanwhile
         pending = PendingRegistration(
             # A new id, even over an expired one: codes bound to the old id stay dead.
@@ -99,12 +100,12 @@ async def _register(
             **ctx.phone_fields(phone),
         )
         await uow.pending.put(pending)
-        await _send_code(ctx, uow, email, pending)
+        message_id = await _send_code(ctx, uow, email, pending)
         await uow.outbox.add(
             events.user_event(events.REGISTERED, pending.id, {"email": email}, now)
         )
         await uow.commit()
-    return _accepted(ctx, email)
+    return _accepted(ctx, email, message_id)
 
 
 async def _live_pending(
@@ -135,19 +136,19 @@ def _contested(pending: PendingRegistration) -> PendingRegistration:
     )
 
 
-async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -> None:
-    """No enumeration: the caller gets the usual answer; the owner learns of the attempt by mail."""
+async def account_exists_notice(ctx: FlowContext, uow: UnitOfWork, email: str) -> str:
+    """No enumeration: the caller gets the usual answer; the owner learns of it by mail (its id)."""
     now = ctx.clock()
-    await uow.outbox.add(
-        events.delivery(
-            key=_recipient_key(ctx, email),
-            channel="email",
-            to=email,
-            template="account-exists",
-            now=now,
-            expires_at=now + ctx.policy.code_ttl,
-        )
+    message = events.delivery(
+        key=_recipient_key(ctx, email),
+        channel="email",
+        to=email,
+        template="account-exists",
+        now=now,
+        expires_at=now + ctx.policy.code_ttl,
     )
+    await uow.outbox.add(message)
+    return message.id
 
 
 def _recipient_key(ctx: FlowContext, email: str) -> str:
@@ -165,12 +166,13 @@ async def resend(ctx: FlowContext, *, email: str) -> Accepted:
 async def _resend(ctx: FlowContext, *, email: str) -> Accepted:
     email = normalize_email(email)
     await limit_sends(ctx, "email", email)
+    message_id = None
     async with ctx.uow() as uow:
         pending = await _live_pending(ctx, uow, email)
         if pending is not None:
-            await _send_code(ctx, uow, email, pending)
+            message_id = await _send_code(ctx, uow, email, pending)
             await uow.commit()
-    return _accepted(ctx, email)
+    return _accepted(ctx, email, message_id)
 
 
 async def send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
@@ -373,12 +375,13 @@ async def _add_user(uow: UnitOfWork, user: User) -> None:
 
 async def _send_code(
     ctx: FlowContext, uow: UnitOfWork, email: str, pending: PendingRegistration | None
-) -> None:
-    """A sign-up code, bound to `pending` (keyed by its id) or to the address alone."""
+) -> str | None:
+    """A sign-up code, bound to `pending` (keyed by its id) or to the address alone: its mail."""
     # No name in the mail: the address is not proven yet, and a name is anyone's text (DESIGN
     # section 9). Quiet: spent wrong tries send nothing, answered as if sent, so a lockout tells
     # an address with a sign-up from one with an account or with nothing.
-    await send_code(
+    message_id = events.new_id()
+    sent = await send_code(
         ctx,
         uow,
         purpose=PURPOSE,
@@ -388,8 +391,10 @@ async def _send_code(
         template="verify-email",
         binding=pending.id if pending else "",
         quiet=True,
+        message_id=message_id,
     )
+    return message_id if sent else None
 
 
-def _accepted(ctx: FlowContext, email: str) -> Accepted:
-    return Accepted(email=email, expires_in=int(ctx.policy.code_ttl.total_seconds()))
+def _accepted(ctx: FlowContext, email: str, message_id: str | None = None) -> Accepted:
+    return Accepted(email, int(ctx.policy.code_ttl.total_seconds()), message_id)
