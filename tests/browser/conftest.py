@@ -8,30 +8,31 @@ What is here:
   `localhost`), rate limits off, SMS and WhatsApp through a local server standing in for Twilio
   (`twilio`: it keeps every message, so SMS codes are read there, and refuses the numbers a test
   asks it to), `GATEHOUSE_UI_RETURN_TO` listing the origin of `app`, a second local server (an
-  application page for `return_to`, and the other site of the cross-site posts).
+  application page for `return_to`, and the other site of the cross-site posts). Started by
+  `harness.serve_gatehouse`, which a module may call for a server of its own with other settings
+  (`test_reauth_and_refusals.py`: a short step-up window, one tight limit, a Redis it can stop).
 - `browse(size, lang)`: a new browser context (phone 390x844 or desktop 1280x800; Accept-Language
   en or es) and its page, as a `Visitor` with the helpers: `shoot` (a PNG under the artefacts),
   `axe` (axe-core in the page: fails on a serious or critical violation, prints them all),
   `authenticator` (Chromium's virtual authenticator through the DevTools protocol), `reload_free`
   (a marker that a page never reloaded). Every context is closed after the test; a failed test
-  leaves a screenshot of each of its pages under `failures/`.
+  leaves a screenshot of each of its pages under `failures/` (`harness.visitors`, which a module
+  with a server of its own uses for a `browse` on it).
 - `mail` and `twilio`: `mail.code(to, after)` / `twilio.code(to, after)`, the code of the first
   message to `to` beyond the first `after` (count before acting with `mail.count(to)`), so that
   the security notices mailed in between never shift a test's count.
 
 Artefacts: `$GATEHOUSE_TEST_ARTIFACTS/browser` when that is set, else `tests/browser/artifacts`
-(ignored by git): screenshots, `axe/*.json` and `axe-summary.json`, `serve.log`.
+(ignored by git): screenshots, `axe/*.json` and `axe-summary.json`, `serve.log` (and a module's
+own server's log, e.g. `serve-strict.log`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -40,7 +41,6 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from gatehouse.domain.crypto import generate_secrets_document
 from tests.browser.harness import (
     APP_PAGE,
     ARTIFACTS,
@@ -48,14 +48,8 @@ from tests.browser.harness import (
     AXE_RUNS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    FAILED,
     HERE,
-    LANGUAGES,
-    SIZES,
-    SMS_FROM,
-    TIMEOUT_MS,
-    TWILIO_SID,
-    TWILIO_TOKEN,
-    WHATSAPP_FROM,
     App,
     FakeTwilio,
     Gatehouse,
@@ -64,9 +58,11 @@ from tests.browser.harness import (
     Visitor,
     http_server,
     need,
+    serve_gatehouse,
+    visitors,
 )
-from tests.conftest import courier_group_at_end, free_port, unique
-from tests.e2e.stack import own_redis_db, wait_ready
+from tests.conftest import free_port
+from tests.e2e.stack import own_redis_db
 
 
 @pytest.fixture(scope="package")
@@ -147,60 +143,15 @@ def gatehouse(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gatehouse]:
     """`gatehouse serve` (production settings) on the real services, rate limits off."""
-    from tests.integration.conftest import create_database, drop_database
-
-    tmp = tmp_path_factory.mktemp("gatehouse-browser")
-    database, admin = create_database("postgres", tmp)  # migrated
-    port = free_port()
-    secrets = tmp / "secrets.json"
-    secrets.write_text(json.dumps(generate_secrets_document()))
-    secrets.chmod(0o600)
-    log = tmp / "serve.log"
-    try:
-        with own_redis_db(redis_url) as redis:
-            env = {
-                "GATEHOUSE_ENV": "production",
-                "GATEHOUSE_DATABASE_URL": database,
-                "GATEHOUSE_REDIS_URL": redis,
-                "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "GATEHOUSE_SMTP_URL": mail.url,
-                "GATEHOUSE_PORT": str(port),
-                "GATEHOUSE_PUBLIC_URL": f"http://localhost:{port}",
-                "GATEHOUSE_UI_RETURN_TO": json.dumps([app.url]),
-                "GATEHOUSE_SECRETS_FILE": str(secrets),
-                "GATEHOUSE_KAFKA_COURIER_GROUP": unique("browser-courier"),
-                "GATEHOUSE_RATE_LIMITS": "{}",
-                "GATEHOUSE_TWILIO_ACCOUNT_SID": TWILIO_SID,
-                "GATEHOUSE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-                "GATEHOUSE_TWILIO_SMS_FROM": SMS_FROM,
-                "GATEHOUSE_TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
-                "GATEHOUSE_TWILIO_BASE_URL": twilio.url,
-                # A refused SMS falls back at once, not after seconds of retries.
-                "GATEHOUSE_COURIER_BACKOFF_SECONDS": "0.1",
-            }
-            courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gatehouse", "serve"],
-                env={**os.environ, **env},
-                cwd=tmp,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            base = f"http://localhost:{port}"
-            try:
-                wait_ready(base, process, log, timeout=90)
-                yield Gatehouse(base, log, env)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(log, ARTIFACTS / "serve.log")
-    finally:
-        drop_database(database, admin)
+    with serve_gatehouse(
+        redis_db=own_redis_db(redis_url),
+        kafka_bootstrap=kafka_bootstrap,
+        mail=mail,
+        twilio=twilio,
+        app=app,
+        tmp=tmp_path_factory.mktemp("gatehouse-browser"),
+    ) as served:
+        yield served
 
 
 @pytest.fixture(scope="package")
@@ -263,46 +214,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-FAILED = pytest.StashKey[bool]()
-
-
 @pytest.fixture
 def browse(
     browser: Any, gatehouse: Gatehouse, axe_script: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Visitor]]:
     """`browse(size="desktop", lang="en")`: a new context and page at that size and language."""
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    visitors: list[Visitor] = []
-
-    def open_visitor(size: str = "desktop", lang: str = "en") -> Visitor:
-        locale, accept = LANGUAGES[lang]
-        context = browser.new_context(
-            viewport=SIZES[size],
-            is_mobile=size == "phone",
-            has_touch=size == "phone",
-            locale=locale,
-            extra_http_headers={"Accept-Language": accept},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        visitor = Visitor(context, context.new_page(), size, lang, gatehouse.base, axe_script)
-        visitor.watch()
-        visitors.append(visitor)
-        return visitor
-
-    yield open_visitor
-    failed = request.node.stash.get(FAILED, False)
-    left: list[str] = []
-    for n, visitor in enumerate(visitors):
-        if failed:
-            folder = ARTIFACTS / "failures"
-            folder.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(Exception):
-                visitor.page.screenshot(
-                    path=str(folder / f"{request.node.name}-{n}.png"), full_page=True
-                )
-        visitor.context.close()
-        if not visitor.tolerate:
-            left += [f"dialog {d}" for d in visitor.dialogs] + visitor.problems
-    assert failed or not left, f"the pages did what no journey may need: {left}"
+    with visitors(browser, gatehouse.base, axe_script, request) as open_visitor:
+        yield open_visitor

@@ -1,24 +1,36 @@
 """The browser tests' harness (fixtures in conftest.py): the Chromium launch settings, the SMTP
-sink and the stand-in for Twilio read by the tests, the second site, and `Visitor`, one person's
-browser context with its helpers (screenshots, axe-core, Chromium's virtual authenticator)."""
+sink and the stand-in for Twilio read by the tests, the second site, `serve_gatehouse` (a
+`gatehouse serve` for the package's fixture, or for a module's own with other settings), a
+throwaway `redis-server`, and `Visitor`, one person's browser context with its helpers
+(screenshots, axe-core, Chromium's virtual authenticator), opened by `visitors`."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import redis
 
-from tests.conftest import REQUIRED, MailSink, body_of, free_port
+from gatehouse.domain.crypto import generate_secrets_document
+from tests.conftest import REQUIRED, MailSink, body_of, courier_group_at_end, free_port, unique
+from tests.e2e.stack import wait_ready
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("GATEHOUSE_CHROMIUM", "/usr/bin/chromium")
@@ -189,6 +201,136 @@ class Gatehouse:
         return self.log.read_text(errors="replace")
 
 
+def in_a_thread(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a thread of its own: `create_database` and `drop_database` use
+    `asyncio.run`, which cannot run in this thread while the package's Chromium is up (its
+    event loop counts as running here), as it is when a module starts a server of its own."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(work, *args).result()
+
+
+@contextlib.contextmanager
+def serve_gatehouse(
+    *,
+    redis_db: contextlib.AbstractContextManager[str],
+    kafka_bootstrap: str,
+    mail: Mailbox,
+    twilio: FakeTwilio,
+    app: App,
+    tmp: Path,
+    log_name: str = "serve.log",
+    settings: dict[str, str] | None = None,
+) -> Iterator[Gatehouse]:
+    """`gatehouse serve` (production settings) on a PostgreSQL database of its own (made and
+    migrated here, dropped at the end), the Redis URL `redis_db` gives while entered, Kafka
+    (or, with `kafka_bootstrap` empty, the embedded bus), the SMTP sink and the stand-in for
+    Twilio, rate limits off; `settings` adds or replaces GATEHOUSE_* variables. Stopped with
+    SIGTERM at the end; its log is copied to the artefacts as `log_name`."""
+    from tests.integration.conftest import create_database, drop_database
+
+    database, admin = in_a_thread(create_database, "postgres", tmp)  # migrated
+    port = free_port()
+    secrets = tmp / "secrets.json"
+    secrets.write_text(json.dumps(generate_secrets_document()))
+    secrets.chmod(0o600)
+    log = tmp / "serve.log"
+    try:
+        with redis_db as redis_url:
+            env = {
+                "GATEHOUSE_ENV": "production",
+                "GATEHOUSE_DATABASE_URL": database,
+                "GATEHOUSE_REDIS_URL": redis_url,
+                "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "GATEHOUSE_SMTP_URL": mail.url,
+                "GATEHOUSE_PORT": str(port),
+                "GATEHOUSE_PUBLIC_URL": f"http://localhost:{port}",
+                "GATEHOUSE_UI_RETURN_TO": json.dumps([app.url]),
+                "GATEHOUSE_SECRETS_FILE": str(secrets),
+                "GATEHOUSE_KAFKA_COURIER_GROUP": unique("browser-courier"),
+                "GATEHOUSE_RATE_LIMITS": "{}",
+                "GATEHOUSE_TWILIO_ACCOUNT_SID": TWILIO_SID,
+                "GATEHOUSE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+                "GATEHOUSE_TWILIO_SMS_FROM": SMS_FROM,
+                "GATEHOUSE_TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+                "GATEHOUSE_TWILIO_BASE_URL": twilio.url,
+                # A refused SMS falls back at once, not after seconds of retries.
+                "GATEHOUSE_COURIER_BACKOFF_SECONDS": "0.1",
+                **(settings or {}),
+            }
+            if kafka_bootstrap:
+                courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gatehouse", "serve"],
+                env={**os.environ, **env},
+                cwd=tmp,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            base = f"http://localhost:{port}"
+            try:
+                wait_ready(base, process, log, timeout=90)
+                yield Gatehouse(base, log, env)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, ARTIFACTS / log_name)
+    finally:
+        in_a_thread(drop_database, database, admin)
+
+
+@dataclass
+class ThrowawayRedis:
+    """A `redis-server` of the tests' own on a free loopback port (no persistence), which a test
+    may stop (SIGTERM to its PID: Redis is gone, connections refused) and start again on the
+    same port; the shared services' Redis is never touched."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        need(binary is not None, "no redis-server: `scripts/services start` installs it")
+        assert binary is not None and self.process is None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # the options: loopback only, no snapshot, no append-only file, no protected mode
+        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        options += ["--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "no"]
+        log = (self.folder / "redis.log").open("ab")
+        self.process = subprocess.Popen([binary, *options], stdout=log, stderr=subprocess.STDOUT)
+        with redis.Redis(host="127.0.0.1", port=self.port) as client:
+
+            def answers() -> bool:
+                assert self.process is not None and self.process.poll() is None, "redis exited"
+                with contextlib.suppress(redis.RedisError):
+                    return bool(client.ping())
+                return False
+
+            wait_for(f"redis-server on port {self.port}", answers, timeout=15)
+
+    def stop(self) -> None:
+        """SIGTERM to the server this harness started (by its PID), and wait for it to exit."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 # --- the browser ----------------------------------------------------------------------------
 
 
@@ -215,6 +357,10 @@ class Authenticator:
         answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.id})
         credentials: list[dict[str, Any]] = answer["credentials"]
         return credentials
+
+    def remove(self) -> None:
+        """Take the authenticator away (the device is gone), its credentials with it."""
+        self.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": self.id})
 
 
 @dataclass
@@ -328,3 +474,54 @@ class Visitor:
 
     def never_reloaded(self) -> bool:
         return bool(self.page.evaluate("() => window.__gatehouseNoReload === true"))
+
+
+# --- each test's visitors ---------------------------------------------------------------
+
+# Whether a test's call failed (set by conftest's report hook), for `visitors` to leave screenshots.
+FAILED = pytest.StashKey[bool]()
+
+
+@contextlib.contextmanager
+def visitors(
+    browser: Any, base: str, axe_script: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Visitor]]:
+    """`open_visitor(size="desktop", lang="en")`: a new context and page at that size and
+    language, on the Gatehouse at `base`; every context is closed at the end (after a
+    screenshot of its page when the test failed), and the test fails if a page did what no
+    journey may need."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    opened: list[Visitor] = []
+
+    def open_visitor(size: str = "desktop", lang: str = "en") -> Visitor:
+        locale, accept = LANGUAGES[lang]
+        context = browser.new_context(
+            viewport=SIZES[size],
+            is_mobile=size == "phone",
+            has_touch=size == "phone",
+            locale=locale,
+            extra_http_headers={"Accept-Language": accept},
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        visitor = Visitor(context, context.new_page(), size, lang, base, axe_script)
+        visitor.watch()
+        opened.append(visitor)
+        return visitor
+
+    yield open_visitor
+    failed = request.node.stash.get(FAILED, False)
+    left: list[str] = []
+    for n, visitor in enumerate(opened):
+        if failed:
+            folder = ARTIFACTS / "failures"
+            folder.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(Exception):
+                visitor.page.screenshot(
+                    path=str(folder / f"{request.node.name}-{n}.png"), full_page=True
+                )
+        visitor.context.close()
+        if not visitor.tolerate:
+            left += [f"dialog {d}" for d in visitor.dialogs] + visitor.problems
+    assert failed or not left, f"the pages did what no journey may need: {left}"

@@ -106,6 +106,40 @@ def test_a_wrong_code_is_refused_with_a_message_then_the_right_one_signs_in(
     expect_account(visitor)
 
 
+def test_after_five_wrong_codes_even_the_right_one_is_refused(
+    browse: Callable[..., Visitor], mail: Mailbox
+) -> None:
+    """Too many tries (GATEHOUSE_CODE_MAX_ATTEMPTS, 5): the code is dead. The page says what it
+    says of any code that cannot be used, "wrong or has expired" (the API answers alike), and
+    signs nobody in."""
+    visitor = browse("phone")
+    page = visitor.page
+    email = new_email("deadcode")
+    visitor.goto("/ui/signup")
+    fill_sign_up(visitor, "Ada", email, PASSWORD)
+    expect(page).to_have_url(VERIFY_URL)
+    code = mail.code(email)
+
+    def verify_answer(guess: str) -> int:
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and VERIFY_URL.search(r.url) is not None
+        ) as answer:
+            enter_code(visitor, guess)
+        status: int = answer.value.status
+        return status
+
+    for n in range(1, 6):
+        assert verify_answer(f"{(int(code) + n) % 1_000_000:06d}") == 400
+        expect(page.get_by_role("alert")).to_have_text(EN("err_wrong_code"))
+    assert verify_answer(code) == 400  # the right code, after five wrong ones
+    expect(page.get_by_role("alert")).to_have_text(EN("err_wrong_code"))
+    expect(field(page, "Code")).to_have_attribute("aria-invalid", "true")
+    expect(page).to_have_url(VERIFY_URL)
+    visitor.check("verify-too-many-tries")
+    visitor.goto("/ui/account")
+    expect_signed_out(visitor)
+
+
 def test_sign_in_with_a_password_then_sign_out(
     browse: Callable[..., Visitor], gatehouse: Gatehouse, mail: Mailbox
 ) -> None:

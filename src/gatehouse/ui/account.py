@@ -83,6 +83,7 @@ async def account(v: Visit, status: int = 200, **context: Any) -> Response:
         "reauth", (error is not None and error.reauth) or context["form"] == "reauth"
     )
     context.setdefault("totp_setup", None)
+    context.setdefault("typed_phone", None)
     context.setdefault("recovery_codes", None)
     title = v.t("title_account")
     return page(v, "account.html", status, title=title, page_name="account", **data, **context)
@@ -94,14 +95,16 @@ async def _change(
     work: Callable[[], Awaitable[Any]],
     done: str | Callable[[Any], Response | Awaitable[Response]],
     context: str = "",
+    **shown: Any,
 ) -> Response:
     """Run a change; on a refusal the page again with the message by its form (and the reauth
-    step when that is why), else `done`: a notice key to show, or what to answer."""
+    step when that is why; `shown` keeps what was typed), else `done`: a notice key to show,
+    or what to answer."""
     result = await attempt(work(), context)
     if isinstance(result, Refusal):
         if result.code == "invalid_token":  # the session ended meanwhile
             return to_sign_in(v)
-        return await account(v, result.status, error=result, form=form_name)
+        return await account(v, result.status, error=result, form=form_name, **shown)
     if isinstance(done, str):
         return redirect(v, f"{ACCOUNT}?notice={done}")
     answer = done(result)
@@ -142,7 +145,14 @@ async def update_phone(v: Page) -> Response:
         notice = "n_phone_code" if updated.pending else "n_saved" if number else "n_phone_removed"
         return redirect(v, f"{ACCOUNT}?notice={notice}#phone")
 
-    return await _change(v, "phone", lambda: profile.update(v.ctx, token=token, phone=number), done)
+    # A refusal (a reauth to do first, a limit) shows the number again as it was typed.
+    return await _change(
+        v,
+        "phone",
+        lambda: profile.update(v.ctx, token=token, phone=number),
+        done,
+        typed_phone=number,
+    )
 
 
 @router.post("/phone/verify")

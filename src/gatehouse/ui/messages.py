@@ -38,8 +38,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Tu cuenta tiene un segundo factor: escribe también su código.",
     ),
     "err_wrong_code": (
-        "That code is wrong or has expired.",
-        "Ese código no es correcto o ha caducado.",
+        "That code is wrong or has expired. After 5 wrong tries a code stops working: ask for "
+        "a new one (new codes may take up to an hour after many wrong tries).",
+        "Ese código no es correcto o ha caducado. Tras 5 intentos fallidos un código deja de "
+        "valer: pide uno nuevo (tras muchos intentos fallidos puede tardar hasta una hora).",
     ),
     "err_wrong_factor": ("That code is not right.", "Ese código no es correcto."),
     "err_too_many_codes": (
