@@ -1,10 +1,11 @@
 """Every benchmark of issue 6 in one run (what `scripts/bench` runs): the HTTP routes, the job
-queues and Socket.IO, the event path through Kafka, and issue 13's two new sign-ins (password +
-TOTP, passkey). Each group gets a fresh stack (database, Redis database, processes). Writes
-benchmarks/results/latest.json and latest.md.
+queues and Socket.IO, the event path through Kafka, issue 13's two new sign-ins (password +
+TOTP, passkey), and issue 16's cost of the audit record on login and refresh. Each group gets a
+fresh stack (database, Redis database, processes). Writes benchmarks/results/latest.json and
+latest.md.
 
     .venv/bin/python benchmarks/run.py [--runs 3] [--seconds 10]
-        [--only routes,jobs,events,factors]
+        [--only routes,jobs,events,factors,audit]
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def commit() -> str:
 
 def groups() -> dict[str, Callable[[harness.Bench, int, float], dict[str, Any]]]:
     # Imported here: each module is also a script of its own.
+    import audit
     import events
     import factors
     import jobs
@@ -126,6 +128,7 @@ def groups() -> dict[str, Callable[[harness.Bench, int, float], dict[str, Any]]]
         "jobs": lambda bench, runs, _seconds: jobs.run(bench, runs),
         "events": lambda bench, runs, _seconds: events.run(bench, runs),
         "factors": lambda bench, runs, seconds: factors.run(bench, runs, seconds),
+        "audit": lambda bench, runs, seconds: audit.run(bench, runs, seconds),
     }
 
 
@@ -134,7 +137,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median taken)")
     parser.add_argument("--seconds", type=float, default=10, help="seconds per load run")
     parser.add_argument(
-        "--only", default="", help="comma-separated groups: routes,jobs,events,factors"
+        "--only", default="", help="comma-separated groups: routes,jobs,events,factors,audit"
     )
     args = parser.parse_args()
     chosen = groups()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from gatehouse.domain.audit import AuditEntry, AuditRecord, waiting
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.factors import Passkey, TotpFactor
 from gatehouse.domain.sessions import SessionRecord
@@ -43,6 +44,10 @@ class _Tables:
     recovery: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)  # hash: user
     passkeys: dict[str, Passkey] = field(default_factory=dict)
     outbox: list[tuple[int, OutboxMessage, datetime | None]] = field(default_factory=list)
+    # The audit chain (tests/fakes_audit.py links and reads it): records in `id` order, and
+    # "head" and "checkpoint".
+    audit: list[AuditRecord] = field(default_factory=list)
+    audit_meta: dict[str, Any] = field(default_factory=dict)
 
 
 class MemoryDatabase:
@@ -74,7 +79,8 @@ class MemoryUsers(_Repo):
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
         session = self._t.sessions.get(session_id)
         live = session is not None and session.user_id == user_id and session.revoked_at is None
-        return self._t.users.get(user_id) if live else None
+        user = self._t.users.get(user_id) if live else None
+        return user if user is not None and user.disabled_at is None else None
 
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._t.users.values() if u.email == email), None)
@@ -199,7 +205,7 @@ class MemorySessions(_Repo):
         session = replace(session, last_used_at=now, auth_time=proved)
         self._t.sessions[session_id] = session
         user = self._t.users.get(session.user_id)
-        return None if user is None else (session, user)
+        return None if user is None or user.disabled_at is not None else (session, user)
 
     async def _revoke(self, match: Callable[[SessionRecord], bool], now: datetime, why: str) -> int:
         hits = [s for s in self._t.sessions.values() if match(s) and s.revoked_at is None]
@@ -323,6 +329,28 @@ class MemoryOutbox(_Repo):
         self._t.outbox.append((self._db.next_seq(), message, None))
 
 
+class MemoryAuditTrail(_Repo):
+    """As `storage/sql_audit.py`: staged entries written, waiting to be linked, as the unit
+    commits; refusals written even when it rolls back."""
+
+    def __init__(self, db: MemoryDatabase):
+        super().__init__(db)
+        self.staged: list[AuditEntry] = []
+        self.kept: list[AuditEntry] = []
+
+    def add(self, entry: AuditEntry) -> None:
+        self.staged.append(entry)
+
+    def keep(self, entry: AuditEntry) -> None:
+        self.staged.append(entry)
+        self.kept.append(entry)
+
+    def write(self, entries: list[AuditEntry]) -> None:
+        for e in entries:
+            self._t.audit.append(waiting(self._db.next_seq(), e))
+        self.staged, self.kept = [], []
+
+
 class MemoryUnitOfWork:
     def __init__(self, db: MemoryDatabase):
         self._db = db
@@ -333,6 +361,7 @@ class MemoryUnitOfWork:
         self.sessions = MemorySessions(db)
         self.factors = MemoryFactors(db)
         self.outbox = MemoryOutbox(db)
+        self.audit = MemoryAuditTrail(db)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
         await self._db.lock.acquire()
@@ -340,6 +369,7 @@ class MemoryUnitOfWork:
         return self
 
     async def commit(self) -> None:
+        self.audit.write(self.audit.staged)
         self._snapshot = None
 
     async def __aexit__(
@@ -347,11 +377,12 @@ class MemoryUnitOfWork:
     ) -> None:
         if self._snapshot is not None:  # not committed: put every table back
             tables = ("users", "pending", "tokens", "sessions", "outbox")
-            for name in (*tables, "totp", "recovery", "passkeys"):
+            for name in (*tables, "totp", "recovery", "passkeys", "audit", "audit_meta"):
                 getattr(self._db.tables, name).clear()
                 container = getattr(self._snapshot, name)
                 target = getattr(self._db.tables, name)
                 target.update(container) if isinstance(target, dict) else target.extend(container)
+            self.audit.write(self.audit.kept)  # refusals stay though the change went
         self._db.lock.release()
 
 

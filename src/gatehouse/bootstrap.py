@@ -3,6 +3,7 @@ object a process needs, once; entrypoints take what they run from the returned `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from gatehouse.domain.tokens import AccessTokens
 from gatehouse.jobs.bullmq_queues import BullmqJobs
 from gatehouse.jobs.bullmq_workers import BullmqWorkers
 from gatehouse.jobs.embedded import MemoryJobs
+from gatehouse.observability.prometheus import prometheus_metrics
+from gatehouse.observability.tracing import build_tracer
 from gatehouse.outbox.bus import MemoryBus
 from gatehouse.outbox.kafka import KafkaPublisher, KafkaSource, ensure_topics
 from gatehouse.ports import (
@@ -38,9 +41,12 @@ from gatehouse.ports import (
     FailureCounter,
     Jobs,
     JobWorker,
+    Notifier,
     OutboxStore,
     UnitOfWork,
 )
+from gatehouse.ports.audit import AuditStore, UserDirectory
+from gatehouse.ports.telemetry import MetricsEndpoint, Tracer
 from gatehouse.realtime.notifier import SocketIONotifier, socket_server
 from gatehouse.security.hashing import Argon2Hasher
 from gatehouse.security.memory import MemoryCodeStore, MemoryFailureCounter
@@ -48,12 +54,16 @@ from gatehouse.security.password_list import load_common_passwords
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
+from gatehouse.selfservice import audit
 from gatehouse.selfservice.context import FlowContext, Policy, RelyingParty
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
+from gatehouse.storage.sql_audit import SqlAuditStore, SqlUserDirectory
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from gatehouse.storage.sql_outbox import SqlOutboxStore
+from gatehouse.storage.sql_webhooks import SqlWebhookStore
+from gatehouse.webhooks.httpx_client import HttpxWebhookClient
 
 log = logging.getLogger(__name__)
 TOPICS = (events.SEND_OTP, events.USER_EVENTS, events.SEND_OTP_DLQ)
@@ -80,22 +90,31 @@ class Services:
     redis: Redis | None = None
     checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    metrics: MetricsEndpoint = field(default_factory=prometheus_metrics)
+    tracer: Tracer | None = None  # None: tracing is off (no OTEL_EXPORTER_OTLP_ENDPOINT)
 
-    def delivery_source(self) -> DeliverySource:
-        """A fresh consumer of `send-otp` for one courier."""
+    def delivery_source(self, topic: str = events.SEND_OTP) -> DeliverySource:
+        """A fresh consumer of `send-otp` for one courier (`user-events`: for the webhooks)."""
         if self.bus is not None:
-            return self.bus.source(events.SEND_OTP)
-        s = self.settings
-        return KafkaSource(
-            s.kafka_bootstrap_servers,
-            s.kafka_courier_group,
-            events.SEND_OTP,
-            f"{s.kafka_client_id}-courier",
-        )
+            return self.bus.source(topic)
+        s, part = self.settings, "webhooks" if topic == events.USER_EVENTS else "courier"
+        group = s.kafka_webhooks_group if part == "webhooks" else s.kafka_courier_group
+        return KafkaSource(s.kafka_bootstrap_servers, group, topic, f"{s.kafka_client_id}-{part}")
 
     def delivery_log(self) -> DeliveryLog:
         """The courier's record of each message, in the service database."""
         return SqlDeliveryLog(self.engine)
+
+    def audit_store(self) -> AuditStore:  # the audit chain, for operators (docs/audit.md)
+        return SqlAuditStore(self.engine)
+
+    def user_directory(self) -> UserDirectory:  # the admin search of accounts
+        return SqlUserDirectory(self.engine)
+
+    def webhooks(self) -> tuple[SqlWebhookStore, HttpxWebhookClient]:  # docs/webhooks.md
+        s = self.settings  # the client opens nothing before its first post
+        client = HttpxWebhookClient(s.webhook_timeout_seconds, s.webhook_allow_private)
+        return SqlWebhookStore(self.engine), client
 
     def dead_letters(self) -> EventPublisher:
         """Where one courier sets aside what it cannot process (`send-otp.dlq`): a producer of
@@ -244,8 +263,14 @@ def build_schema(settings: Settings) -> DatabaseSchema:
     return SqlSchema(sql.create_engine(settings.database_url), owns_engine=True)
 
 
-def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Services:
+def build(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow, role: str = "gatehouse"
+) -> Services:
+    """Everything a process of `role` (api, worker, relay, courier, serve) runs."""
     secrets = load_secrets(settings)
+    metrics = prometheus_metrics()
+    audit.count_with(metrics)
+    tracer = build_tracer(role)
     engine = sql.create_engine(settings.database_url, settings.database_pool_size)
     redis: Redis | None = None
     codes: CodeStore
@@ -259,6 +284,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         workers=settings.hash_workers,
+        observe=metrics.password_hash,
     )
     tokens = AccessTokens(
         secrets.signing_keys,
@@ -281,12 +307,17 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
     # publishes to every api node's Socket.IO server; embedded, the in-process server emits.
     sockets = socket_server(settings.redis_url, settings.cors_origins)
     notifier = SocketIONotifier(sockets, settings.redis_url)
+    pushes: Notifier = notifier
     # Limits and failure counts live in Redis when there is one, so every process shares them.
     limiter = LimitsRateLimiter(
         settings.rate_limits, settings.redis_url, pool=redis.connection_pool if redis else None
     )
     failures: FailureCounter = RedisFailureCounter(redis) if redis else MemoryFailureCounter()
     units, readers, pg_database = units_of_work(settings, engine)
+    if tracer is not None:  # outbox rows, pushes and jobs carry the trace context
+        from gatehouse.observability.traced import TracedNotifier, traced_units
+
+        units, pushes = traced_units(units, tracer), TracedNotifier(notifier, tracer)
     ctx = FlowContext(
         uow=units,
         read_uow=readers,
@@ -297,7 +328,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         keyring=secrets.keyring(),
         tokens=tokens,
         policy=policy,
-        notifier=notifier,
+        notifier=pushes,
         limiter=limiter,
         failures=failures,
         common_passwords=load_common_passwords(),
@@ -320,6 +351,12 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         publisher = bus
     channels = build_channels(settings)
     jobs, job_worker = build_jobs(settings, ctx.keyring)
+    submitted = jobs
+    if tracer is not None:
+        from gatehouse.observability.traced import TracedChannel, TracedJobs
+
+        channels = {name: TracedChannel(c, tracer) for name, c in channels.items()}
+        submitted = TracedJobs(jobs, tracer)
     services = Services(
         settings=settings,
         engine=engine,
@@ -328,13 +365,18 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Serv
         publisher=publisher,
         templates=Templates(),
         channels=channels,
-        jobs=jobs,
+        jobs=submitted,
         job_worker=job_worker,
         sockets=sockets,
         schema=SqlSchema(engine),
         bus=bus,
         redis=redis,
+        metrics=metrics,
+        tracer=tracer,
     )
+    if tracer is not None:  # closed last (closers run in reverse): flushes the spans
+        shutdown = tracer.shutdown
+        services._closers.insert(0, lambda: asyncio.to_thread(shutdown))
     services.checks["database"] = lambda: sql.ping(engine)
     if redis is not None:
         services.checks["redis"] = codes.ping

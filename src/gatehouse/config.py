@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=1, ge=0)
     log_level: str = "INFO"
     log_json: bool = False
+    # `gatehouse worker`, `relay` and `courier` answer GET /metrics on this port (0: they do
+    # not); the api and `serve` answer it on their own port. Traces: the standard OTEL_*
+    # variables (on when OTEL_EXPORTER_OTLP_ENDPOINT is set), not settings of ours.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     database_url: str = "sqlite+aiosqlite:///./gatehouse.db"
     database_pool_size: int = 20
@@ -74,6 +78,7 @@ class Settings(BaseSettings):
     # read them; `none` sends records as they are.
     kafka_compression: Compression = "gzip"
     kafka_courier_group: str = "gatehouse-courier"
+    kafka_webhooks_group: str = "gatehouse-webhooks"  # `gatehouse webhooks` on user-events
     smtp_url: str = ""
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "Gatehouse <no-reply@gatehouse.local>"
@@ -156,6 +161,21 @@ class Settings(BaseSettings):
     job_max_stalled_count: int = Field(default=1, ge=0)
     # Bearer key of the admin API (/api/admin: failed jobs, re-drive); empty turns it off (404).
     admin_token: SecretStr = SecretStr("")
+    # Audit records older than this many days are removed by `gatehouse audit prune` and by the
+    # relay role (a checkpoint keeps the chain verifiable); 0 keeps them all (docs/audit.md).
+    audit_retention_days: int = Field(default=0, ge=0)
+    # Webhooks (docs/webhooks.md): a failing delivery is retried for `webhook_retry_hours`, the
+    # pause from `webhook_backoff_base_ms` doubling (with jitter) up to
+    # `webhook_backoff_max_seconds`, then marked failed. Endpoints on private, loopback or
+    # link-local addresses are refused unless `webhook_allow_private` (development, tests).
+    # A delivery's lease must outlast one post (`webhook_timeout_seconds`).
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+    webhook_allow_private: bool = False
+    webhook_backoff_base_ms: int = Field(default=1000, ge=1)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
+    webhook_concurrency: int = Field(default=4, ge=1)  # posts in flight per endpoint and process
     # Browser origins allowed to call the API and to open Socket.IO connections (checked on the
     # handshake's Origin); empty means same-origin only.
     cors_origins: list[str] = Field(default_factory=list)

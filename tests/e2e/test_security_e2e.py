@@ -1,6 +1,7 @@
 """Attacks on a running Gatehouse on PostgreSQL, Redis, Kafka and SMTP: 50 simultaneous
 submissions of the right code, and known secrets planted through every flow then searched for in
-the logs, both Kafka topics, every Redis key and value, and every database column."""
+the logs, both Kafka topics, every Redis key and value, every database column, `/metrics` and
+every span exported (it traces, to a receiver of the test's)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from gatehouse.storage.schema import metadata
 from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
 from tests.e2e.stack import wait_ready
 from tests.e2e.test_serve_e2e import high_watermarks, start_serve
+from tests.otlp_sink import OtlpSink, otlp_sink
 
 pytestmark = pytest.mark.e2e
 CODE = re.compile(r"code is: (\d{6})")
@@ -44,6 +46,7 @@ class Running:
     log: Path
     marks: dict[str, list[TopicPartition]]
     process: subprocess.Popen[bytes]
+    spans: OtlpSink
 
 
 @pytest.fixture
@@ -53,6 +56,21 @@ async def running(
     kafka_bootstrap: str,
     mail_sink: MailSink,
     tmp_path: Path,
+) -> AsyncIterator[Running]:
+    with otlp_sink() as spans:
+        async for running in _running(
+            postgres_database, own_redis, kafka_bootstrap, mail_sink, tmp_path, spans
+        ):
+            yield running
+
+
+async def _running(
+    postgres_database: str,
+    own_redis: str,
+    kafka_bootstrap: str,
+    mail_sink: MailSink,
+    tmp_path: Path,
+    spans: OtlpSink,
 ) -> AsyncIterator[Running]:
     port = free_port()
     secrets = tmp_path / "secrets.json"
@@ -68,6 +86,8 @@ async def running(
         "GATEHOUSE_KAFKA_COURIER_GROUP": unique("sec-courier"),
         "GATEHOUSE_RATE_LIMITS": "{}",
         "GATEHOUSE_LOG_JSON": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": spans.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     # Production does not migrate on start: the release step does, as here.
     subprocess.run(
@@ -82,7 +102,8 @@ async def running(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, tmp_path / "serve.log")
-        yield Running(base, postgres_database, own_redis, tmp_path / "serve.log", marks, process)
+        log = tmp_path / "serve.log"
+        yield Running(base, postgres_database, own_redis, log, marks, process, spans)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -227,11 +248,19 @@ async def test_planted_secrets_appear_nowhere(
             refreshed["data"]["refresh_token"],
         ]
     await asyncio.sleep(1.5)  # let the relay publish the last rows
+    async with httpx.AsyncClient(base_url=running.base, timeout=10) as client:
+        metrics = (await client.get("/metrics")).text
 
     running.process.send_signal(signal.SIGTERM)
-    running.process.wait(timeout=30)
+    running.process.wait(timeout=30)  # its last spans are sent as it stops
+    with running.spans.lock:
+        exported = [body.decode(errors="replace") for body in running.spans.bodies]
+    assert {"POST /api/auth/register", "send email"} <= {s.name for s in running.spans.spans}
+    assert 'route="/api/auth/password/reset"' in metrics
     places: dict[str, list[str]] = {
         "logs": [running.log.read_text()],
+        "metrics": [metrics],
+        "traces": exported,
         "kafka": [
             v.decode(errors="replace")
             for t in running.marks.values()

@@ -167,6 +167,10 @@ class _FaultyUnit:
     def outbox(self) -> Any:
         return _FaultyOutbox(self._owner, self._inner.outbox)
 
+    @property
+    def audit(self) -> Any:
+        return self._inner.audit
+
     async def __aenter__(self) -> _FaultyUnit:
         self._owner.maybe_fail("enter")
         await self._inner.__aenter__()

@@ -79,6 +79,12 @@ OTHER_USE_CASES = (
     "gatehouse.courier.delivery",
     "gatehouse.courier.record",
     "gatehouse.admin.maintenance",
+    "gatehouse.admin.users",
+    "gatehouse.admin.audit",
+    "gatehouse.admin.pages",
+    "gatehouse.webhooks.registry",
+    "gatehouse.webhooks.dispatch",
+    "gatehouse.webhooks.delivery",
 )
 # Implementations of ports, named for their technology: only bootstrap chooses them.
 IMPLEMENTATIONS = (
@@ -95,6 +101,11 @@ IMPLEMENTATIONS = (
     "gatehouse.realtime.notifier",
     "gatehouse.courier.channels",
     "gatehouse.courier.templates",
+    "gatehouse.observability.prometheus",
+    "gatehouse.observability.otel",
+    "gatehouse.observability.tracing",
+    "gatehouse.observability.traced",
+    "gatehouse.webhooks.httpx_client",
 )
 
 

@@ -50,13 +50,14 @@ async def test_authentication_operations_are_audited_without_secrets(
     assert seen == [
         ("code.register", "failure", "otp", "mismatch"),
         ("code.register", "success", "otp", None),
+        ("account.create", "success", "otp", None),
         ("login", "failure", "password", "wrong_password"),
         ("login", "success", "password", None),
         ("refresh", "success", "refresh_token", None),
         ("refresh", "failure", "refresh_token", "reuse_detected_family_revoked"),
         ("token", "failure", "access_token", "revoked"),
     ]
-    assert audits(caplog)[3]["user_id"] == user["id"]
+    assert audits(caplog)[4]["user_id"] == user["id"]
     formatter = JsonFormatter()
     lines = [formatter.format(r) for r in caplog.records]
     for line in lines:

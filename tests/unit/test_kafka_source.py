@@ -40,6 +40,9 @@ class Message:
     def offset(self) -> int:
         return self.offset_
 
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
 
 @dataclass
 class StandInConsumer:

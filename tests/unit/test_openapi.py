@@ -39,6 +39,17 @@ ADMIN_PATHS = {
     "/api/admin/jobs/{queue}/failed",
     "/api/admin/jobs/{queue}/retry-all",
     "/api/admin/jobs/{queue}/{job_id}/retry",
+    "/api/admin/users",
+    "/api/admin/users/{user_id}",
+    "/api/admin/users/{user_id}/disable",
+    "/api/admin/users/{user_id}/enable",
+    "/api/admin/users/{user_id}/sessions/revoke",
+    "/api/admin/audit",
+    "/api/admin/webhooks",
+    "/api/admin/webhooks/{webhook_id}",
+    "/api/admin/webhooks/{webhook_id}/deliveries",
+    "/api/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    "/api/admin/webhooks/{webhook_id}/deliveries/retry-failed",
 }
 ENVELOPE_ERROR_FIELDS = {"status", "message", "code", "errors"}
 

@@ -1,6 +1,7 @@
 """Operator commands: `gatehouse keys …` (generate, rotate, rotate-data) and `gatehouse users
-import`. Key changes are written to the secrets file atomically; processes pick them up when
-restarted (verification keeps the retired signing key, decryption keeps every data key)."""
+import` (the other `users` commands are in admin/users_cli.py). Key changes are written to the
+secrets file atomically; processes pick them up when restarted (verification keeps the retired
+signing key, decryption keeps every data key)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import typer
 
 from gatehouse.admin.maintenance import import_users, reencrypt
 from gatehouse.admin.schemas import imported
+from gatehouse.admin.users_cli import users as users  # `gatehouse users`, with `import` below
 from gatehouse.bootstrap import build
 from gatehouse.config import Settings
 from gatehouse.domain.crypto import add_data_key, generate_secrets_document, rotate_signing_keys
 
 # Plain help, as the main command's (entrypoints/cli.py): rich panels show flags as `<bool>`.
 keys = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Secrets and keys.")
-users = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="User administration.")
 
 
 def _write_secrets(settings: Settings, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:

@@ -2,7 +2,8 @@
 
 With no key configured the whole prefix answers 404, as any unknown path does: an API that is
 off does not announce itself. The key is compared in constant time. Failed jobs are listed
-without their data (it holds passwords, codes and tokens)."""
+without their data (it holds passwords, codes and tokens). Users and the audit trail are in
+`admin/users_http.py`, included below."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime
 
+from gatehouse.admin import users_http, webhooks_http
 from gatehouse.admin.jobs_cli import describe
 from gatehouse.bootstrap import Services
 from gatehouse.errors import Conflict, InvalidToken, NotFound
@@ -111,3 +113,8 @@ async def retry_one(queue: str, job_id: str, svc: Svc) -> JSON:
         raise Conflict(f"The job is {state.state}, not failed")
     log.warning("admin: re-drove job %s/%s", queue, job_id)
     return success("Job moved back to waiting", {"queue": queue, "job_ids": moved})
+
+
+# Users and the audit trail (admin/users_http.py), behind the same key.
+router.include_router(users_http.router)
+router.include_router(webhooks_http.router)  # webhooks (admin/webhooks_http.py)

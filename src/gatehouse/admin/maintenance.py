@@ -7,10 +7,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gatehouse.domain import events
+from gatehouse.domain.audit import ADMIN
 from gatehouse.domain.crypto import CIPHERTEXT_VERSION
 from gatehouse.domain.factors import TOTP_CONTEXT
 from gatehouse.domain.users import User, normalize_email
 from gatehouse.errors import Conflict, GatehouseError
+from gatehouse.selfservice.audit import record as audit_record
 from gatehouse.selfservice.context import PHONE_CONTEXT, FlowContext
 from gatehouse.selfservice.validation import require_name, require_phone
 
@@ -72,7 +74,7 @@ class ImportReport:
 
 
 async def import_users(
-    ctx: FlowContext, records: Iterable[Mapping[str, Any] | GatehouseError]
+    ctx: FlowContext, records: Iterable[Mapping[str, Any] | GatehouseError], by: str = "cli"
 ) -> ImportReport:
     """Load users exported from another system, keeping their password hashes: bcrypt
     (`$2a$`/`$2b$`/`$2y$`) verifies and is re-hashed to argon2id at the next login. One
@@ -99,6 +101,7 @@ async def import_users(
                 await uow.outbox.add(events.user_event(events.REGISTERED, user.id, data, now))
                 if user.email_verified_at is not None:
                     await uow.outbox.add(events.user_event(events.VERIFIED, user.id, data, now))
+                audit_record(ctx, uow, "account.import", user_id=user.id, actor=ADMIN, actor_id=by)
                 await uow.commit()
         except Conflict:
             report.invalid.append((number, "phone already used by another account"))

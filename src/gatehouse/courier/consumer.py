@@ -1,4 +1,8 @@
-"""The courier's loop: reads `send-otp`, has each command decided and recorded, acknowledges."""
+"""The courier's loop: reads `send-otp`, has each command decided and recorded, acknowledges.
+
+Each command's outcome is counted by channel (`gatehouse_deliveries_total`); with a tracer, its
+handling is a `process send-otp` span, child of the relay's `publish` span whose context the
+record's `traceparent` header carries (the provider call inside is the channel's span)."""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from gatehouse.ports import (
     EventPublisher,
     Renderer,
 )
+from gatehouse.ports.telemetry import NO_METRICS, Metrics, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +100,12 @@ class Courier:
         held_pause: float = 1.0,
         stop_grace: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NO_METRICS,
+        tracer: Tracer | None = None,
     ):
         self._source = source
+        self._metrics, self._tracer = metrics, tracer
+        self._channel: str | None = None  # the channel of the command in hand, once known
         self._keyring, self._renderer, self._channels = keyring, renderer, channels
         self._clock, self._retry = clock, Retry(attempts, first_backoff)
         self.owner = owner or courier_name()
@@ -119,6 +128,25 @@ class Courier:
         return Patience(deadline, self._first_pause, self._max_pause, self._monotonic)
 
     async def handle(self, delivery: Delivery) -> Result:
+        if self._tracer is None:
+            return await self._handle(delivery)
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": delivery.topic or "send-otp",
+        }
+        parent = delivery.headers or {}
+        with self._tracer.span(
+            f"process {delivery.topic or 'send-otp'}",
+            kind="consumer",
+            parent=parent,
+            attributes=attributes,
+        ) as span:
+            result = await self._handle(delivery)
+            span.set_attribute("gatehouse.delivery.outcome", str(result))
+            return result
+
+    async def _handle(self, delivery: Delivery) -> Result:
         """Deliver, then acknowledge: only once the outcome is recorded or the command is in the
         dead-letter topic.
 
@@ -128,6 +156,7 @@ class Courier:
         seconds, then dead-lettered, so one command cannot block its partition for ever."""
         patience = self._patience()
         result: Result | None = None
+        self._channel = None
         while result is None:
             try:
                 result = await self.deliver(delivery.value, delivery.key, patience)
@@ -144,6 +173,7 @@ class Courier:
                 result = None
                 await asyncio.sleep(self._held_pause)
         self.outcomes[result] = self.outcomes.get(result, 0) + 1
+        self._metrics.delivery(self._channel or "none", str(result))
         await delivery.ack()
         return result
 
@@ -204,8 +234,14 @@ class Courier:
                     retry=self._retry,
                 )
                 sending = False
+                self._channel = outcome.history.channel or self._channel
+                if isinstance(outcome, Sent):
+                    self._channel = outcome.channel
                 if isinstance(outcome, Sent | Abandoned):
                     return outcome
+                if outcome.history.channel is not None:  # a failed try: retried, or next route
+                    again = "retry" if isinstance(outcome, RetryLater) else "fallback"
+                    self._metrics.delivery(outcome.history.channel, again)
                 if isinstance(outcome, RetryLater):
                     if not await self._ledger.progress(command.id, outcome):
                         return Result.HELD

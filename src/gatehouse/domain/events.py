@@ -23,6 +23,9 @@ UPDATED = "gatehouse.user.updated"
 PASSWORD_RESET = "gatehouse.user.password_reset"  # noqa: S105 - an event name
 DELETED = "gatehouse.user.deleted"
 SESSION_REVOKED = "gatehouse.user.session_revoked"
+# An operator disabled or enabled the account (data: {"by": "admin"}).
+DISABLED = "gatehouse.user.disabled"
+ENABLED = "gatehouse.user.enabled"
 PHONE_VERIFIED = "gatehouse.user.phone_verified"
 MFA_ENABLED = "gatehouse.user.mfa_enabled"
 MFA_DISABLED = "gatehouse.user.mfa_disabled"

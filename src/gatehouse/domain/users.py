@@ -31,6 +31,8 @@ class User:
     pending_phone_ciphertext: str | None = None
     pending_phone_index: str | None = None
     pending_phone_expires_at: datetime | None = None
+    # Set by an operator: the account exists (its email stays taken) but nothing signs it in.
+    disabled_at: datetime | None = None
 
     def with_changes(self, **changes: Any) -> User:
         return replace(self, **changes)

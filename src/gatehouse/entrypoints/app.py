@@ -15,7 +15,7 @@ from gatehouse import __version__
 from gatehouse.admin import http as admin
 from gatehouse.bootstrap import Services
 from gatehouse.jobs import http as jobs
-from gatehouse.observability import health
+from gatehouse.observability import health, scrape
 from gatehouse.observability.access_log import AccessLog
 from gatehouse.selfservice.login import http as login
 from gatehouse.selfservice.mfa import http as mfa
@@ -27,7 +27,7 @@ from gatehouse.selfservice.sessions import http as sessions
 from gatehouse.ui import routes as pages
 from gatehouse.web import docs, errors
 from gatehouse.web.hot import HotRoutes
-from gatehouse.web.middleware import BodyLimit, SecurityHeaders
+from gatehouse.web.middleware import BodyLimit, ClientAddress, SecurityHeaders
 
 log = logging.getLogger(__name__)
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -58,8 +58,9 @@ def create_app(
         version=__version__,
         summary="User onboarding and identity: registration with codes, login, profiles.",
         lifespan=lifespan,
-        # Gatehouse configures no OpenTelemetry; with it on, FastAPI looks for a provider
-        # (reading the environment) on every request: 4 % of a refresh.
+        # FastAPI's own telemetry off: with it on, it looks for a provider (reading the
+        # environment) on every request, 4 % of a refresh. The access log makes the server
+        # span when Gatehouse traces (observability/access_log.py), and counts every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         # FastAPI's own pages load Swagger UI and ReDoc from a CDN: docs.install serves them.
         docs_url=None,
@@ -71,6 +72,7 @@ def create_app(
     # The last added runs outermost: security headers wrap every answer, 413s included, and
     # the hot routes run inside all three.
     app.add_middleware(HotRoutes, router=app.router)
+    app.add_middleware(ClientAddress)  # for the audit records of the flows inside
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -83,12 +85,19 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     # Outermost: every answer gets its X-Request-ID and one access-log line.
-    app.add_middleware(AccessLog, router=app.router, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(
+        AccessLog,
+        router=app.router,
+        trusted_proxies=settings.trusted_proxies,
+        metrics=services.metrics,
+        tracer=services.tracer,
+    )
     errors.install(app)
     docs.install(app)
     for flow in (registration, login, sessions, profile, recovery, mfa, passkeys):
         app.include_router(flow.router)
     app.include_router(health.router)
+    app.include_router(scrape.router)
     app.include_router(jobs.router)
     app.include_router(
         admin.router, include_in_schema=bool(settings.admin_token.get_secret_value())

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gatehouse.admin import audit_cli
 from gatehouse.admin import cli as admin
 from gatehouse.admin import jobs_cli as job_admin
 from gatehouse.bootstrap import build_schema
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
 app.add_typer(job_admin.jobs, name="jobs")
+app.add_typer(audit_cli.audit, name="audit")
 db = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The database schema.")
 app.add_typer(db, name="db")
 
@@ -41,11 +43,16 @@ def _settings() -> Settings:
 
 @app.command()
 def serve() -> None:
-    """Everything in one process: api, worker, relay and courier (embedded defaults when no URL
-    is set)."""
+    """Everything in one process: api, worker, relay, courier and webhooks (embedded defaults
+    when no URL is set)."""
     settings = _settings()
-    roles = [worker_role(), processes.relay_role, processes.courier_role]
-    processes.run(lambda: processes.serve_http(settings, roles))
+    roles = [
+        worker_role(),
+        processes.relay_role,
+        processes.courier_role,
+        processes.webhooks_role,
+    ]
+    processes.run(lambda: processes.serve_http(settings, roles, role="serve"))
 
 
 @app.command()
@@ -76,21 +83,28 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
-    processes.run(lambda: processes.run_roles(settings, [worker_role(names)]))
+    processes.run(lambda: processes.run_roles(settings, [worker_role(names)], "worker"))
 
 
 @app.command()
 def relay() -> None:
     """Publish the outbox to Kafka."""
     settings = _settings()
-    processes.run(lambda: processes.run_roles(settings, [processes.relay_role]))
+    processes.run(lambda: processes.run_roles(settings, [processes.relay_role], "relay"))
 
 
 @app.command()
 def courier() -> None:
     """Consume `send-otp` and deliver messages."""
     settings = _settings()
-    processes.run(lambda: processes.run_roles(settings, [processes.courier_role]))
+    processes.run(lambda: processes.run_roles(settings, [processes.courier_role], "courier"))
+
+
+@app.command()
+def webhooks() -> None:
+    """Consume `user-events` (group GATEHOUSE_KAFKA_WEBHOOKS_GROUP) and deliver the webhooks."""
+    settings = _settings()
+    processes.run(lambda: processes.run_roles(settings, [processes.webhooks_role], "webhooks"))
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""Runs each role (api, worker, relay, courier, or all of them) as a process until SIGTERM."""
+"""Runs each role (api, worker, relay, courier, or all of them) as a process until SIGTERM.
+
+`gatehouse api` with several workers gives them a fresh directory for their metric files
+(`PROMETHEUS_MULTIPROC_DIR`), so that a scrape of any of them adds up all of them, marks the
+files of a worker that dies, and removes the directory when it stops."""
 
 from __future__ import annotations
 
@@ -6,22 +10,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
+from gatehouse.admin import audit as admin_audit
 from gatehouse.bootstrap import Services, build, load_secrets
 from gatehouse.config import Settings
 from gatehouse.courier.consumer import Courier
+from gatehouse.domain import events
 from gatehouse.entrypoints.app import Background, create_app
 from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
+from gatehouse.webhooks.delivery import WebhookDeliverer
+from gatehouse.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +44,17 @@ def relay_role(services: Services) -> Background:
         batch=s.relay_batch_size,
         interval=s.relay_poll_interval_seconds,
         clock=services.ctx.clock,
+        metrics=services.metrics,
+        tracer=services.tracer,
     )
-    return relay.run
+
+    async def relay_and_audit(stop: asyncio.Event) -> None:  # the audit chainer and retention
+        store, days = services.audit_store(), s.audit_retention_days
+        await asyncio.gather(
+            relay.run(stop), admin_audit.keep_chaining(services.ctx, store, days, stop)
+        )
+
+    return relay_and_audit
 
 
 def courier_role(services: Services) -> Background:
@@ -52,8 +71,39 @@ def courier_role(services: Services) -> Background:
         dead_letters=services.dead_letters(),
         lease=s.courier_lease_seconds,
         retry_budget=s.courier_retry_budget_seconds,
+        metrics=services.metrics,
+        tracer=services.tracer,
     )
     return courier.run
+
+
+def webhooks_role(services: Services) -> Background:
+    """`user-events` to delivery rows (its own consumer group), and the deliveries posted."""
+    s = services.settings
+    store, client = services.webhooks()
+    deliverer = WebhookDeliverer(
+        store,
+        client,
+        services.ctx.keyring,
+        services.ctx.clock,
+        retry_hours=s.webhook_retry_hours,
+        backoff_base=s.webhook_backoff_base_ms / 1000,
+        backoff_cap=s.webhook_backoff_max_seconds,
+        lease=s.webhook_lease_seconds,
+        concurrency=s.webhook_concurrency,
+        metrics=services.metrics,
+    )
+    dispatcher = Dispatcher(
+        services.delivery_source(events.USER_EVENTS), store, services.ctx.clock, wake=deliverer.wake
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.gather(dispatcher.run(stop), deliverer.run(stop))
+        finally:
+            await client.aclose()
+
+    return run
 
 
 async def prepare(services: Services, *, migrate: bool) -> None:
@@ -94,10 +144,11 @@ async def serve_http(
     roles: Sequence[Callable[[Services], Background]],
     *,
     prepared: bool = False,
+    role: str = "api",
 ) -> None:
     """One HTTP process. `prepared`: a supervisor migrated and created the topics already (N
     workers must not race to migrate) and the port is shared with sibling workers."""
-    services = build(settings)
+    services = build(settings, role=role)
     if not prepared:
         await prepare(services, migrate=settings.migrates_on_start)
     background = [sockets.sockets_role(services), *(role(services) for role in roles)]
@@ -140,7 +191,7 @@ def serve_api(settings: Settings) -> None:
     load_secrets(settings)  # generated once here in development, not raced for by N workers
 
     async def prepare_once() -> None:
-        services = build(settings)
+        services = build(settings, role="api")
         try:
             await prepare(services, migrate=settings.migrates_on_start)
         finally:
@@ -151,7 +202,34 @@ def serve_api(settings: Settings) -> None:
     if "GATEHOUSE_HASH_WORKERS" not in os.environ:
         # Hashes are CPU-bound: together the workers run one per core, not one per core each.
         env["GATEHOUSE_HASH_WORKERS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    raise SystemExit(Supervisor([sys.executable, "-m", "gatehouse", "api"], env, workers).run())
+    metrics = metrics_dir()
+    env[MULTIPROC_ENV] = metrics
+    supervisor = Supervisor([sys.executable, "-m", "gatehouse", "api"], env, workers)
+    supervisor.on_exit = lambda pid: mark_dead(metrics, pid)
+    try:
+        code = supervisor.run()
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+    raise SystemExit(code)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir() -> str:
+    """A new directory for the workers' metric files (in memory when /dev/shm exists, else
+    under TMPDIR): an earlier run's files would count its requests again."""
+    shm = "/dev/shm"  # noqa: S108 - a private directory made in it by mkdtemp (mode 0700)
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="gatehouse-metrics-", dir=base)
+
+
+def mark_dead(directory: str, pid: int) -> None:
+    """A worker is gone: its gauges that count live processes only (Socket.IO connections)
+    stop counting; its counters stay, as they counted what it did."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class Supervisor:
@@ -165,6 +243,7 @@ class Supervisor:
         self.count = count
         self.stopping = False
         self.children: list[subprocess.Popen[bytes]] = []
+        self.on_exit: Callable[[int], None] = lambda _pid: None  # told of each worker gone
 
     def _start(self) -> subprocess.Popen[bytes]:
         # Our own interpreter and module, no shell: nothing outside comes into the command.
@@ -189,6 +268,7 @@ class Supervisor:
                 if code is None or self.stopping:
                     continue
                 log.error("api worker %d exited with %s; starting another", child.pid, code)
+                self.on_exit(child.pid)
                 if time.monotonic() - started[i] < 5:
                     time.sleep(1)
                 self.children[i] = self._start()
@@ -199,9 +279,16 @@ class Supervisor:
         return max(codes, default=0)
 
 
-async def run_roles(settings: Settings, roles: Sequence[Callable[[Services], Background]]) -> None:
-    """A headless process (relay, courier): runs until SIGTERM or SIGINT, then drains."""
-    services = build(settings)
+async def run_roles(
+    settings: Settings,
+    roles: Sequence[Callable[[Services], Background]],
+    role: str = "gatehouse",
+) -> None:
+    """A headless process (worker, relay, courier): runs until SIGTERM or SIGINT, then drains;
+    answers GET /metrics on GATEHOUSE_METRICS_PORT when it is set."""
+    services = build(settings, role=role)
+    if settings.metrics_port:
+        services.metrics.serve(settings.host, settings.metrics_port)
     await prepare(services, migrate=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
 """One access-log line per HTTP request (a websocket's at its end), and its request id, returned
-as `X-Request-ID`."""
+as `X-Request-ID`; the same request counted and timed (`gatehouse_http_requests_total`,
+`gatehouse_http_request_duration_seconds`) and, when tracing is on, its server span."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.observability.logs import request_id
+from gatehouse.ports.telemetry import NO_METRICS, Metrics, Span, Tracer
 
 log = logging.getLogger("gatehouse.access")
 HEADER = b"x-request-id"
@@ -26,6 +28,7 @@ UNMATCHED = "<unmatched>"  # no route: the raw path may hold anything, so it is 
 LEFT = 499  # no answer was sent: the client went away first (nginx's code for it)
 SWITCHED = 101  # a websocket accepted; its line is written when it closes
 REFUSED = 403  # a websocket closed before it was accepted (the server answers the handshake 403)
+TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,40 @@ class AccessLog:
     new one), adds it to the answer's headers and to `request.state.request_id`, and logs
     method, route template, status, duration and id. Never the path or the query string: they
     can hold tokens, codes or personal data. A websocket (Socket.IO's) is one request too: its
-    handshake gets the id, and its line, written when it closes, its whole duration."""
+    handshake gets the id, and its line, written when it closes, its whole duration.
 
-    def __init__(self, app: ASGIApp, *, router: Router, trusted_proxies: Sequence[str] = ()):
+    The same names go to `metrics` (a websocket counted, not timed) and, with a `tracer`, to a
+    server span named `<method> <route>` with the request id as `gatehouse.request_id`. A trace
+    is continued from the request's `traceparent` only when a trusted proxy sent it (as its
+    X-Request-ID): anyone else could otherwise pick trace ids, or have every request sampled."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        router: Router,
+        trusted_proxies: Sequence[str] = (),
+        metrics: Metrics = NO_METRICS,
+        tracer: Tracer | None = None,
+    ):
         self.app = app
         self.router = router
         self.proxies = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies)
         self._routes: _Routes | None = None  # read from the router on the first request
+        self._metrics, self._tracer = metrics, tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if self._tracer is None:
+            await self._answer(scope, receive, send, None)
+            return
+        method = scope.get("method", "GET")
+        with self._tracer.span(method, kind="server", parent=self._parent(scope)) as span:
+            await self._answer(scope, receive, send, span)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         start = time.perf_counter()
         rid = self._request_id(scope)
         # For the 500 handler, which answers outside this middleware (Starlette's outermost).
@@ -79,8 +104,15 @@ class AccessLog:
             raise
         finally:
             request_id.reset(token)
+            seconds = time.perf_counter() - start
+            # A websocket's scope has no method: its handshake is a GET.
+            method, route = scope.get("method", "GET"), self._route(scope)
+            timed = seconds if scope["type"] == "http" else None
+            self._metrics.http_request(method, route, status, timed)
+            if span is not None:
+                _describe(span, method, route, status, rid)
             if log.isEnabledFor(logging.INFO):
-                self._log(scope, status, time.perf_counter() - start, rid)
+                self._log(method, route, status, seconds, rid)
 
     def _request_id(self, scope: Scope) -> str:
         if self.proxies:
@@ -90,6 +122,16 @@ class AccessLog:
                         return bytes(value).decode()
                     break
         return os.urandom(16).hex()
+
+    def _parent(self, scope: Scope) -> dict[str, str]:
+        """A trusted proxy's trace context; otherwise none (`{}`: a new trace)."""
+        found: dict[str, str] = {}
+        if self.proxies and self._from_proxy(scope):
+            for name, value in scope["headers"]:
+                key = TRACE_HEADERS.get(name)
+                if key is not None and len(value) <= 512:
+                    found[key] = bytes(value).decode("latin-1")
+        return found
 
     def _from_proxy(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -128,9 +170,7 @@ class AccessLog:
         )
         return self._routes
 
-    def _log(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        # A websocket's scope has no method: its handshake is a GET.
-        method, route = scope.get("method", "GET"), self._route(scope)
+    def _log(self, method: str, route: str, status: int, seconds: float, rid: str) -> None:
         ms = round(seconds * 1000, 2)
         fields = {"method": method, "route": route, "status": status, "duration_ms": ms}
         fields["request_id"] = rid
@@ -148,3 +188,14 @@ class AccessLog:
             extra={"access": fields},
         )
         log.handle(record)
+
+
+def _describe(span: Span, method: str, route: str, status: int, rid: str) -> None:
+    """The server span's name and attributes (OpenTelemetry's HTTP conventions)."""
+    span.rename(f"{method} {route}")
+    span.set_attribute("http.request.method", method)
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("gatehouse.request_id", rid)
+    if status >= 500:
+        span.fail(str(status))

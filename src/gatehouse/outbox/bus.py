@@ -92,7 +92,7 @@ class MemorySource:
             async def ack(offset: int = offset) -> None:
                 self._in_hand.pop(offset, None)
 
-            yield Delivery(record.value, ack, record.key, self._name, 0, offset)
+            yield Delivery(record.value, ack, record.key, self._name, 0, offset, record.headers)
 
     async def close(self) -> None:
         self._topic.put_back(self._in_hand)

@@ -129,6 +129,16 @@ class KafkaPublisher:
         self._pool.shutdown(wait=False)
 
 
+def _trace_headers(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str] | None:
+    """The record's W3C trace context headers, if it has any (the relay's `traceparent`)."""
+    found = None
+    for name, value in headers or ():
+        if name in ("traceparent", "tracestate") and value is not None:
+            found = found or {}
+            found[name] = value.decode(errors="replace")
+    return found
+
+
 def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
     """The broker's answer to an offset commit (served by the consumer's poll)."""
     failed = [p for p in partitions if p.error is not None]
@@ -205,6 +215,7 @@ class KafkaSource:
                     msg.topic() or "",
                     -1 if partition is None else partition,
                     -1 if offset is None else offset,
+                    _trace_headers(msg.headers()),
                 )
 
     def _ack(self, topic: str, partition: int, offset: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -16,7 +16,10 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
+from gatehouse.ports.audit import AuditTrail
 from gatehouse.ports.factors import Factors as Factors  # re-exported beside the others
+from gatehouse.ports.schema import DatabaseSchema as DatabaseSchema
+from gatehouse.ports.schema import SchemaReport as SchemaReport
 
 Clock = Callable[[], datetime]
 
@@ -93,6 +96,8 @@ class UnitOfWork(Protocol):
     def factors(self) -> Factors: ...
     @property
     def outbox(self) -> Outbox: ...
+    @property
+    def audit(self) -> AuditTrail: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(
@@ -191,6 +196,8 @@ class Delivery:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    # The record's headers the consumer may use: its W3C trace context (`traceparent`).
+    headers: dict[str, str] | None = None
 
 
 class DeliverySource(Protocol):
@@ -363,37 +370,3 @@ class DeliveryLog(Protocol):
         Never over a final status: the first outcome recorded wins, with its one event. A final
         status clears the lease; `sending` with `owner` is written only while `owner` holds it.
         False when nothing was written."""
-
-
-@dataclass(frozen=True)
-class SchemaReport:
-    """Revisions of the database and of the code, and what of the code's tables is missing
-    (`missing_columns` as `table.column`, only for tables that exist)."""
-
-    current: list[str]
-    head: list[str]
-    missing_tables: list[str]
-    missing_columns: list[str]
-
-    @property
-    def at_head(self) -> bool:
-        return self.current == self.head
-
-    @property
-    def ok(self) -> bool:
-        return self.at_head and not self.missing_tables and not self.missing_columns
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class DatabaseSchema(Protocol):
-    """Migrations and the schema check (seed 004's structure check), for `gatehouse migrate`,
-    `gatehouse db check`, start-up and `/health/schema`."""
-
-    async def upgrade(self, revision: str = "head") -> None: ...
-    async def revisions(self) -> dict[str, Any]:
-        """`{"current": [...], "head": [...]}` of the database and of the shipped migrations."""
-
-    async def report(self) -> SchemaReport: ...
-    async def aclose(self) -> None: ...

@@ -60,7 +60,13 @@ def install(services: Services) -> socketio.AsyncServer:
 
     members.configure(live=live, clock=ctx.clock)
 
-    async def connect(sid: str, _environ: dict[str, Any], auth: Any = None) -> bool:
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        accepted = await admit(sid, environ, auth)
+        if accepted:  # `disconnect` is called for accepted connections only
+            services.metrics.socket_connections(1)
+        return accepted
+
+    async def admit(sid: str, _environ: dict[str, Any], auth: Any = None) -> bool:
         token = auth.get("token") if isinstance(auth, dict) else None
         if token is None or token == "":
             return True  # anonymous: results reach it when a job names its sid in `notify`
@@ -114,6 +120,7 @@ def install(services: Services) -> socketio.AsyncServer:
 
     async def disconnect(sid: str, _reason: Any = None) -> None:
         members.leave(sid)
+        services.metrics.socket_connections(-1)
 
     sio.on("connect", connect)
     sio.on("token", renew)

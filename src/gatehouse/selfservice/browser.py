@@ -22,7 +22,7 @@ from gatehouse.domain.sessions import SessionRecord, is_alive
 from gatehouse.domain.users import User
 from gatehouse.errors import DecryptionError, InvalidToken, TokenError
 from gatehouse.ports import DeliveryLog
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.sessions.flow import (
     Session,
@@ -125,10 +125,10 @@ async def sign_out(ctx: FlowContext, browser: SignedIn) -> None:
                     now,
                 )
             )
+        record(ctx, uow, "logout", factor="cookie", user_id=user_id)
         await uow.commit()
     if revoked:
         await announce_revoked(ctx, user_id, "logout", session_id)
-    audit("logout", "success", factor="cookie", user_id=user_id)
 
 
 async def sign_out_everywhere(ctx: FlowContext, browser: SignedIn) -> None:
@@ -136,9 +136,9 @@ async def sign_out_everywhere(ctx: FlowContext, browser: SignedIn) -> None:
     user_id = browser.user.id
     async with ctx.uow() as uow:
         await revoke_all(ctx, uow, user_id, "logout_everywhere")
+        record(ctx, uow, "logout_everywhere", factor="cookie", user_id=user_id)
         await uow.commit()
     await announce_revoked(ctx, user_id, "logout_everywhere")
-    audit("logout_everywhere", "success", factor="cookie", user_id=user_id)
 
 
 async def open_after_sign_up(ctx: FlowContext, user_id: str, user_agent: str | None) -> str:
@@ -147,7 +147,7 @@ async def open_after_sign_up(ctx: FlowContext, user_id: str, user_agent: str | N
     now = ctx.clock()
     async with ctx.uow() as uow:
         user = await uow.users.get(user_id)
-        if user is None:
+        if user is None or user.disabled_at is not None:
             raise InvalidToken()
         session = await open_session(
             ctx, uow, user, family_id=events.new_id(), user_agent=user_agent
@@ -155,8 +155,8 @@ async def open_after_sign_up(ctx: FlowContext, user_id: str, user_agent: str | N
         await uow.outbox.add(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )
+        record(ctx, uow, "login", factor="sign_up", user_id=user_id)
         await uow.commit()
-    audit("login", "success", factor="sign_up", user_id=user_id)
     return cookie_for(ctx, session)
 
 

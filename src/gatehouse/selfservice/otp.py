@@ -13,7 +13,7 @@ from gatehouse.domain.throttle import country_prefix
 from gatehouse.domain.users import User, mask_phone
 from gatehouse.errors import GatehouseError, InvalidCode, RateLimited, Unavailable
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record_alone
 from gatehouse.selfservice.context import FlowContext, phone_of
 
 PHONE_CHANNELS = ("sms", "whatsapp")
@@ -139,6 +139,7 @@ async def consume_then(
     action: Callable[[], Awaitable[T]],
     holder: str | None = None,
     binding: str = "",
+    account: str | None = None,
 ) -> T:
     """Check and consume the code, then run `action`. If the action fails for an infrastructure
     reason the code is put back, so the person can simply retry once we recover.
@@ -147,6 +148,9 @@ async def consume_then(
     again by the queue; the code is spent by then, so the check leaves a receipt bound to the
     code and the holder, and the same holder presenting the same code passes again (and only
     it: the receipt is an HMAC under the code key). The action must then be idempotent.
+
+    `account`: the user the code is for, when there is one (a reset, a new phone): a wrong
+    code is then an audit record of that account, not only a log line.
 
     `binding` is what the code must have been issued for (see `send_code`). The receipt leaves
     it out: the first run checked it, and a run again may find the bound row gone, committed."""
@@ -164,7 +168,11 @@ async def consume_then(
         receipt_ttl_seconds=int(ctx.policy.code_ttl.total_seconds()),
     )
     if result is not CodeCheck.OK:
-        audit(f"code.{purpose}", "failure", factor="otp", reason=result.value)
+        if account is None:
+            audit(f"code.{purpose}", "failure", factor="otp", reason=result.value)
+        else:
+            name, why = f"code.{purpose}", result.value
+            await record_alone(ctx, name, factor="otp", user_id=account, reason=why)
         raise InvalidCode()
     audit(f"code.{purpose}", "success", factor="otp")
     try:

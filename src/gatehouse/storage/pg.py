@@ -23,6 +23,7 @@ from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Unavailable
+from gatehouse.storage.pg_audit import PgAuditTrail
 from gatehouse.storage.pg_factors import PgFactors
 from gatehouse.storage.pg_sessions import PgSessions
 
@@ -190,6 +191,7 @@ class PgUnitOfWork:
         self.sessions = PgSessions(self)
         self.factors = PgFactors(self)
         self.outbox = PgOutbox(self)
+        self.audit = PgAuditTrail(self)
 
     async def __aenter__(self) -> PgUnitOfWork:
         await self._connect()
@@ -251,6 +253,7 @@ class PgUnitOfWork:
     async def commit(self) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        await self.audit.flush()  # last: the chain's head is locked from here to the commit
         await self._tx.commit()
         self._tx = None
 
@@ -262,8 +265,8 @@ class PgUnitOfWork:
             await self._db.drop(conn)  # its transaction, if any, dies with it on the server
         elif conn is not None:
             try:
-                if self._tx is not None:
-                    await self._tx.rollback()  # undoes everything not committed
+                if self._tx is not None:  # undone, but for the audit records of refusals
+                    await self.audit.rolled_back(self._tx, conn)
             except Exception:
                 await self._db.drop(conn)  # in an unknown state: never back to the pool
             else:
@@ -299,7 +302,7 @@ class PgUsers(_Repo[User]):
 
     async def get_signed_in(self, user_id: str, session_id: str) -> User | None:
         return await self._one(
-            "id = $1 AND EXISTS (SELECT 1 FROM sessions "
+            "id = $1 AND disabled_at IS NULL AND EXISTS (SELECT 1 FROM sessions "
             "WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL)",
             user_id,
             session_id,

@@ -28,7 +28,7 @@ _TOUCH = (
     "WITH s AS (UPDATE sessions SET last_used_at = $2::timestamp, "  # noqa: S608 - constants
     "auth_time = CASE WHEN $3::boolean THEN $2::timestamp ELSE auth_time END "
     "WHERE id = $1 AND revoked_at IS NULL RETURNING *) "
-    "SELECT {}, {} FROM s JOIN users u ON u.id = s.user_id".format(
+    "SELECT {}, {} FROM s JOIN users u ON u.id = s.user_id AND u.disabled_at IS NULL".format(
         ", ".join(f"s.{n}" for n in NAMES), ", ".join(f"u.{n}" for n in _USER_NAMES)
     )
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
 
@@ -74,6 +76,8 @@ users = Table(
     Column("pending_phone_ciphertext", Text, nullable=True),
     Column("pending_phone_index", String(64), nullable=True),
     Column("pending_phone_expires_at", UTCDateTime, nullable=True),
+    # Set by an operator (migration 0007): no sign-in of any kind while it is set.
+    Column("disabled_at", UTCDateTime, nullable=True),
 )
 
 pending_registrations = Table(
@@ -188,4 +192,92 @@ passkeys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=True),
     Column("transports", String(200), nullable=False),
+)
+
+# The audit trail (migration 0007, docs/audit.md): one hash chain per database. Records are
+# written with their change, numbered by `id`; the chainer gives them `seq` (their position,
+# contiguous: a gap is a removal), `prev_hash` and `hash`, in `id` order, under `audit_head`.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=True, unique=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(16), nullable=False),  # user | admin | system
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("actor_id", String(64), nullable=True),
+    Column("user_id", ID, nullable=True),
+    Column("factor", String(32), nullable=True),
+    Column("detail", String(200), nullable=True),
+    Column("client_address", String(64), nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Index("ix_audit_log_user_id_id", "user_id", "id"),
+    Index("ix_audit_log_action_id", "action", "id"),
+)
+
+# The chain's end, one row (id 1): every chaining locks it, so chainers take turns and never
+# fork the chain; and a removed newest record still shows against it.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Where retention stopped (one row, id 1): the last record removed; verification starts there.
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("removed", BigInteger, nullable=False),
+)
+
+# Webhook endpoints and their deliveries (migration 0008, docs/webhooks.md). A delivery is one
+# event for one endpoint (unique pair); `seq` orders one user's deliveries to an endpoint, and
+# `id` is its `webhook-id`. The body is the CloudEvent as it came from `user-events`.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", Text, nullable=False),  # a JSON list of types, `prefix.*` or "*"
+    Column("description", String(500), nullable=True),
+    Column("paused", Boolean, nullable=False),
+    Column("secret_ciphertext", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("webhook_id", ID, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("user_key", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(200), nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    UniqueConstraint("webhook_id", "event_id"),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_chain", "webhook_id", "user_key", "seq"),
+    Index("ix_webhook_deliveries_webhook_id_seq", "webhook_id", "seq"),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
@@ -25,8 +26,11 @@ from gatehouse.storage.schema import (
     sessions,
     users,
 )
+from gatehouse.storage.sql_audit import SqlAuditTrail, append
 from gatehouse.storage.sql_factors import SqlFactors
 from gatehouse.storage.sql_sessions import SqlSessions
+
+log = logging.getLogger(__name__)
 
 
 def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
@@ -80,7 +84,8 @@ class Executor(Protocol):
 
 # Built once: composing a statement costs more Python than sending it (the hot path's reads).
 _USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
-_SIGNED_IN_USER = _USER_BY_ID.where(
+# A disabled account is signed in nowhere, whatever its sessions (they are revoked with it).
+_SIGNED_IN_USER = _USER_BY_ID.where(users.c.disabled_at.is_(None)).where(
     exists()
     .where(sessions.c.id == bindparam("session_id"), sessions.c.user_id == users.c.id)
     .where(sessions.c.revoked_at.is_(None))
@@ -248,6 +253,7 @@ class SqlUnitOfWork:
         self.sessions = SqlSessions(self)
         self.factors = SqlFactors(self)
         self.outbox = SqlOutbox(self)
+        self.audit = SqlAuditTrail(self)
         return self
 
     async def _connect(self) -> None:
@@ -290,7 +296,22 @@ class SqlUnitOfWork:
         assert self._conn is not None
         if self._read_only:
             raise RuntimeError("a read-only unit of work cannot commit")
+        await self.audit.flush()  # last: the chain's head is locked from here to the commit
         await self._conn.commit()
+
+    async def _write_refusals(self) -> None:
+        """After a rollback, the audit records of refusals: they record no change, so they are
+        written though the unit's change was not (in a transaction of their own)."""
+        refusals = self.audit.refusals()
+        if not refusals:
+            return
+        assert self._conn is not None
+        try:
+            await append(self, refusals)
+            await self._conn.commit()
+        except Exception as exc:
+            log.warning("audit: %d refusal record(s) not written: %r", len(refusals), exc)
+            await self._conn.rollback()
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -299,6 +320,7 @@ class SqlUnitOfWork:
         try:
             if not self._read_only:
                 await self._conn.rollback()  # no-op after commit; undoes everything otherwise
+                await self._write_refusals()
             await self._conn.close()
         except Exception:  # noqa: S110 - the connection is gone; the original error matters
             pass

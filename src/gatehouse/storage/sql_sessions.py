@@ -22,7 +22,7 @@ _LIVE = sessions.c.revoked_at.is_(None)
 _LIVE_WITH_USER = (
     select(sessions, users)
     .join(users, users.c.id == sessions.c.user_id)
-    .where(sessions.c.id == bindparam("session_id"), _LIVE)
+    .where(sessions.c.id == bindparam("session_id"), _LIVE, users.c.disabled_at.is_(None))
 )
 _INSERT = insert(sessions)
 

@@ -1,6 +1,6 @@
 """Pure ASGI middleware (cheap on the hot path): security headers on every response, no-store on
-auth answers, a request body size cap enforced while the body streams in, and a path handed to
-another ASGI app (Socket.IO) inside them."""
+auth answers, a request body size cap enforced while the body streams in, a path handed to
+another ASGI app (Socket.IO) inside them, and the client address for the audit trail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse.selfservice.audit import client_address
+from gatehouse.web.limits import client_ip
 
 SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
@@ -134,6 +138,25 @@ class Mounted:
                 await self.mounted(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ClientAddress:
+    """Each HTTP request's client address (`web/limits.client_ip`: X-Forwarded-For believed
+    only from trusted proxies) in `selfservice.audit.client_address`, for the audit records its
+    flows write, and cleared after it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "app" not in scope:
+            await self.app(scope, receive, send)
+            return
+        token = client_address.set(client_ip(Request(scope)))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            client_address.reset(token)
 
 
 async def _too_large(send: Send) -> None:

@@ -8,7 +8,7 @@ from gatehouse.domain.sessions import clip_user_agent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.users import normalize_email
 from gatehouse.errors import InvalidCredentials, RateLimited
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.login.second import FINISHING, MfaChallenge, challenge
@@ -36,10 +36,18 @@ async def login(
         raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
     async with ctx.reader() as uow:  # one read: no transaction around it
         user = await uow.users.get_by_email(email)
-    if user is None:
+    if user is None or user.disabled_at is not None:
+        # A disabled account is refused as an unknown one is: the same answer, the same work
+        # (a hash burnt, a failure counted, the refusal recorded in a transaction of its own).
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
         await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
-        audit("login", "failure", factor="password", reason="unknown_account")
+        await record_alone(
+            ctx,
+            "login",
+            factor="password",
+            user_id=None if user is None else user.id,
+            reason="unknown_account" if user is None else "disabled",
+        )
         raise InvalidCredentials()
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
@@ -50,8 +58,9 @@ async def login(
             await uow.outbox.add(
                 events.user_event(events.LOGIN_FAILED, user.id, {"factor": "password"}, now)
             )
+            reason = "wrong_password"
+            record(ctx, uow, "login", "failure", factor="password", user_id=user.id, reason=reason)
             await uow.commit()
-            audit("login", "failure", factor="password", user_id=user.id, reason="wrong_password")
             raise InvalidCredentials()
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
@@ -60,8 +69,9 @@ async def login(
         if any(method in FINISHING for method in methods):
             # The failure count stays until the second factor is right too: a known password
             # must not buy a thief fresh tries at the code (second.finish clears it).
+            outcome = "second_factor_required"
+            record(ctx, uow, "login", outcome, factor="password", user_id=user.id)
             await uow.commit()  # the re-hash, if any
-            audit("login", "second_factor_required", factor="password", user_id=user.id)
             return await challenge(ctx, user, methods)
         if failures:
             await ctx.failures.clear(throttle_key)
@@ -76,8 +86,8 @@ async def login(
         await uow.outbox.add(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now)
         )
+        record(ctx, uow, "login", factor="password", user_id=user.id)
         await uow.commit()
     if new_device:
         await push_notice(ctx, user.id, "new_device", now)
-    audit("login", "success", factor="password", user_id=user.id)
     return session

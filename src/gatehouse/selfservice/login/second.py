@@ -28,7 +28,7 @@ from gatehouse.errors import (
     RateLimited,
 )
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
@@ -118,6 +118,9 @@ async def finish(
         user = await uow.users.get(user_id)
     if user is None:
         raise InvalidToken()
+    if user.disabled_at is not None:  # disabled since the password was right
+        await record_alone(ctx, "login.mfa", user_id=user.id, reason="disabled")
+        raise InvalidToken()
     await limit_account(ctx, "login", user.email)
     throttle = ctx.blind_index("login", user.email)
     started = ctx.clock().timestamp()
@@ -138,6 +141,7 @@ async def finish(
                 if verdict is not CodeCheck.OK:
                     raise InvalidToken()
                 new_device, session = await _open(ctx, uow, user, method, user_agent, now)
+                record(ctx, uow, "login.mfa", factor=method, user_id=user.id)
                 await uow.commit()
     if session is None:  # wrong, replayed, or lost a race for the same code
         await _wrong(ctx, nonce, throttle, user.id, method)
@@ -147,7 +151,6 @@ async def finish(
         await push_notice(ctx, user.id, "new_device", now)
     if method == "recovery_code":
         await push_notice(ctx, user.id, "recovery_code_used", now)
-    audit("login.mfa", "success", factor=method, user_id=user.id)
     return session
 
 
@@ -180,7 +183,8 @@ async def _wrong(
     """A wrong factor: a try of the token spent (the fifth ends it) and a failed sign-in."""
     await ctx.failures.add(throttle, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
     verdict = await ctx.codes.check(PURPOSE, nonce, "wrong")
-    audit("login.mfa", "failure", factor=method, user_id=user_id, reason="wrong_factor")
+    reason = "wrong_factor"
+    await record_alone(ctx, "login.mfa", factor=method, user_id=user_id, reason=reason)
     if verdict in (CodeCheck.MISSING, CodeCheck.EXHAUSTED):
         raise InvalidToken()
     raise InvalidCode("Invalid second-factor code")
@@ -204,7 +208,10 @@ async def _check(
     assert passkey is not None
     flow_id, credential = passkey
     try:
-        await verify_assertion(ctx, flow_id=flow_id, credential=credential, user_id=user.id)
+        # Its own audit action: the sign-in step is `login.mfa`, audited (and counted) below.
+        await verify_assertion(
+            ctx, flow_id=flow_id, credential=credential, user_id=user.id, action="login.passkey"
+        )
     except InvalidCredentials:  # any refusal of the assertion is a wrong factor
         return "passkey", None
 

@@ -19,7 +19,7 @@ from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
 from gatehouse.errors import Conflict, InvalidCode, InvalidInput, NotFound
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.mfa.codes import drop_if_no_factor, has_factor, store_new_codes
@@ -58,10 +58,10 @@ async def totp_setup(
             raise Conflict("An authenticator app is already set up: remove it first")
         ciphertext = ctx.keyring.encrypt(secret, factors.TOTP_CONTEXT)
         await uow.factors.put_totp(factors.TotpFactor(user.id, ciphertext, now))
+        record(ctx, uow, "mfa.totp.setup", factor="access_token", user_id=user.id)
         await uow.commit()
     await ctx.failures.clear(_confirm_key(ctx, user.id))
     uri = factors.otpauth_uri(secret, user.email, ISSUER)
-    audit("mfa.totp.setup", "success", factor="access_token", user_id=user.id)
     return {"secret": secret, "otpauth_uri": uri, "qr_svg": qr_svg(uri)}
 
 
@@ -97,9 +97,9 @@ async def totp_confirm(ctx: FlowContext, *, token: str, code: str) -> dict[str, 
             raise NotFound("No authenticator app is being set up")
         codes = await store_new_codes(ctx, uow, user.id, now)
         await _changed(ctx, uow, user, events.MFA_ENABLED, {"method": "totp"}, "mfa_enabled", now)
+        record(ctx, uow, "mfa.totp.confirm", factor="otp", user_id=user.id)
         await uow.commit()
     await push_notice(ctx, user.id, "mfa_enabled", now)
-    audit("mfa.totp.confirm", "success", factor="otp", user_id=user.id)
     return {"recovery_codes": codes}
 
 
@@ -143,10 +143,10 @@ async def totp_remove(
             await drop_if_no_factor(uow, user.id, now)
             data = {"method": "totp"}
             await _changed(ctx, uow, user, events.MFA_DISABLED, data, "mfa_disabled", now)
+        record(ctx, uow, "mfa.totp.remove", factor="access_token", user_id=user.id)
         await uow.commit()
     if confirmed:
         await push_notice(ctx, user.id, "mfa_disabled", now)
-    audit("mfa.totp.remove", "success", factor="access_token", user_id=user.id)
 
 
 async def replace_recovery_codes(
@@ -169,9 +169,9 @@ async def replace_recovery_codes(
             raise InvalidInput("Set up a second factor first: recovery codes recover it")
         codes = await store_new_codes(ctx, uow, user.id, now)
         await write_notice(ctx, uow, user, "recovery_codes_replaced", now)
+        record(ctx, uow, "mfa.recovery", factor="access_token", user_id=user.id)
         await uow.commit()
     await push_notice(ctx, user.id, "recovery_codes_replaced", now)
-    audit("mfa.recovery", "success", factor="access_token", user_id=user.id)
     return {"recovery_codes": codes}
 
 

@@ -16,7 +16,7 @@ from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidCode, InvalidInput, InvalidToken, RateLimited
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, proof_action, record
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.login.second import FINISHING, recovery_spender, totp_spender
@@ -52,13 +52,15 @@ async def prove_second_factor(ctx: FlowContext, user: User, code: str | None, ac
     spend = (
         recovery_spender(ctx, user, code) if is_recovery else await totp_spender(ctx, user, code)
     )
+    factor = "recovery_code" if is_recovery else "totp"
+    name, detail = proof_action(action)
     async with ctx.uow() as uow:
         ok = spend is not None and await spend(uow, now)
         if ok and is_recovery:
             await write_notice(ctx, uow, user, "recovery_code_used", now)
+        outcome = "success" if ok else "failure"
+        record(ctx, uow, name, outcome, factor=factor, user_id=user.id, reason=detail)
         await uow.commit()
-    factor = "recovery_code" if is_recovery else "totp"
-    audit(action, "success" if ok else "failure", factor=factor, user_id=user.id)
     if not ok:
         await ctx.failures.add(throttle, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
         raise InvalidCode("Invalid second-factor code")
@@ -103,10 +105,13 @@ async def reauth(
     async with ctx.reader() as uow:
         user, claims = await authenticate(ctx, uow, token)
     await limit_account(ctx, "reauth", user.id)  # in the flow: every door meets it
+    passkey_proved = False
     if passkey is not None:
         flow_id, credential = passkey
-        await verify_assertion(ctx, flow_id=flow_id, credential=credential, user_id=user.id)
-        audit("reauth", "success", factor="passkey", user_id=user.id)
+        await verify_assertion(
+            ctx, flow_id=flow_id, credential=credential, user_id=user.id, action="reauth"
+        )
+        passkey_proved = True
     elif password is None:
         raise InvalidInput(
             "Give the password, or a passkey assertion",
@@ -117,15 +122,19 @@ async def reauth(
         await prove_password(ctx, user, password, action="reauth", clear=not second)
         if second:
             await prove_second_factor(ctx, user, code, "reauth")
-    return await _renewed(ctx, claims.sid, ctx.clock())
+    return await _renewed(ctx, claims.sid, ctx.clock(), passkey_proved)
 
 
-async def _renewed(ctx: FlowContext, session_id: str, now: datetime) -> dict[str, Any]:
+async def _renewed(
+    ctx: FlowContext, session_id: str, now: datetime, passkey: bool = False
+) -> dict[str, Any]:
     async with ctx.uow() as uow:
         signed_in = await uow.sessions.touch(session_id, now, authenticated=True)
         if signed_in is None:  # revoked while the factors were being checked
             raise InvalidToken()
         session, _user = signed_in
+        if passkey:  # a password (and code) was recorded as it was proved
+            record(ctx, uow, "reauth", factor="passkey", user_id=session.user_id)
         await uow.commit()
     access, issued = issue_access(ctx, session, now)
     return {

@@ -24,7 +24,7 @@ from gatehouse.domain.sessions import clip_user_agent
 from gatehouse.domain.users import User, clean_name
 from gatehouse.errors import Conflict, InvalidCode, InvalidCredentials, InvalidInput, NotFound
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record, record_alone, refused
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.mfa.codes import drop_if_no_factor, has_factor, store_new_codes
@@ -167,9 +167,9 @@ async def register(
             events.user_event(events.PASSKEY_ADDED, user.id, {"passkey_id": passkey.id}, now)
         )
         await write_notice(ctx, uow, user, ADDED, now)
+        record(ctx, uow, "passkey.add", factor="access_token", user_id=user.id)
         await uow.commit()
     await push_notice(ctx, user.id, ADDED, now)
-    audit("passkey.add", "success", factor="passkey", user_id=user.id)
     return passkey_view(passkey), codes
 
 
@@ -196,9 +196,9 @@ async def remove(ctx: FlowContext, *, token: str, passkey_id: str) -> str:
             events.user_event(events.PASSKEY_REMOVED, user.id, {"passkey_id": passkey_id}, now)
         )
         await write_notice(ctx, uow, user, REMOVED, now)
+        record(ctx, uow, "passkey.remove", factor="access_token", user_id=user.id)
         await uow.commit()
     await push_notice(ctx, user.id, REMOVED, now)
-    audit("passkey.remove", "success", factor="passkey", user_id=user.id)
     return user.id
 
 
@@ -220,10 +220,22 @@ async def assertion_options(ctx: FlowContext, *, user_id: str | None) -> dict[st
     return {"flow_id": flow_id, "options": options}
 
 
-def _refuse(action: str, reason: str, user_id: str | None = None) -> NoReturn:
+async def _refuse(
+    ctx: FlowContext,
+    action: str,
+    reason: str,
+    user_id: str | None = None,
+    uow: UnitOfWork | None = None,
+) -> NoReturn:
     # One answer for every reason (unknown credential, bad signature, spent flow): a client
-    # learns nothing about which passkeys exist. The reason goes to the audit line only.
-    audit(action, "failure", factor="passkey", user_id=user_id, reason=reason)
+    # learns nothing about which passkeys exist. The reason goes to the audit trail only (a
+    # record when the refusal names an account, in `uow` when one is open; else a log line).
+    if user_id is None:
+        audit(action, "failure", factor="passkey", reason=reason)
+    elif uow is not None:
+        refused(ctx, uow, action, factor="passkey", user_id=user_id, reason=reason)
+    else:
+        await record_alone(ctx, action, factor="passkey", user_id=user_id, reason=reason)
     raise InvalidCredentials(REFUSED)
 
 
@@ -235,27 +247,27 @@ async def _prove(
     handle it claims, and py_webauthn's checks. Nothing is written."""
     challenge = await _spend(ctx, SIGN_IN, flow_id, user_id)
     if challenge is None:
-        _refuse(action, "no_such_flow", user_id)
+        await _refuse(ctx, action, "no_such_flow", user_id)
     try:
         credential_id = ceremony.credential_id_of(credential)
         handle = ceremony.user_handle_of(credential)
     except ceremony.Refused as exc:
-        _refuse(action, str(exc), user_id)
+        await _refuse(ctx, action, str(exc), user_id)
     async with ctx.reader() as uow:
         passkey = await uow.factors.passkey_by_credential(credential_id)
     if passkey is None:
-        _refuse(action, "unknown_credential", user_id)
+        await _refuse(ctx, action, "unknown_credential", user_id)
     if user_id is not None and passkey.user_id != user_id:
-        _refuse(action, "passkey_of_another_account", user_id)
+        await _refuse(ctx, action, "passkey_of_another_account", user_id)
     if handle is not None and handle != ceremony.user_handle(passkey.user_id):
-        _refuse(action, "user_handle_mismatch", passkey.user_id)
+        await _refuse(ctx, action, "user_handle_mismatch", passkey.user_id)
     await limit_account(ctx, "passkey_login", passkey.user_id)
     try:
         count = ceremony.verify_assertion(
             ctx.relying_party, credential, challenge=challenge, passkey=passkey
         )
     except ceremony.Refused as exc:
-        _refuse(action, str(exc), passkey.user_id)
+        await _refuse(ctx, action, str(exc), passkey.user_id)
     return passkey, count
 
 
@@ -266,10 +278,12 @@ async def _record_use(
     go forward since the check means another use won the race, or a cloned authenticator."""
     now = ctx.clock()
     if not await uow.factors.use_passkey(passkey.id, count, now):
-        _refuse(action, "sign_count_not_forward", passkey.user_id)
+        await _refuse(ctx, action, "sign_count_not_forward", passkey.user_id, uow)
     user = await uow.users.get(passkey.user_id)
     if user is None:  # the account was deleted meanwhile
-        _refuse(action, "no_account", passkey.user_id)
+        await _refuse(ctx, action, "no_account")
+    if user.disabled_at is not None:  # refused as any other passkey is: one answer
+        await _refuse(ctx, action, "disabled", user.id, uow)
     return user, replace(passkey, sign_count=count, last_used_at=now)
 
 
@@ -290,7 +304,7 @@ async def verify_assertion(
     async with ctx.uow() as uow:
         user, used = await _record_use(ctx, uow, passkey, count, action)
         await uow.commit()
-    audit(action, "success", factor="passkey", user_id=user.id)
+    audit(action, "success", factor="passkey", user_id=user.id)  # the caller records it
     return user, used
 
 
@@ -321,8 +335,8 @@ async def sign_in(
         await uow.outbox.add(
             events.user_event(events.LOGGED_IN, user.id, {"factor": "passkey"}, now)
         )
+        record(ctx, uow, "login", factor="passkey", user_id=user.id)
         await uow.commit()
     if new_device:
         await push_notice(ctx, user.id, "new_device", now)
-    audit("login", "success", factor="passkey", user_id=user.id)
     return session

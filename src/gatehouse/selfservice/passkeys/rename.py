@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatehouse.errors import NotFound
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.passkeys.flow import _label, passkey_view
 from gatehouse.selfservice.sessions.flow import authenticate
@@ -23,6 +23,6 @@ async def rename(ctx: FlowContext, *, token: str, passkey_id: str, name: str) ->
             audit("passkey.rename", "failure", factor="access_token", user_id=user.id)
             raise NotFound("No such passkey")
         renamed = [p for p in await uow.factors.passkeys(user.id) if p.id == passkey_id]
+        record(ctx, uow, "passkey.rename", factor="access_token", user_id=user.id)
         await uow.commit()
-    audit("passkey.rename", "success", factor="access_token", user_id=user.id)
     return passkey_view(renamed[0])

@@ -9,6 +9,7 @@ from gatehouse.domain import events
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidInput
 from gatehouse.ports import UnitOfWork
+from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.mfa.proof import step_up
 from gatehouse.selfservice.notices import push_notice, write_notice
@@ -128,6 +129,8 @@ async def update(
         if password is not None:
             await write_notice(ctx, uow, updated, PASSWORD_CHANGED, now)
             await revoke_all(ctx, uow, user.id, PASSWORD_CHANGED)
+        touched = ",".join([*fields, *(["phone_pending"] if new_phone is not None else [])])
+        record(ctx, uow, "account.update", factor="access_token", user_id=user.id, reason=touched)
         await uow.commit()
     if removed:
         await push_notice(ctx, user.id, PHONE_REMOVED, now)
@@ -159,6 +162,7 @@ async def delete(ctx: FlowContext, *, token: str, password: str, code: str | Non
         await uow.outbox.add(events.user_event(events.DELETED, user.id, {}, now))
         # To the address the row held: the mail goes out though the account is gone.
         await write_notice(ctx, uow, user, ACCOUNT_DELETED, now)
+        record(ctx, uow, "account.delete", factor="access_token", user_id=user.id)
         await uow.commit()
     await push_notice(ctx, user.id, ACCOUNT_DELETED, now)  # before the sockets close, as above
     await announce_revoked(ctx, user.id, ACCOUNT_DELETED)

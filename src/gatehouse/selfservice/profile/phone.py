@@ -18,6 +18,7 @@ from gatehouse.domain.codes import FAILURE_WINDOW_SECONDS, Purpose, generate_cod
 from gatehouse.domain.users import User, mask_phone, public_view
 from gatehouse.errors import AccountExists, DecryptionError, InvalidCode, RateLimited
 from gatehouse.ports import UnitOfWork
+from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.notices import push_notice, write_notice
@@ -142,6 +143,7 @@ async def verify(
                 raise InvalidCode() from None  # taken by a change committed since the lookup
             await uow.outbox.add(events.user_event(events.PHONE_VERIFIED, current.id, {}, now))
             await write_notice(ctx, uow, updated, "phone_changed", now)
+            record(ctx, uow, "phone.verify", factor="otp", user_id=current.id)
             await uow.commit()
         await push_notice(ctx, current.id, "phone_changed", now)
         return _view(ctx, updated)
@@ -157,6 +159,7 @@ async def verify(
         action=confirm,
         holder=holder,
         binding=binding,
+        account=user.id,
     )
 
 

@@ -7,7 +7,7 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.domain.users import User, normalize_email
 from gatehouse.errors import InvalidCode, InvalidInput
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.notices import push_notice, write_notice
@@ -29,10 +29,13 @@ async def _find(
             errors=[{"field": "email", "message": "give exactly one of email and phone"}],
         )
     if email:
-        return await uow.users.get_by_email(normalize_email(email))
-    clean = require_phone(phone)
-    assert clean is not None
-    return await uow.users.get_by_phone_index(ctx.blind_index("phone", clean))
+        found = await uow.users.get_by_email(normalize_email(email))
+    else:
+        clean = require_phone(phone)
+        assert clean is not None
+        found = await uow.users.get_by_phone_index(ctx.blind_index("phone", clean))
+    # A disabled account recovers nothing: no code is sent, and a reset is a wrong code.
+    return found if found is not None and found.disabled_at is None else None
 
 
 async def request(
@@ -108,7 +111,7 @@ async def _reset(
         now = ctx.clock()
         async with ctx.uow() as uow:
             current = await uow.users.get(found.id)
-            if current is None:
+            if current is None or current.disabled_at is not None:
                 raise InvalidCode()
             await uow.users.update(
                 current.with_changes(password_hash=password_hash, updated_at=now)
@@ -116,13 +119,15 @@ async def _reset(
             await uow.outbox.add(events.user_event(events.PASSWORD_RESET, current.id, {}, now))
             await write_notice(ctx, uow, current, "password_reset", now)
             await revoke_all(ctx, uow, current.id, "password_reset")
+            record(ctx, uow, "password.reset", factor="otp", user_id=current.id)
             await uow.commit()
         # The notice first: an open page hears why before its socket is closed.
         await push_notice(ctx, found.id, "password_reset", now)
         await announce_revoked(ctx, found.id, "password_reset")
         # The account's owner proved control of it: earlier failed logins no longer count.
         await ctx.failures.clear(ctx.blind_index("login", found.email))
-        audit("password.reset", "success", factor="otp", user_id=found.id)
         return found.id
 
-    return await consume_then(ctx, purpose=PURPOSE, identifier=user.id, otp=otp, action=apply)
+    return await consume_then(
+        ctx, purpose=PURPOSE, identifier=user.id, otp=otp, action=apply, account=user.id
+    )

@@ -19,6 +19,7 @@ from gatehouse.domain.users import (
 )
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.ports import UnitOfWork
+from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.otp import Route, consume_then, limit_sends, send_code
@@ -226,7 +227,7 @@ async def verify_sign_up(ctx: FlowContext, *, email: str, otp: str) -> SignedUp:
                 phone_index=pending.phone_index,
                 email_verified_at=now,
             )
-            await _add_user(uow, user)
+            await _add_user(ctx, uow, user)
             await uow.pending.delete(pending.id)
             await uow.commit()
             return _signed_up(ctx, user)
@@ -319,7 +320,7 @@ async def create_account(
                 await uow.outbox.add(
                     events.user_event(events.REGISTERED, user.id, {"email": email}, now)
                 )
-            await _add_user(uow, user)
+            await _add_user(ctx, uow, user)
             await uow.commit()
         return _signed_up(ctx, user)
 
@@ -365,12 +366,11 @@ def _signed_up(ctx: FlowContext, user: User) -> SignedUp:
     return SignedUp(view, password_required=not has_password(user.password_hash))
 
 
-async def _add_user(uow: UnitOfWork, user: User) -> None:
+async def _add_user(ctx: FlowContext, uow: UnitOfWork, user: User) -> None:
     await uow.users.add(user)
-    assert user.email_verified_at is not None
-    await uow.outbox.add(
-        events.user_event(events.VERIFIED, user.id, {"email": user.email}, user.email_verified_at)
-    )
+    record(ctx, uow, "account.create", factor="otp", user_id=user.id)
+    data, verified = {"email": user.email}, user.email_verified_at or ctx.clock()  # always set
+    await uow.outbox.add(events.user_event(events.VERIFIED, user.id, data, verified))
 
 
 async def _send_code(

@@ -19,10 +19,11 @@ from gatehouse.domain.tokens import (
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidToken, TokenError
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, record, refused
 from gatehouse.selfservice.context import FlowContext, phone_of
 
 log = logging.getLogger(__name__)
+FACTOR = "refresh_token"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
     now = ctx.clock()
     async with ctx.uow() as uow:
         stored = await uow.refresh_tokens.get_by_hash(token_hash)
-        if stored is None or stored.revoked_at is not None:
+        if stored is None:
+            raise InvalidToken()  # names no account: a log line at most (the door's)
+        if stored.revoked_at is not None:
+            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason="revoked")
             raise InvalidToken()
         if stored.used_at is not None or not await uow.refresh_tokens.mark_used(stored.id, now):
             await uow.refresh_tokens.revoke_family(stored.family_id, now)
@@ -77,26 +81,24 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
                     now,
                 )
             )
+            reason = "reuse_detected_family_revoked"
+            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason=reason)
             await uow.commit()
             await announce_revoked(ctx, stored.user_id, "refresh_token_reuse", stored.family_id)
-            audit(
-                "refresh",
-                "failure",
-                factor="refresh_token",
-                user_id=stored.user_id,
-                reason="reuse_detected_family_revoked",
-            )
             raise InvalidToken()
         if stored.expires_at <= now or stored.family_expires_at <= now:
+            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason="expired")
             raise InvalidToken()
         # The session's row, marked used, with its user: one statement where the database allows.
         signed_in = await uow.sessions.touch(stored.family_id, now)
-        if signed_in is None:
+        if signed_in is None:  # the session ended, or its account was disabled or deleted
+            reason = "session_ended"
+            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason=reason)
             raise InvalidToken()
-        record, user = signed_in
-        session = await _issue(ctx, uow, user, record, stored.family_expires_at)
+        live, user = signed_in
+        session = await _issue(ctx, uow, user, live, stored.family_expires_at)
+        record(ctx, uow, "refresh", factor=FACTOR, user_id=user.id)
         await uow.commit()
-    audit("refresh", "success", factor="refresh_token", user_id=user.id)
     return session
 
 
@@ -111,9 +113,9 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
             return
         if everywhere and stored.revoked_at is None:
             await revoke_all(ctx, uow, stored.user_id, "logout_everywhere")
+            record(ctx, uow, "logout_everywhere", factor=FACTOR, user_id=stored.user_id)
             await uow.commit()
             await announce_revoked(ctx, stored.user_id, "logout_everywhere")
-            audit("logout_everywhere", "success", factor="refresh_token", user_id=stored.user_id)
             return
         tokens = await uow.refresh_tokens.revoke_family(stored.family_id, now)
         revoked = await uow.sessions.revoke(stored.family_id, now, "logout") or bool(tokens)
@@ -126,10 +128,10 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
                     now,
                 )
             )
+        record(ctx, uow, "logout", factor=FACTOR, user_id=stored.user_id)
         await uow.commit()
     if revoked:
         await announce_revoked(ctx, stored.user_id, "logout", stored.family_id)
-    audit("logout", "success", factor="refresh_token", user_id=stored.user_id)
 
 
 async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: str) -> None:
@@ -173,7 +175,7 @@ async def open_session(
     """A new session for a user who just proved `amr` (a password by default): its row and its
     first refresh token, in the caller's transaction."""
     now = ctx.clock()
-    record = SessionRecord(
+    opened = SessionRecord(
         id=family_id,
         user_id=user.id,
         created_at=now,
@@ -183,9 +185,9 @@ async def open_session(
         amr=amr,
         aal=aal,
     )
-    await uow.sessions.add(record)
+    await uow.sessions.add(opened)
     return await _issue(
-        ctx, uow, user, record, family_expires or now + ctx.policy.refresh_family_max
+        ctx, uow, user, opened, family_expires or now + ctx.policy.refresh_family_max
     )
 
 

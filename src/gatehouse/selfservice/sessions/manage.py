@@ -11,7 +11,7 @@ from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidCredentials, NotFound, RateLimited, ReauthRequired
-from gatehouse.selfservice.audit import audit
+from gatehouse.selfservice.audit import audit, proof_action, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate
 
@@ -63,9 +63,9 @@ async def revoke_session(ctx: FlowContext, *, token: str, session_id: str) -> st
                 events.SESSION_REVOKED, user.id, {"reason": DELETED, "session_id": session.id}, now
             )
         )
+        record(ctx, uow, "session.revoke", factor="access_token", user_id=user.id)
         await uow.commit()
     await announce_revoked(ctx, user.id, DELETED, session.id)
-    audit("session.revoke", "success", factor="access_token", user_id=user.id)
     return user.id
 
 
@@ -89,7 +89,9 @@ async def prove_password(
         audit(action, "throttled", factor="password", user_id=user.id)
         raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
     ok, _ = await ctx.hasher.verify(user.password_hash, password)
-    audit(action, "success" if ok else "failure", factor="password", user_id=user.id)
+    name, detail = proof_action(action)
+    outcome = "success" if ok else "failure"
+    await record_alone(ctx, name, outcome, factor="password", user_id=user.id, reason=detail)
     if not ok:
         await ctx.failures.add(key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
         raise InvalidCredentials(message or "The password is wrong")

@@ -1,0 +1,1 @@
+"""Webhooks (DESIGN 12): endpoints registered by operators, `user-events` delivered to them."""

@@ -1,0 +1,1 @@
+"""The deploy tests: the Dockerfile and compose.yaml built and run with podman (conftest.py)."""
