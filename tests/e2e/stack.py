@@ -288,3 +288,54 @@ async def run_node(
     assert process.returncode == 0, f"{script} failed: {lines}\n{errors}"
     assert lines and lines[-1] == {"done": True}, f"{lines}\n{errors}"
     return lines
+
+
+@contextlib.contextmanager
+def serving(
+    tmp: Path,
+    database: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    smtp_url: str,
+    courier_group: str,
+    **settings: str,
+) -> Iterator[tuple[str, Path]]:
+    """(base url, log) of one `gatehouse serve` in production mode on the real services, its
+    database migrated, its courier group at the end of `send-otp`; `settings` adds to the env."""
+    secrets = tmp / "secrets.json"
+    secrets.write_text(json.dumps(generate_secrets_document()))
+    port = free_port()
+    env = {
+        "GATEHOUSE_ENV": "production",
+        "GATEHOUSE_DATABASE_URL": database,
+        "GATEHOUSE_REDIS_URL": redis_url,
+        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GATEHOUSE_SMTP_URL": smtp_url,
+        "GATEHOUSE_PORT": str(port),
+        "GATEHOUSE_SECRETS_FILE": str(secrets),
+        "GATEHOUSE_KAFKA_COURIER_GROUP": unique(courier_group),
+        **settings,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "gatehouse", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+    )
+    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gatehouse", "serve"],
+            env={**os.environ, **env},
+            cwd=tmp,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, log)
+        yield base, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

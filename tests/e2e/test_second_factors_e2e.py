@@ -9,11 +9,6 @@ the soft authenticator claims."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +18,8 @@ import httpx
 import pyotp
 import pytest
 
-from gatehouse.domain.crypto import generate_secrets_document
-from tests.conftest import MailSink, courier_group_at_end, free_port, unique
-from tests.e2e.stack import mailed_code, wait_ready
-from tests.e2e.test_serve_e2e import start_serve
+from tests.conftest import MailSink, unique
+from tests.e2e.stack import mailed_code, serving
 from tests.e2e.test_takeover import PASSWORD, Serve
 from tests.integration.conftest import create_database, drop_database
 from tests.softauthn import SoftAuthenticator
@@ -49,35 +42,16 @@ async def serve(
     database: str, own_redis: str, kafka_bootstrap: str, mail_sink: MailSink, tmp_path: Path
 ) -> AsyncIterator[Serve]:
     """`gatehouse serve` (every production role in one process) on the real services."""
-    port = free_port()
-    secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps(generate_secrets_document()))
-    env = {
-        "GATEHOUSE_ENV": "production",
-        "GATEHOUSE_DATABASE_URL": database,
-        "GATEHOUSE_REDIS_URL": own_redis,
-        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "GATEHOUSE_SMTP_URL": mail_sink.url,
-        "GATEHOUSE_PORT": str(port),
-        "GATEHOUSE_SECRETS_FILE": str(secrets),
-        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("mfa-courier"),
-        "GATEHOUSE_RATE_LIMITS": "{}",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "gatehouse", "migrate"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-    )
-    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
-    process = start_serve(env, tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, tmp_path / "serve.log")
-        yield Serve(base, tmp_path / "serve.log")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with serving(
+        tmp_path,
+        database,
+        own_redis,
+        kafka_bootstrap,
+        mail_sink.url,
+        "mfa-courier",
+        GATEHOUSE_RATE_LIMITS="{}",
+    ) as (base, log):
+        yield Serve(base, log)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatehouse.domain.crypto import generate_secrets_document
-from tests.conftest import MailSink, body_of, courier_group_at_end, free_port, unique
-from tests.e2e.stack import mailed_code, wait_ready
-from tests.e2e.test_serve_e2e import start_serve
+from tests.conftest import MailSink, body_of, unique
+from tests.e2e.stack import mailed_code, serving
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "Owner-Secret-Passw0rd-4417"
@@ -49,37 +43,21 @@ async def serve(
 ) -> AsyncIterator[Serve]:
     """`gatehouse serve` on the real services, its log at DEBUG, rate limits off (the attacks
     here are about answers, not volume), an answer floor of FLOOR_MS."""
-    port = free_port()
-    secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps(generate_secrets_document()))
-    env = {
-        "GATEHOUSE_ENV": "production",
-        "GATEHOUSE_DATABASE_URL": postgres_database,
-        "GATEHOUSE_REDIS_URL": own_redis,
-        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "GATEHOUSE_SMTP_URL": mail_sink.url,
-        "GATEHOUSE_PORT": str(port),
-        "GATEHOUSE_SECRETS_FILE": str(secrets),
-        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("takeover-courier"),
+    settings = {
         "GATEHOUSE_RATE_LIMITS": "{}",
         "GATEHOUSE_ANSWER_FLOOR_MS": str(FLOOR_MS),
         "GATEHOUSE_LOG_LEVEL": "DEBUG",
     }
-    subprocess.run(
-        [sys.executable, "-m", "gatehouse", "migrate"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-    )
-    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
-    process = start_serve(env, tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, tmp_path / "serve.log")
-        yield Serve(base, tmp_path / "serve.log")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with serving(
+        tmp_path,
+        postgres_database,
+        own_redis,
+        kafka_bootstrap,
+        mail_sink.url,
+        "takeover-courier",
+        **settings,
+    ) as (base, log):
+        yield Serve(base, log)
 
 
 def answer(response: httpx.Response) -> tuple[int, str, tuple[tuple[str, str], ...]]:

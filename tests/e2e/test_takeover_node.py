@@ -6,11 +6,6 @@ once. Now the flows' own limits hold for every producer and a new phone is only 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gatehouse.domain.crypto import generate_secrets_document
-from tests.conftest import MailSink, courier_group_at_end, free_port, unique
-from tests.e2e.stack import mailed_code, run_node, wait_ready
-from tests.e2e.test_serve_e2e import start_serve
+from tests.conftest import MailSink, unique
+from tests.e2e.stack import mailed_code, run_node, serving
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "Owner-Secret-Passw0rd-4417"
@@ -36,34 +29,15 @@ async def served(
     tmp_path: Path,
 ) -> AsyncIterator[dict[str, str]]:
     """`gatehouse serve` on the real services with the shipped rate limits."""
-    port = free_port()
-    secrets = tmp_path / "secrets.json"
-    secrets.write_text(json.dumps(generate_secrets_document()))
-    env = {
-        "GATEHOUSE_ENV": "production",
-        "GATEHOUSE_DATABASE_URL": postgres_database,
-        "GATEHOUSE_REDIS_URL": own_redis,
-        "GATEHOUSE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "GATEHOUSE_SMTP_URL": mail_sink.url,
-        "GATEHOUSE_PORT": str(port),
-        "GATEHOUSE_SECRETS_FILE": str(secrets),
-        "GATEHOUSE_KAFKA_COURIER_GROUP": unique("node-attack-courier"),
-    }
-    subprocess.run(
-        [sys.executable, "-m", "gatehouse", "migrate"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=True,
-    )
-    courier_group_at_end(kafka_bootstrap, env["GATEHOUSE_KAFKA_COURIER_GROUP"])
-    process = start_serve(env, tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, tmp_path / "serve.log")
+    with serving(
+        tmp_path,
+        postgres_database,
+        own_redis,
+        kafka_bootstrap,
+        mail_sink.url,
+        "node-attack-courier",
+    ) as (base, _log):
         yield {"base": base, "redis": own_redis}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 async def test_a_node_producer_meets_every_limit_and_cannot_move_the_phone(
