@@ -4,13 +4,10 @@ object a process needs, once; entrypoints take what they run from the returned `
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,7 +19,7 @@ from gatehouse.courier.channels.twilio_sms import TwilioSmsChannel
 from gatehouse.courier.channels.twilio_whatsapp import TwilioWhatsAppChannel
 from gatehouse.courier.templates import Templates
 from gatehouse.domain import events
-from gatehouse.domain.crypto import Keyring, Secrets, generate_secrets_document, parse_secrets
+from gatehouse.domain.crypto import Keyring
 from gatehouse.domain.tokens import AccessTokens
 from gatehouse.jobs.bullmq_queues import BullmqJobs
 from gatehouse.jobs.bullmq_workers import BullmqWorkers
@@ -47,6 +44,7 @@ from gatehouse.ports import (
 )
 from gatehouse.ports.audit import AuditStore, UserDirectory
 from gatehouse.ports.telemetry import MetricsEndpoint, Tracer
+from gatehouse.realtime.invalidations import RedisInvalidations
 from gatehouse.realtime.notifier import SocketIONotifier, socket_server
 from gatehouse.security.hashing import Argon2Hasher
 from gatehouse.security.memory import MemoryCodeStore, MemoryFailureCounter
@@ -54,8 +52,11 @@ from gatehouse.security.password_list import load_common_passwords
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
+from gatehouse.security.secrets_file import load_secrets
 from gatehouse.selfservice import audit
 from gatehouse.selfservice.context import FlowContext, Policy, RelyingParty
+from gatehouse.selfservice.sessions.cache import SignedInCache
+from gatehouse.selfservice.sessions.invalidating import invalidating_units
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
@@ -92,6 +93,8 @@ class Services:
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     metrics: MetricsEndpoint = field(default_factory=prometheus_metrics)
     tracer: Tracer | None = None  # None: tracing is off (no OTEL_EXPORTER_OTLP_ENDPOINT)
+    # The signed-in cache's channel, which api processes listen to (None without Redis).
+    invalidations: RedisInvalidations | None = None
 
     def delivery_source(self, topic: str = events.SEND_OTP) -> DeliverySource:
         """A fresh consumer of `send-otp` for one courier (`user-events`: for the webhooks)."""
@@ -142,25 +145,6 @@ class Services:
                 await close()
             except Exception:  # closing one must not keep the others open
                 log.exception("error while closing")
-
-
-def load_secrets(settings: Settings) -> Secrets:
-    """Inline JSON, else the secrets file; generated into the file only in development."""
-    if settings.secrets_json:
-        return parse_secrets(json.loads(settings.secrets_json))
-    path = Path(settings.secrets_file)
-    if not path.exists():
-        if settings.env == "production":
-            raise RuntimeError(
-                f"no secrets: set GATEHOUSE_SECRETS_JSON or create {path} "
-                "with `gatehouse keys generate` (never generated in production)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(generate_secrets_document(), handle, indent=2)
-        log.warning("generated development secrets in %s", path)
-    return parse_secrets(json.loads(path.read_text()))
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -314,6 +298,11 @@ def build(
     )
     failures: FailureCounter = RedisFailureCounter(redis) if redis else MemoryFailureCounter()
     units, readers, pg_database = units_of_work(settings, engine)
+    invalidations: RedisInvalidations | None = None
+    if redis is not None:  # every process announces; api processes listen (and cache)
+        cache = SignedInCache(ttl_seconds=settings.session_cache_seconds)
+        invalidations = RedisInvalidations(redis, cache)
+        units = invalidating_units(units, invalidations)
     if tracer is not None:  # outbox rows, pushes and jobs carry the trace context
         from gatehouse.observability.traced import TracedNotifier, traced_units
 
@@ -332,6 +321,7 @@ def build(
         limiter=limiter,
         failures=failures,
         common_passwords=load_common_passwords(),
+        signed_in=invalidations.cache if invalidations and settings.session_cache_seconds else None,
         relying_party=RelyingParty(
             id=settings.webauthn_rp_id,
             name=settings.webauthn_rp_name,
@@ -373,6 +363,7 @@ def build(
         redis=redis,
         metrics=metrics,
         tracer=tracer,
+        invalidations=invalidations,
     )
     if tracer is not None:  # closed last (closers run in reverse): flushes the spans
         shutdown = tracer.shutdown

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # A sensitive change (password, phone, account deletion) needs the session to have proved a
     # factor this recently, or the current password in its body; else 403 reauth_required.
     step_up_seconds: int = Field(default=300, ge=0)
+    # How long an api process may answer a profile read from its signed-in cache (with Redis
+    # only; every change that ends a session or alters a user empties it on every process at
+    # once, before it commits). 0: every read asks the database.
+    session_cache_seconds: int = Field(default=30, ge=0)
 
     code_ttl_seconds: int = 600
     code_max_attempts: int = 5

@@ -152,6 +152,8 @@ async def serve_http(
     if not prepared:
         await prepare(services, migrate=settings.migrates_on_start)
     background = [sockets.sockets_role(services), *(role(services) for role in roles)]
+    if services.invalidations is not None:  # this process answers from a signed-in cache
+        background.append(services.invalidations.listen)
     # Socket.IO at /socket.io inside the FastAPI app's middleware (create_app stays plain for
     # tests).
     app = sockets.mount(create_app(services, background=background))

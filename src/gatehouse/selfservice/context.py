@@ -19,6 +19,7 @@ from gatehouse.ports import (
     RateLimiter,
     UnitOfWork,
 )
+from gatehouse.selfservice.sessions.cache import SignedInCache
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class FlowContext:
     # Units of work that only read (no transaction); None: `uow` serves reads too.
     read_uow: Callable[[], UnitOfWork] | None = None
     relying_party: RelyingParty = RelyingParty()
+    # Signed-in users an api process holds between announcements (sessions/cache.py); None:
+    # every authenticated read asks the database.
+    signed_in: SignedInCache | None = None
 
     def reader(self) -> UnitOfWork:
         """A unit of work for a flow that reads and never commits."""

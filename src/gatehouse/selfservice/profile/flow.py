@@ -14,7 +14,12 @@ from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.mfa.proof import step_up
 from gatehouse.selfservice.notices import push_notice, write_notice
 from gatehouse.selfservice.profile.phone import CLEARED, Pending, limit_change, propose
-from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, revoke_all
+from gatehouse.selfservice.sessions.flow import (
+    announce_revoked,
+    authenticate,
+    revoke_all,
+    signed_in_user,
+)
 from gatehouse.selfservice.validation import (
     require_image,
     require_name,
@@ -38,8 +43,7 @@ async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
 
 
 async def read(ctx: FlowContext, *, token: str) -> dict[str, Any]:
-    async with ctx.reader() as uow:
-        user = await current_user(ctx, uow, token)
+    user = await signed_in_user(ctx, token)
     return public_view(user, phone_of(ctx, user))
 
 

@@ -46,16 +46,42 @@ class Session:
 async def authenticate(ctx: FlowContext, uow: UnitOfWork, token: str) -> tuple[User, AccessClaims]:
     """The user an access token speaks for, and its claims, if the token is valid, its session
     live (not logged out, deleted or ended by a password change) and the account still there."""
+    claims = _verified(ctx, token)
+    return _alive(await uow.users.get_signed_in(claims.sub, claims.sid), claims), claims
+
+
+def _verified(ctx: FlowContext, token: str) -> AccessClaims:
     try:
-        claims = ctx.tokens.verify(token, ctx.clock())
+        return ctx.tokens.verify(token, ctx.clock())
     except TokenError as exc:
         audit("token", "failure", factor="access_token", reason="invalid")
         raise InvalidToken() from exc
-    user = await uow.users.get_signed_in(claims.sub, claims.sid)
+
+
+def _alive(user: User | None, claims: AccessClaims) -> User:
     if user is None:
         audit("token", "failure", factor="access_token", user_id=claims.sub, reason="revoked")
         raise InvalidToken()
-    return user, claims
+    return user
+
+
+async def signed_in_user(ctx: FlowContext, token: str) -> User:
+    """`authenticate` for a read outside any transaction: answered from the process's
+    signed-in cache while its channel is heard (`cache.py`), else from the database."""
+    cache = ctx.signed_in
+    if cache is None:
+        async with ctx.reader() as uow:
+            user, _claims = await authenticate(ctx, uow, token)
+        return user
+    claims = _verified(ctx, token)
+    held = cache.get(claims.sid, claims.sub)
+    if held is not None:
+        return held
+    ticket = cache.ticket()
+    async with ctx.reader() as uow:
+        user = _alive(await uow.users.get_signed_in(claims.sub, claims.sid), claims)
+    cache.put(ticket, claims.sid, user)
+    return user
 
 
 async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
