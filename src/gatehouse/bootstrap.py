@@ -52,7 +52,7 @@ from gatehouse.security.password_list import load_common_passwords
 from gatehouse.security.ratelimit import LimitsRateLimiter
 from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
-from gatehouse.security.secrets_file import load_secrets
+from gatehouse.security.secrets_file import load_secrets as load_secrets  # processes.py's
 from gatehouse.selfservice import audit
 from gatehouse.selfservice.context import FlowContext, Policy, RelyingParty
 from gatehouse.selfservice.sessions.cache import SignedInCache
@@ -60,6 +60,7 @@ from gatehouse.selfservice.sessions.invalidating import invalidating_units
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
+from gatehouse.storage.pg_refresh import PgRotations
 from gatehouse.storage.sql_audit import SqlAuditStore, SqlUserDirectory
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from gatehouse.storage.sql_outbox import SqlOutboxStore
@@ -322,6 +323,7 @@ def build(
         failures=failures,
         common_passwords=load_common_passwords(),
         signed_in=invalidations.cache if invalidations and settings.session_cache_seconds else None,
+        rotations=PgRotations(pg_database) if pg_database is not None else None,
         relying_party=RelyingParty(
             id=settings.webauthn_rp_id,
             name=settings.webauthn_rp_name,

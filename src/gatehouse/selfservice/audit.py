@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 
-from gatehouse.domain.audit import USER, entry
+from gatehouse.domain.audit import USER, AuditEntry, entry
 from gatehouse.ports import UnitOfWork
 from gatehouse.ports.telemetry import NO_METRICS, Metrics
 from gatehouse.selfservice.context import FlowContext
@@ -73,7 +73,35 @@ def record(
     """The log line, and the record staged in `uow`. The actor's id is the user's own when the
     user acts (`actor_id` names an operator); `reason` is the record's `detail`."""
     audit(action, outcome, factor=factor, user_id=user_id, reason=reason)
-    staged = entry(
+    staged = audit_entry(
+        ctx,
+        action,
+        outcome,
+        factor=factor,
+        user_id=user_id,
+        reason=reason,
+        actor=actor,
+        actor_id=actor_id,
+    )
+    if refusal:
+        uow.audit.keep(staged)
+    else:
+        uow.audit.add(staged)
+
+
+def audit_entry(
+    ctx: FlowContext,
+    action: str,
+    outcome: str = "success",
+    *,
+    factor: str | None = None,
+    user_id: str | None = None,
+    reason: str | None = None,
+    actor: str = USER,
+    actor_id: str | None = None,
+) -> AuditEntry:
+    """The record `record` stages, for a writer that stages it itself (`ports.rotation`)."""
+    return entry(
         ctx.clock(),
         action,
         outcome,
@@ -84,10 +112,6 @@ def record(
         detail=reason,
         client_address=client_address.get(),
     )
-    if refusal:
-        uow.audit.keep(staged)
-    else:
-        uow.audit.add(staged)
 
 
 def refused(

@@ -19,6 +19,7 @@ from gatehouse.ports import (
     RateLimiter,
     UnitOfWork,
 )
+from gatehouse.ports.rotation import Rotations
 from gatehouse.selfservice.sessions.cache import SignedInCache
 
 
@@ -69,6 +70,8 @@ class FlowContext:
     # Signed-in users an api process holds between announcements (sessions/cache.py); None:
     # every authenticated read asks the database.
     signed_in: SignedInCache | None = None
+    # A refresh written in one step where the database allows it (ports/rotation.py).
+    rotations: Rotations | None = None
 
     def reader(self) -> UnitOfWork:
         """A unit of work for a flow that reads and never commits."""

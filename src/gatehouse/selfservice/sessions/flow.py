@@ -19,7 +19,8 @@ from gatehouse.domain.tokens import (
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidToken, TokenError
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit, record, refused
+from gatehouse.ports.rotation import Rotation, Rotations
+from gatehouse.selfservice.audit import audit, audit_entry, record, refused
 from gatehouse.selfservice.context import FlowContext, phone_of
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
     """Rotate: the presented token is spent and a new one of the same family is returned. A token
     presented twice means it was stolen or replayed, so the whole family is revoked."""
     token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
+    if ctx.rotations is not None:
+        rotated = await _rotate_at_once(ctx, ctx.rotations, token_hash)
+        if rotated is not None:
+            return rotated
     now = ctx.clock()
     async with ctx.uow() as uow:
         stored = await uow.refresh_tokens.get_by_hash(token_hash)
@@ -126,6 +131,29 @@ async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
         record(ctx, uow, "refresh", factor=FACTOR, user_id=user.id)
         await uow.commit()
     return session
+
+
+async def _rotate_at_once(
+    ctx: FlowContext, rotations: Rotations, token_hash: str
+) -> Session | None:
+    """The path below when all is well, in one step where the database allows it (the same
+    rows written: `ports.rotation`); None when anything is not, and then nothing was written."""
+    now = ctx.clock()
+    plaintext, replacement_hash = new_refresh_token(ctx.secrets.token_key)
+    rotation = Rotation(
+        presented_hash=token_hash,
+        now=now,
+        replacement_id=events.new_id(),
+        replacement_hash=replacement_hash,
+        replacement_expires_at=now + ctx.policy.refresh_ttl,
+        record=audit_entry(ctx, "refresh", factor=FACTOR),
+    )
+    rotated = await rotations.rotate(rotation)
+    if rotated is None:
+        return None
+    live, user = rotated
+    audit("refresh", "success", factor=FACTOR, user_id=user.id)
+    return _session(ctx, user, live, plaintext, now)
 
 
 async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = False) -> None:
@@ -248,10 +276,16 @@ async def _issue(
             family_expires_at=family_expires,
         )
     )
+    return _session(ctx, user, session, plaintext, now)
+
+
+def _session(
+    ctx: FlowContext, user: User, session: SessionRecord, refresh_token: str, now: datetime
+) -> Session:
     access, claims = issue_access(ctx, session, now)
     return Session(
         token=access,
-        refresh_token=plaintext,
+        refresh_token=refresh_token,
         user=public_view(user, phone_of(ctx, user), reveal_phone=False),
         expires_in=int((claims.exp - now).total_seconds()),
     )

@@ -1,0 +1,242 @@
+"""A refresh in one statement on PostgreSQL (storage/pg_refresh.py) against the ordinary path it is
+derived from (sessions.flow.refresh over the unit of work), on the real database: the same rows
+written for a good token, and for every token that is not good nothing written by it and the
+same answer, records and revocations as the ordinary path; concurrent presentations of one
+token: one new token, then the family revoked as a replay."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gatehouse.bootstrap import Services, build
+from gatehouse.config import Settings
+from gatehouse.domain.events import new_id
+from gatehouse.domain.users import User
+from gatehouse.errors import InvalidToken
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions.flow import Session
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.pg_refresh import PgRotations
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery staple"
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclasses.dataclass
+class Paths:
+    services: Services
+    clock: Clock
+    at_once: FlowContext  # as bootstrap wires it on PostgreSQL
+    ordinary: FlowContext  # the same, without the one-statement path
+
+    async def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        async with self.services.engine.connect() as conn:
+            result = await conn.execute(text(sql), params)
+            return [dict(row._mapping) for row in result]
+
+
+@pytest.fixture
+async def paths(postgres_database: str, tmp_path: Path) -> AsyncIterator[Paths]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=postgres_database,
+        secrets_file=tmp_path / "secrets.json",
+        redis_url="",
+        kafka_bootstrap_servers="",
+        smtp_url="",
+        rate_limits={},
+        argon2_memory_kib=1024,
+        argon2_time_cost=1,
+        hash_workers=1,
+    )
+    clock = Clock()
+    services = build(settings, clock=clock)
+    await upgrade(services.engine)
+    try:
+        assert isinstance(services.ctx.rotations, PgRotations)  # bootstrap chose it
+        ordinary = dataclasses.replace(services.ctx, rotations=None)
+        yield Paths(services, clock, services.ctx, ordinary)
+    finally:
+        await services.aclose()
+
+
+async def account(ctx: FlowContext, n: int) -> User:
+    user = User(
+        id=new_id(),
+        email=f"refresh-{n}-{new_id()[:8]}@example.com",
+        name=f"User {n}",
+        password_hash=await ctx.hasher.hash(PASSWORD),
+        created_at=START,
+        updated_at=START,
+        email_verified_at=START,
+    )
+    async with ctx.uow() as uow:
+        await uow.users.add(user)
+        await uow.commit()
+    return user
+
+
+async def signed_in(ctx: FlowContext, user: User) -> Session:
+    opened = await login_flow.login(ctx, email=user.email, password=PASSWORD)
+    assert isinstance(opened, Session)
+    return opened
+
+
+async def written(paths: Paths, user: User) -> dict[str, Any]:
+    """What a refresh leaves of `user`, without ids, hashes or the chain's links."""
+    tokens = await paths.rows(
+        "SELECT created_at, expires_at, family_expires_at, used_at, revoked_at, "
+        "family_id = (SELECT id FROM sessions WHERE user_id = :u) AS of_the_session "
+        "FROM refresh_tokens WHERE user_id = :u ORDER BY created_at, used_at NULLS LAST",
+        u=user.id,
+    )
+    sessions = await paths.rows(
+        "SELECT last_used_at, auth_time, amr, aal, revoked_at, revoked_reason "
+        "FROM sessions WHERE user_id = :u",
+        u=user.id,
+    )
+    records = await paths.rows(
+        "SELECT at, actor, action, outcome, actor_id = user_id AS by_the_user, factor, detail, "
+        "client_address FROM audit_log WHERE user_id = :u ORDER BY id",
+        u=user.id,
+    )
+    events = await paths.rows(
+        "SELECT payload FROM outbox WHERE message_key = :u ORDER BY created_at", u=user.id
+    )
+    ids = await paths.rows("SELECT id FROM sessions WHERE user_id = :u", u=user.id)
+
+    def anonymous(payload: str) -> str:
+        for row in ids:
+            payload = payload.replace(row["id"], "<session>")
+        return payload.replace(user.id, "<user>")
+
+    return {
+        "tokens": tokens,
+        "sessions": sessions,
+        "records": records,
+        "events": [
+            (event["type"], event["data"])
+            for event in (json.loads(anonymous(e["payload"])) for e in events)
+        ],
+    }
+
+
+async def test_a_good_token_writes_what_the_ordinary_path_writes(paths: Paths) -> None:
+    seen: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
+    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        paths.clock.now = START
+        user = await account(ctx, n)
+        opened = await signed_in(ctx, user)
+        paths.clock.now = START + timedelta(minutes=5)
+        rotated = await session.refresh(ctx, refresh_token=opened.refresh_token)
+        claims = ctx.tokens.verify(rotated.token, paths.clock.now)
+        assert claims.sub == user.id and claims.sid == ctx.tokens.verify(opened.token, START).sid
+        answers.append(
+            {
+                **rotated.as_data(),
+                "token": None,
+                "refresh_token": None,
+                "user": {**rotated.user, "id": None, "email": None, "name": None},
+            }
+        )
+        # The new refresh token works, on either path.
+        again = await session.refresh(paths.ordinary, refresh_token=rotated.refresh_token)
+        assert again.user["id"] == user.id
+        seen.append(await written(paths, user))
+    at_once, ordinary = seen
+    print(f"\none refresh leaves, on either path: {ordinary['tokens'][:2]}")
+    assert at_once == ordinary
+    assert answers[0] == answers[1]
+    assert [r["action"] for r in ordinary["records"]] == ["login", "refresh", "refresh"]
+
+
+async def end_it(paths: Paths, case: str, user: User, opened: Session) -> str:
+    """Makes `opened`'s refresh token not good, as `case` says; the token to present."""
+    ctx = paths.ordinary
+    if case == "unknown":
+        return "rt_" + "x" * 43
+    if case == "replayed":
+        await session.refresh(ctx, refresh_token=opened.refresh_token)
+    elif case == "logged_out":
+        await session.logout(ctx, refresh_token=opened.refresh_token)
+    elif case == "session_ended":  # the session alone (its tokens not revoked with it)
+        sid = ctx.tokens.verify(opened.token, paths.clock.now).sid
+        async with ctx.uow() as uow:
+            await uow.sessions.revoke(sid, paths.clock.now, "logout")
+            await uow.commit()
+    elif case == "disabled":
+        async with ctx.uow() as uow:
+            await uow.users.update(user.with_changes(disabled_at=paths.clock.now))
+            await uow.commit()
+    elif case == "expired":
+        paths.clock.now = START + ctx.policy.refresh_ttl + timedelta(seconds=1)
+    elif case == "family_expired":
+        paths.clock.now = START + ctx.policy.refresh_family_max + timedelta(seconds=1)
+    return opened.refresh_token
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown", "replayed", "logged_out", "session_ended", "disabled", "expired", "family_expired"],
+)
+async def test_a_token_that_is_not_good_gets_the_ordinary_answer_and_writes(
+    paths: Paths, case: str
+) -> None:
+    seen: list[dict[str, Any]] = []
+    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        paths.clock.now = START
+        user = await account(ctx, n)
+        opened = await signed_in(ctx, user)
+        presented = await end_it(paths, case, user, opened)
+        before = await written(paths, user)
+        with pytest.raises(InvalidToken):
+            await session.refresh(ctx, refresh_token=presented)
+        after = await written(paths, user)
+        seen.append({"before": before, "after": after})
+    at_once, ordinary = seen
+    assert at_once == ordinary
+    if case == "replayed":  # the ordinary path's replay detection ran: the family is revoked
+        assert all(t["revoked_at"] is not None for t in ordinary["after"]["tokens"])
+        assert ordinary["after"]["sessions"][0]["revoked_reason"] == "refresh_token_reuse"
+
+
+async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revoked(
+    paths: Paths,
+) -> None:
+    user = await account(paths.at_once, 1)
+    opened = await signed_in(paths.at_once, user)
+    results = await asyncio.gather(
+        *(session.refresh(paths.at_once, refresh_token=opened.refresh_token) for _ in range(10)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, Session)]
+    refused = [r for r in results if isinstance(r, InvalidToken)]
+    print(f"\n10 at once: {len(won)} rotated, {len(refused)} refused")
+    assert len(won) == 1 and len(refused) == 9
+    state = await written(paths, user)
+    assert len(state["tokens"]) == 2  # the presented one and its one successor
+    assert all(t["revoked_at"] is not None for t in state["tokens"])  # a replay ends the family
+    assert state["sessions"][0]["revoked_reason"] == "refresh_token_reuse"
+    with pytest.raises(InvalidToken):
+        await session.refresh(paths.at_once, refresh_token=won[0].refresh_token)
