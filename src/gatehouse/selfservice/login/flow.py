@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from gatehouse.domain import events
 from gatehouse.domain.sessions import clip_user_agent
-from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.users import normalize_email
-from gatehouse.errors import InvalidCredentials, RateLimited
-from gatehouse.selfservice.audit import audit, record, record_alone
+from gatehouse.errors import InvalidCredentials
+from gatehouse.selfservice.audit import record, record_alone
 from gatehouse.selfservice.context import FlowContext
-from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.limits import limit_account, sign_in_throttle
 from gatehouse.selfservice.login.second import FINISHING, MfaChallenge, challenge
 from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
 from gatehouse.selfservice.sessions.flow import Session, open_session
@@ -27,13 +27,7 @@ async def login(
     await limit_account(ctx, "login", email)
     # Failures are counted per email whether or not an account exists, so the growing waits
     # reveal nothing about which emails are registered.
-    throttle_key = ctx.blind_index("login", email)
-    started = ctx.clock().timestamp()
-    failures, last_failure = await ctx.failures.get(throttle_key, started)
-    wait = login_wait(failures, last_failure, started)
-    if wait:
-        audit("login", "throttled", factor="password")
-        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
+    throttle_key, failures = await sign_in_throttle(ctx, email, "login", factor="password")
     async with ctx.reader() as uow:  # one read: no transaction around it
         user = await uow.users.get_by_email(email)
     if user is None or user.disabled_at is not None:

@@ -18,19 +18,18 @@ from gatehouse.domain import events, factors
 from gatehouse.domain.codes import CodeCheck
 from gatehouse.domain.crypto import keyed_hash, same
 from gatehouse.domain.sessions import PWD, clip_user_agent
-from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.users import User
 from gatehouse.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
-    RateLimited,
 )
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import audit, record, record_alone
+from gatehouse.selfservice.audit import record, record_alone
 from gatehouse.selfservice.context import FlowContext
-from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.limits import limit_account, sign_in_throttle
 from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
 from gatehouse.selfservice.passkeys.flow import verify_assertion
 from gatehouse.selfservice.sessions.flow import Session, open_session
@@ -122,13 +121,7 @@ async def finish(
         await record_alone(ctx, "login.mfa", user_id=user.id, reason="disabled")
         raise InvalidToken()
     await limit_account(ctx, "login", user.email)
-    throttle = ctx.blind_index("login", user.email)
-    started = ctx.clock().timestamp()
-    failures, last_failure = await ctx.failures.get(throttle, started)
-    wait = login_wait(failures, last_failure, started)
-    if wait:
-        audit("login.mfa", "throttled", user_id=user.id)
-        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
+    throttle, failures = await sign_in_throttle(ctx, user.email, "login.mfa", user_id=user.id)
     method, spend = await _check(ctx, user, code, recovery_code, passkey)
     now = ctx.clock()
     session, new_device = None, False

@@ -12,13 +12,13 @@ from typing import Any
 
 from gatehouse.domain.factors import TOTP_DIGITS
 from gatehouse.domain.sessions import is_recent
-from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
-from gatehouse.errors import InvalidCode, InvalidInput, InvalidToken, RateLimited
-from gatehouse.selfservice.audit import audit, proof_action, record
+from gatehouse.errors import InvalidCode, InvalidInput, InvalidToken
+from gatehouse.selfservice.audit import proof_action, record
 from gatehouse.selfservice.context import FlowContext
-from gatehouse.selfservice.limits import limit_account
+from gatehouse.selfservice.limits import limit_account, sign_in_throttle
 from gatehouse.selfservice.login.second import FINISHING, recovery_spender, totp_spender
 from gatehouse.selfservice.notices import push_notice, write_notice
 from gatehouse.selfservice.passkeys.flow import verify_assertion
@@ -41,12 +41,7 @@ async def prove_second_factor(ctx: FlowContext, user: User, code: str | None, ac
         )
     await limit_account(ctx, "mfa", user.id)
     # The account's sign-in failure throttle: a wrong code here counts as a wrong one at sign-in.
-    throttle = ctx.blind_index("login", user.email)
-    failures, last_failure = await ctx.failures.get(throttle, ctx.clock().timestamp())
-    wait = login_wait(failures, last_failure, ctx.clock().timestamp())
-    if wait:
-        audit(action, "throttled", factor="otp", user_id=user.id)
-        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
+    throttle, _ = await sign_in_throttle(ctx, user.email, action, factor="otp", user_id=user.id)
     now = ctx.clock()
     is_recovery = len("".join(code.split())) != TOTP_DIGITS  # recovery codes are longer
     spend = (

@@ -7,12 +7,13 @@ from typing import Any
 
 from gatehouse.domain import events
 from gatehouse.domain.sessions import SessionRecord, is_alive, is_recent
-from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS, login_wait
+from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.tokens import AccessClaims
 from gatehouse.domain.users import User
-from gatehouse.errors import InvalidCredentials, NotFound, RateLimited, ReauthRequired
+from gatehouse.errors import InvalidCredentials, NotFound, ReauthRequired
 from gatehouse.selfservice.audit import audit, proof_action, record, record_alone
 from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.limits import sign_in_throttle
 from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate
 
 DELETED = "session_deleted"  # the revocation reason of DELETE /api/auth/sessions/{id}
@@ -81,13 +82,9 @@ async def prove_password(
     """Check the account's password inside a session as a sign-in checks it: the sign-in
     failure throttle applies and a wrong password counts in it, so a stolen access token is
     no faster an oracle for the password than the login form."""
-    key = ctx.blind_index("login", user.email)
-    started = ctx.clock().timestamp()
-    failures, last_failure = await ctx.failures.get(key, started)
-    wait = login_wait(failures, last_failure, started)
-    if wait:
-        audit(action, "throttled", factor="password", user_id=user.id)
-        raise RateLimited(wait, "Too many failed sign-in attempts; try again later")
+    key, failures = await sign_in_throttle(
+        ctx, user.email, action, factor="password", user_id=user.id
+    )
     ok, _ = await ctx.hasher.verify(user.password_hash, password)
     name, detail = proof_action(action)
     outcome = "success" if ok else "failure"
