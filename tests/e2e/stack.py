@@ -232,6 +232,46 @@ def started_stack(
             drop_database(database, admin)
 
 
+@contextlib.contextmanager
+def running(
+    factory: pytest.TempPathFactory,
+    name: str,
+    redis_url: str,
+    kafka: str,
+    sink: MailSink,
+    roles: dict[str, str],
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """`started_stack` for a module's fixture: `env` set for its processes (they inherit the
+    environment); once stopped, every role must have exited 0 (SIGTERM drains)."""
+    tmp = factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        with started_stack(tmp, redis_url, kafka, sink.url, roles) as stack:
+            yield stack
+    assert stack.exit_codes == dict.fromkeys(stack.roles, 0), stack.logs()
+
+
+def stack_fixture(name: str, roles: dict[str, str], env: dict[str, str] | None = None) -> Any:
+    """A module-scoped `stack` fixture running `roles` (see `running`)."""
+
+    @pytest.fixture(scope="module")
+    def stack(
+        postgres_url: str,  # asked for, so a missing PostgreSQL fails (or skips) here
+        redis_url: str,
+        kafka_bootstrap: str,
+        module_mail_sink: MailSink,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Stack]:
+        with running(
+            tmp_path_factory, name, redis_url, kafka_bootstrap, module_mail_sink, roles, env
+        ) as started:
+            yield started
+
+    return stack
+
+
 def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     """Until `base`/health/ready answers 200 (each request may take the 3 s a check is given,
     and more); fails with the log if `process` exits first or `timeout` seconds pass."""

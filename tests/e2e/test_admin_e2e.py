@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import MailSink
-from tests.e2e.stack import Stack, module_mail_sink, started_stack
+from tests.e2e.stack import Stack, module_mail_sink, stack_fixture
 from tests.e2e.test_socket_sessions import PASSWORD, login, signed_up, watch
 from tests.integration.conftest import create_database, drop_database
 
@@ -34,26 +34,11 @@ ADMIN = {"Authorization": f"Bearer {KEY}"}
 WITHIN = 1.0
 
 
-@pytest.fixture(scope="module")
-def stack(
-    redis_url: str,
-    kafka_bootstrap: str,
-    module_mail_sink: MailSink,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("admin")
-    roles = {
-        "api1": "api",
-        "api2": "api",
-        "worker": "worker",
-        "relay": "relay",
-        "courier": "courier",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GATEHOUSE_ADMIN_TOKEN", KEY)
-        with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
-            yield stack
-    assert stack.exit_codes == dict.fromkeys(stack.roles, 0), stack.logs()
+stack = stack_fixture(
+    "admin",
+    {"api1": "api", "api2": "api", "worker": "worker", "relay": "relay", "courier": "courier"},
+    {"GATEHOUSE_ADMIN_TOKEN": KEY},
+)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ import socketio
 from bullmq import Queue
 
 from tests.conftest import MailSink, unique
-from tests.e2e.stack import Stack, mailed_code, module_mail_sink, started_stack
+from tests.e2e.stack import Stack, mailed_code, module_mail_sink, stack_fixture
 
 pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
@@ -22,27 +22,17 @@ PASSWORD = "correct horse battery staple"
 PROCESSED = re.compile(r"processed job verify-user/(\S+) ")
 
 
-@pytest.fixture(scope="module")
-def stack(
-    postgres_url: str,
-    redis_url: str,
-    kafka_bootstrap: str,
-    module_mail_sink: MailSink,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("multinode")
-    roles = {
+stack = stack_fixture(
+    "multinode",
+    {
         "api1": "api",
         "api2": "api",
         "worker1": "worker",
         "worker2": "worker",
         "relay": "relay",
         "courier": "courier",
-    }
-    with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
-        yield stack
-    codes = stack.exit_codes
-    assert codes == dict.fromkeys(stack.roles, 0), stack.logs()
+    },
+)
 
 
 @pytest.fixture

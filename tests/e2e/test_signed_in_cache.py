@@ -11,14 +11,13 @@ import asyncio
 import base64
 import json
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import MailSink, unique
-from tests.e2e.stack import Stack, mailed_code, module_mail_sink, started_stack
+from tests.e2e.stack import Stack, mailed_code, module_mail_sink, stack_fixture
 
 pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
@@ -28,22 +27,11 @@ KEY = "e2e-admin-key-" + "c" * 32
 READS = 16  # fresh connections a check makes: each lands on either process of node 2
 
 
-@pytest.fixture(scope="module")
-def stack(
-    postgres_url: str,
-    redis_url: str,
-    kafka_bootstrap: str,
-    module_mail_sink: MailSink,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("signed-in-cache")
-    roles = {"api1": "api", "api2": "api", "relay": "relay", "courier": "courier"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GATEHOUSE_API_WORKERS", "2")
-        patch.setenv("GATEHOUSE_ADMIN_TOKEN", KEY)
-        with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
-            yield stack
-    assert stack.exit_codes == dict.fromkeys(stack.roles, 0), stack.logs()
+stack = stack_fixture(
+    "signed-in-cache",
+    {"api1": "api", "api2": "api", "relay": "relay", "courier": "courier"},
+    {"GATEHOUSE_API_WORKERS": "2", "GATEHOUSE_ADMIN_TOKEN": KEY},
+)
 
 
 def sid_of(token: str) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import MailSink, unique
-from tests.e2e.stack import Stack, mailed_code, module_mail_sink, run_node, started_stack
+from tests.e2e.stack import Stack, mailed_code, module_mail_sink, run_node, stack_fixture
 
 pytestmark = pytest.mark.e2e
 __all__ = ["module_mail_sink"]  # a fixture, imported for this module's processes
@@ -32,28 +32,12 @@ TOKEN_SECONDS = 8  # short, for the expiry tests; every other step here takes we
 WITHIN = 1.0
 
 
-@pytest.fixture(scope="module")
-def stack(
-    postgres_url: str,
-    redis_url: str,
-    kafka_bootstrap: str,
-    module_mail_sink: MailSink,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("socket-sessions")
-    roles = {
-        "api1": "api",
-        "api2": "api",
-        "worker": "worker",
-        "relay": "relay",
-        "courier": "courier",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        # The processes inherit the environment: every one issues and judges short tokens.
-        patch.setenv("GATEHOUSE_ACCESS_TOKEN_TTL_SECONDS", str(TOKEN_SECONDS))
-        with started_stack(tmp, redis_url, kafka_bootstrap, module_mail_sink.url, roles) as stack:
-            yield stack
-    assert stack.exit_codes == dict.fromkeys(stack.roles, 0), stack.logs()
+# Every process issues and judges short tokens, for the expiry tests.
+stack = stack_fixture(
+    "socket-sessions",
+    {"api1": "api", "api2": "api", "worker": "worker", "relay": "relay", "courier": "courier"},
+    {"GATEHOUSE_ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_SECONDS)},
+)
 
 
 def claims_of(token: str) -> dict[str, Any]:
