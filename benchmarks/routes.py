@@ -166,6 +166,11 @@ def run(
     def wrk(name: str, script: str, connections: int, env: dict[str, str]) -> float:
         result = harness.wrk(api.url, script, seconds=seconds, connections=connections, env=env)
         detail.setdefault(name, []).append(result)
+        if result["per_s"] <= 0:
+            # Every answer an error is a broken bench or a broken route, never a rate of 0 (the
+            # verify runs once reported 0.0 a second: seed.pending's codes were not bound to
+            # their sign-up as register binds them since issue 12, so every code was refused).
+            raise RuntimeError(f"{name}: no request succeeded ({result})\n{api.text()[-3000:]}")
         return float(result["per_s"])
 
     # Warm-up, excluded: every route once under load for a few seconds.
