@@ -30,6 +30,7 @@ from gatehouse.domain import events
 from gatehouse.entrypoints.app import Background, create_app
 from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
+from gatehouse.web.front import HotFront
 from gatehouse.webhooks.delivery import WebhookDeliverer
 from gatehouse.webhooks.dispatch import Dispatcher
 
@@ -156,7 +157,9 @@ async def serve_http(
         background.append(services.invalidations.listen)
     # Socket.IO at /socket.io inside the FastAPI app's middleware (create_app stays plain for
     # tests).
-    app = sockets.mount(create_app(services, background=background))
+    fastapi = sockets.mount(create_app(services, background=background))
+    # The hot routes answered in front of the app's layers (web/front.py).
+    app = HotFront(fastapi, fastapi=fastapi, max_body_bytes=settings.max_body_bytes)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -208,12 +208,12 @@ class HotRoutes:
             return
         kwargs: dict[str, Any] = {}
         if route.schema is not None:
-            raw, complete = await _read_body(receive)
+            raw, complete = await read_body(receive)
             if not complete:
                 return  # the client left: nobody to answer
-            body = _well_formed(scope, raw, route.schema)
+            body = well_formed(scope, raw, route.schema)
             if body is None:  # FastAPI's answer, errors included, on the same bytes
-                await self.app(scope, _replay(raw, receive), send)
+                await self.app(scope, replay(raw, receive), send)
                 return
             kwargs[route.body_name] = body
         request = Request(scope, receive)
@@ -229,7 +229,7 @@ def _overridden(route: HotRoute) -> bool:
     return bool(getattr(route.overrides_from, "dependency_overrides", None))
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
     """The request's body, and whether all of it came (not when the client left first)."""
     chunks: list[bytes] = []
     while True:
@@ -241,7 +241,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), True
 
 
-def _well_formed(scope: Scope, raw: bytes, schema: type[BaseModel]) -> BaseModel | None:
+def well_formed(scope: Scope, raw: bytes, schema: type[BaseModel]) -> BaseModel | None:
     """The body as `schema`, if it is a JSON object (sent as JSON) that the schema accepts."""
     if not _json_content(scope):
         return None
@@ -265,7 +265,7 @@ def _json_content(scope: Scope) -> bool:
     return False
 
 
-def _replay(raw: bytes, receive: Receive) -> Receive:
+def replay(raw: bytes, receive: Receive) -> Receive:
     """A `receive` that gives the body already read once, then defers to the client's."""
     replayed = False
 
