@@ -1,13 +1,17 @@
 """A webhook receiver for the tests and the benchmark: a threaded HTTP server on loopback that
 verifies every request with `standardwebhooks` (as an integrator's receiver would), records it,
 and answers as the test says (a status, after a delay); it can be stopped and started again on
-the same port (an endpoint that is down for a while)."""
+the same port (an endpoint that is down for a while). It keeps connections alive (HTTP/1.1), as
+a receiver in production would, and cuts them when stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +45,8 @@ class Receiver:
     open: set[str] = field(default_factory=set)  # webhook-ids being answered right now
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _seen: Counter[str] = field(default_factory=Counter)  # requests per webhook-id
+    _connections: set[socket.socket] = field(default_factory=set)  # kept alive, to cut at stop
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -49,6 +55,20 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a receiver in production would
+            disable_nagle_algorithm = True  # else each answer waits out a delayed ACK (40 ms)
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver.lock:
+                    receiver._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -60,7 +80,8 @@ class Receiver:
                     verified = False
                 wid = headers.get("webhook-id", "")
                 with receiver.lock:
-                    seen = sum(1 for r in receiver.received if r.webhook_id == wid)
+                    seen = receiver._seen[wid]
+                    receiver._seen[wid] += 1
                     receiver.received.append(
                         Received(
                             time.monotonic(),
@@ -96,10 +117,17 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Down: no longer listening, and every kept-alive connection cut (a client finds the
+        port refusing connections, as a stopped server's would)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:
+            connections, self._connections = set(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def of(self, path: str) -> list[Received]:
         with self.lock:

@@ -1,6 +1,7 @@
 """Webhooks without services: the signature against `standardwebhooks`' own verifier, the retry
 schedule, event matching, the registry's checks and pagination (on SQLite), SSRF refusals at
-registration and at delivery, and redirects not followed (a receiver on loopback)."""
+registration and at delivery, redirects not followed, and one connection pool per origin (a
+receiver on loopback)."""
 
 from __future__ import annotations
 
@@ -184,3 +185,29 @@ async def test_redirects_are_not_followed() -> None:
         receiver.stop()
     assert attempt.status_code == 302 and not attempt.ok
     assert [r.path for r in receiver.received] == ["/moved"]  # /elsewhere never asked
+
+
+async def test_one_connection_pool_per_origin_the_idle_oldest_closed_past_the_limit() -> None:
+    receivers = [Receiver() for _ in range(3)]
+    for receiver in receivers:
+        receiver.start()
+    client = HttpxWebhookClient(2, allow_private=True, pools=2)
+    try:
+        for receiver in (*receivers[:2], receivers[0]):
+            attempt = await client.post(receiver.url("/a"), b"{}", {"webhook-id": "x"})
+            assert attempt.ok
+        first = client._pools[f"http://127.0.0.1:{receivers[0].port}"].http
+        assert len(client._pools) == 2  # /a twice on one origin: one pool, reused
+        assert (await client.post(receivers[2].url("/b"), b"{}", {})).ok
+        assert list(client._pools) == [
+            f"http://127.0.0.1:{receivers[0].port}",
+            f"http://127.0.0.1:{receivers[2].port}",
+        ]  # the second origin's pool, the least recently used, was closed
+        assert not first.is_closed
+        assert (await client.post(receivers[1].url("/c"), b"{}", {})).ok
+        assert first.is_closed and len(client._pools) == 2
+    finally:
+        await client.aclose()
+        for receiver in receivers:
+            receiver.stop()
+    assert client._pools == {}

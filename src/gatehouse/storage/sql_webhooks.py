@@ -1,28 +1,75 @@
-"""Webhook endpoints and deliveries in SQL (SQLAlchemy Core, on every database): leases taken by
-conditional UPDATEs, as the courier's delivery log does; a user's deliveries to an endpoint go
-out one after another (the oldest pending one of a chain is the only one due)."""
+"""Webhook endpoints and deliveries in SQL (SQLAlchemy Core, on every database). A user's
+deliveries to an endpoint go out one after another: one is due only once the one before it in
+that chain is settled (delivered or failed). The delivery loop makes one transaction a round
+(`settle_and_claim`): the outcomes of its finished posts in one UPDATE, then what is due leased a
+batch at a time (FOR UPDATE SKIP LOCKED on PostgreSQL so that processes pass each other, and one
+conditional UPDATE: of two processes, one wins a row)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gatehouse.domain.webhooks import FAILED, PENDING, Endpoint, WebhookDelivery
+from gatehouse.domain.webhooks import FAILED, MAX_ERROR, PENDING, Endpoint, WebhookDelivery
 from gatehouse.errors import Unavailable
 from gatehouse.ports.webhooks import Outcome
-from gatehouse.storage.schema import webhook_deliveries, webhooks
+from gatehouse.storage.schema import UTCDateTime, webhook_deliveries, webhooks
 from gatehouse.storage.sql import _unavailable
 
 w, d = webhooks.c, webhook_deliveries.c
+FIELDS = tuple(c.name for c in webhook_deliveries.columns)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _settled_values(outcomes: Sequence[tuple[str, Outcome]]) -> dict[str, Any]:
+    """The columns an attempt writes, each a CASE on the delivery's id: one UPDATE for all."""
+    time_type = UTCDateTime()
+
+    def by_id(pick: Callable[[Outcome], Any], kind: Any) -> Any:
+        return case({i: literal(pick(o), kind) for i, o in outcomes}, value=d.id)
+
+    return {
+        "status": by_id(lambda o: o.status, String()),
+        "attempts": by_id(lambda o: o.attempts, Integer()),
+        "last_status_code": by_id(lambda o: o.attempt.status_code, Integer()),
+        "last_error": by_id(
+            lambda o: o.attempt.error[:MAX_ERROR] if o.attempt.error else None, String()
+        ),
+        "duration_ms": by_id(lambda o: o.attempt.duration_ms, Integer()),
+        "updated_at": by_id(lambda o: o.now, time_type),
+        "next_attempt_at": by_id(lambda o: o.next_attempt_at, time_type),
+        "expires_at": by_id(lambda o: o.expires_at, time_type),
+        "delivered_at": by_id(lambda o: o.now if o.attempt.ok else None, time_type),
+        "lease_owner": None,
+        "lease_until": None,
+    }
+
+
+# Leased deliveries, and the endpoints they go to that the caller has no current copy of.
+Claimed = tuple[list[WebhookDelivery], list[Endpoint]]
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -37,7 +84,8 @@ def _endpoint_row(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _delivery(row: Any) -> WebhookDelivery:
-    return WebhookDelivery(**row._mapping)
+    values = row._mapping
+    return WebhookDelivery(**{name: values[name] for name in FIELDS})
 
 
 class SqlWebhookStore:
@@ -45,14 +93,23 @@ class SqlWebhookStore:
 
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
+        # A delivery is due only after the one before it in its chain (same endpoint and user)
+        # is settled: that one row, found by the chain index, whatever the chain's history.
         earlier = webhook_deliveries.alias("earlier")
         e = earlier.c
-        self._before = exists().where(
-            e.webhook_id == d.webhook_id,
-            e.user_key == d.user_key,
-            e.status == PENDING,
-            e.seq < d.seq,
+        before = (
+            select(e.status)
+            .where(e.webhook_id == d.webhook_id, e.user_key == d.user_key, e.seq < d.seq)
+            .order_by(e.seq.desc())
+            .limit(1)
+            .scalar_subquery()
         )
+        self._head = func.coalesce(before, "") != PENDING
+        # The endpoint, row by row (a join would have the planner sort every due row).
+        self._paused = select(w.paused).where(w.id == d.webhook_id).scalar_subquery()
+        self._version = select(w.updated_at).where(w.id == d.webhook_id).scalar_subquery()
+        active = select(func.count()).where(w.paused.is_(False)).scalar_subquery()
+        self._active = active.label("active")
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -115,63 +172,171 @@ class SqlWebhookStore:
                 added += 1
         return added
 
-    async def due(
-        self, now: datetime, limit: int, busy: Collection[str] = ()
-    ) -> list[WebhookDelivery]:
+    def _due(
+        self, now: datetime, limit: int, busy: Collection[str], *, light: bool = False
+    ) -> Select[Any]:
+        """Heads of chains whose time has come, not leased, of endpoints neither paused nor
+        `busy`, oldest first; `light`: only which ones, their endpoint's `updated_at` (is a
+        cached copy current?) and how many endpoints are not paused."""
+        columns = (d.seq, d.webhook_id, self._version.label("version"), self._active)
         query = (
-            select(webhook_deliveries)
-            .join(webhooks, w.id == d.webhook_id)
+            select(*columns if light else (webhook_deliveries,))
             .where(
                 d.status == PENDING,
                 d.next_attempt_at <= now,
                 or_(d.lease_until.is_(None), d.lease_until <= now),
-                w.paused.is_(False),
-                ~self._before,
+                self._paused.is_(False),
+                self._head,
             )
-            .order_by(d.next_attempt_at, d.seq)
+            .order_by(d.next_attempt_at)
             .limit(limit)
         )
         if busy:
             query = query.where(d.webhook_id.not_in(list(busy)))
+        return query
+
+    async def due(
+        self, now: datetime, limit: int, busy: Collection[str] = ()
+    ) -> list[WebhookDelivery]:
         async with self._transaction() as conn:
-            return [_delivery(r) for r in await conn.execute(query)]
+            return [_delivery(r) for r in await conn.execute(self._due(now, limit, busy))]
 
     async def claim(self, delivery_id: str, owner: str, now: datetime, until: datetime) -> bool:
-        statement = (
+        free = or_(d.lease_until.is_(None), d.lease_until <= now, d.lease_owner == owner)
+        lease = update(webhook_deliveries).where(d.id == delivery_id, d.status == PENDING, free)
+        async with self._transaction() as conn:
+            done = await conn.execute(lease.values(lease_owner=owner, lease_until=until))
+        return done.rowcount == 1
+
+    async def claim_due(
+        self,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+        known: Mapping[str, datetime],
+    ) -> Claimed:
+        """Lease up to `limit` due deliveries, at most `room` (else `default_room`) of an
+        endpoint; with them, the endpoints not in `known` at their current `updated_at` (a
+        changed URL, secret or filter is seen at once)."""
+        _, claimed, endpoints = await self.settle_and_claim(
+            owner, (), now, until, limit, room, default_room, known
+        )
+        return claimed, endpoints
+
+    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+        return (await self.finish_many(owner, [(delivery_id, outcome)]))[0]
+
+    async def finish_many(self, owner: str, outcomes: Sequence[tuple[str, Outcome]]) -> list[bool]:
+        """Each attempt's outcome written (its lease freed) while `owner` holds the delivery."""
+        written, _, _ = await self.settle_and_claim(owner, outcomes, _EPOCH, _EPOCH, 0, {}, 0, {})
+        return written
+
+    async def settle_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[tuple[str, Outcome]],
+        now: datetime,
+        until: datetime,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+        known: Mapping[str, datetime],
+    ) -> tuple[list[bool], list[WebhookDelivery], list[Endpoint]]:
+        """One transaction: the outcomes written (which ones were: the lease still `owner`'s),
+        then what is due leased (`claim_due`), the next one of a chain just settled included."""
+        async with self._transaction() as conn:
+            written = await self._settle(conn, owner, outcomes)
+            if limit <= 0:
+                return written, [], []
+            claimed, endpoints = await self._claim(
+                conn, owner, now, until, limit, room, default_room, known
+            )
+        return written, claimed, endpoints
+
+    async def _settle(
+        self, conn: AsyncConnection, owner: str, outcomes: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
+        """Attempts' outcomes, in one UPDATE, where the lease is still `owner`'s: which ones
+        were written (RETURNING; else the rows are locked and read first)."""
+        if not outcomes:
+            return []
+        ids = [delivery_id for delivery_id, _ in outcomes]
+        mine = and_(d.id.in_(ids), d.status == PENDING, d.lease_owner == owner)
+        write = update(webhook_deliveries).values(_settled_values(outcomes))
+        if self._engine.dialect.update_returning:
+            done = set((await conn.execute(write.where(mine).returning(d.id))).scalars())
+        else:
+            done = set((await conn.execute(select(d.id).where(mine).with_for_update())).scalars())
+            if done:
+                await conn.execute(write.where(d.id.in_(sorted(done))))
+        return [delivery_id in done for delivery_id in ids]
+
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+        known: Mapping[str, datetime],
+    ) -> Claimed:
+        """Candidates read oldest first (FOR UPDATE SKIP LOCKED on PostgreSQL, so that another
+        process takes others meanwhile), chosen within each endpoint's room, leased by one
+        conditional UPDATE (of several processes, one wins each row). When endpoints reached
+        their room before the read ran out, it is made again without them: however many of
+        its deliveries are due, a dead endpoint's backlog hides no other endpoint's."""
+        busy = {webhook for webhook, free in room.items() if free <= 0}
+        taken: Counter[str] = Counter()
+        claimed: list[WebhookDelivery] = []
+        versions: dict[str, datetime] = {}
+        while len(claimed) < limit:
+            window = min((limit - len(claimed)) * 2, 500)
+            query = self._due(now, window, busy, light=True)
+            if self._engine.dialect.name == "postgresql":
+                query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
+            rows, chosen = (await conn.execute(query)).all(), list[int]()
+            for row in rows:
+                if len(claimed) + len(chosen) < limit and row.webhook_id not in busy:
+                    taken[row.webhook_id] += 1
+                    chosen.append(row.seq)
+                    versions[row.webhook_id] = row.version
+                    if taken[row.webhook_id] >= room.get(row.webhook_id, default_room):
+                        busy.add(row.webhook_id)
+            if chosen:
+                claimed += await self._lease(conn, chosen, owner, now, until)
+            if len(rows) < window or len(chosen) == len(rows) or len(busy) >= rows[0].active:
+                break  # every due one seen, none passed over, or no endpoint left with room
+        stale = {x.webhook_id for x in claimed if known.get(x.webhook_id) != versions[x.webhook_id]}
+        endpoints = []
+        if stale:
+            fresh = select(webhooks).where(w.id.in_(sorted(stale)))
+            endpoints = [_endpoint(r) for r in await conn.execute(fresh)]
+        return sorted(claimed, key=lambda x: x.seq), endpoints
+
+    async def _lease(
+        self, conn: AsyncConnection, seqs: list[int], owner: str, now: datetime, until: datetime
+    ) -> list[WebhookDelivery]:
+        lease = (
             update(webhook_deliveries)
             .where(
-                d.id == delivery_id,
+                d.seq.in_(seqs),
                 d.status == PENDING,
-                or_(d.lease_until.is_(None), d.lease_until <= now, d.lease_owner == owner),
+                or_(d.lease_until.is_(None), d.lease_until <= now),
             )
             .values(lease_owner=owner, lease_until=until, updated_at=now)
         )
-        async with self._transaction() as conn:
-            return (await conn.execute(statement)).rowcount == 1
-
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        attempt = outcome.attempt
-        values: dict[str, Any] = {
-            "status": outcome.status,
-            "attempts": outcome.attempts,
-            "last_status_code": attempt.status_code,
-            "last_error": attempt.error[:200] if attempt.error else None,
-            "duration_ms": attempt.duration_ms,
-            "updated_at": outcome.now,
-            "next_attempt_at": outcome.next_attempt_at,
-            "expires_at": outcome.expires_at,
-            "lease_owner": None,
-            "lease_until": None,
-        }
-        if outcome.status != PENDING and attempt.ok:
-            values["delivered_at"] = outcome.now
-        statement = (
-            update(webhook_deliveries)
-            .where(d.id == delivery_id, d.status == PENDING, d.lease_owner == owner)
-            .values(values)
-        )
-        async with self._transaction() as conn:
-            return (await conn.execute(statement)).rowcount == 1
+        if self._engine.dialect.update_returning:
+            return [
+                _delivery(r) for r in await conn.execute(lease.returning(*webhook_deliveries.c))
+            ]
+        await conn.execute(lease)
+        mine = d.seq.in_(seqs), d.lease_owner == owner, d.lease_until == until
+        return [_delivery(r) for r in await conn.execute(select(webhook_deliveries).where(*mine))]
 
     async def release(self, delivery_id: str, owner: str) -> None:
         statement = (

@@ -1,11 +1,15 @@
-"""The webhooks' delivery loop: takes due deliveries from the database under a lease, posts each
-with its Standard Webhooks signature, writes the outcome (delivered, retry later, failed).
+"""The webhooks' delivery loop: posts due deliveries with their Standard Webhooks signature and
+writes the outcomes (delivered, retry later, failed), one database transaction per round: the
+outcomes of the posts finished since the last round written, and what is due leased for every
+free slot (the next delivery of a chain just settled among them).
 
 Every delivery is its own task, and an endpoint has at most `concurrency` in flight in this
-process (endpoints at their limit are left out of the query), so a slow or dead endpoint holds
-its own slots only. One user's deliveries to an endpoint go one at a time, in order: the store
-only hands out the oldest pending one of each chain. A process killed mid-post leaves that
-delivery leased; once the lease expires it is posted again, with the same `webhook-id`."""
+process (the store is asked for no more than each endpoint has room for), so a slow or dead
+endpoint holds its own slots only. One user's deliveries to an endpoint go one at a time, in
+order: the store only hands out a delivery whose predecessor in that chain is settled. A process
+killed mid-post leaves that delivery leased; once the lease expires it is posted again, with the
+same `webhook-id`. Endpoints are cached; each round says whether a cached one is still current
+(its `updated_at`), so a change or a pause is seen at once."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import os
 import socket
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gatehouse.domain import webhooks as rules
 from gatehouse.domain.crypto import Keyring
@@ -24,10 +30,33 @@ from gatehouse.domain.webhooks import DELIVERED, FAILED, PENDING, Endpoint, Webh
 from gatehouse.errors import Unavailable
 from gatehouse.ports import Clock
 from gatehouse.ports.telemetry import NO_METRICS, Metrics
-from gatehouse.ports.webhooks import Attempt, Outcome, WebhookClient, WebhookStore
+from gatehouse.ports.webhooks import Attempt, Outcome, WebhookClient
 from gatehouse.webhooks.registry import secret_context
 
 log = logging.getLogger(__name__)
+CACHED = 1000  # endpoints (and their secrets) kept; past that the cache starts again
+
+
+class DeliveryStore(Protocol):
+    """What the loop needs of `ports.webhooks.WebhookStore`'s implementation: outcomes written
+    and due deliveries leased in one transaction (`storage/sql_webhooks.py`)."""
+
+    async def settle_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[tuple[str, Outcome]],
+        now: datetime,
+        until: datetime,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+        known: Mapping[str, datetime],
+    ) -> tuple[list[bool], list[WebhookDelivery], list[Endpoint]]:
+        """Write each outcome while `owner` holds its delivery (which ones were), then lease up
+        to `limit` due deliveries (at most `room[endpoint]`, else `default_room`, of one
+        endpoint); with them the endpoints whose `updated_at` differs from `known`."""
+
+    async def release(self, delivery_id: str, owner: str) -> None: ...
 
 
 def owner_name() -> str:
@@ -58,11 +87,12 @@ def outcome_of(
 class WebhookDeliverer:
     """Runs until stopped. `lease` must outlast one post (the client's timeout); `total` bounds
     the posts in flight in this process; `poll` is how often the database is asked when
-    nothing woke the loop (new rows written by this process's dispatcher wake it at once)."""
+    nothing woke the loop (new rows written by this process's dispatcher, and every finished
+    delivery, wake it at once)."""
 
     def __init__(
         self,
-        store: WebhookStore,
+        store: DeliveryStore,
         client: WebhookClient,
         keyring: Keyring,
         clock: Clock,
@@ -88,7 +118,9 @@ class WebhookDeliverer:
         self._woken = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._per_endpoint: Counter[str] = Counter()
+        self._endpoints: dict[str, Endpoint] = {}
         self._secrets: dict[str, str] = {}  # ciphertext -> secret
+        self._settled: list[tuple[WebhookDelivery, Outcome]] = []  # posted, to be written
         self.outcomes: Counter[str] = Counter()
 
     def wake(self) -> None:
@@ -97,18 +129,14 @@ class WebhookDeliverer:
     def _secret(self, endpoint: Endpoint) -> str:
         secret = self._secrets.get(endpoint.secret_ciphertext)
         if secret is None:
+            if len(self._secrets) >= CACHED:
+                self._secrets.clear()
             context = secret_context(endpoint.id)
             secret = self._keyring.decrypt(endpoint.secret_ciphertext, context)
             self._secrets[endpoint.secret_ciphertext] = secret
         return secret
 
-    async def _post(self, delivery: WebhookDelivery) -> None:
-        endpoint = await self._store.get(delivery.webhook_id)
-        if endpoint is None:  # removed meanwhile: its deliveries went with it
-            return
-        if endpoint.paused:
-            await self._store.release(delivery.id, self.owner)
-            return
+    async def _post(self, delivery: WebhookDelivery, endpoint: Endpoint) -> None:
         started = self._clock()
         headers = rules.headers(
             self._secret(endpoint), delivery.id, int(started.timestamp()), delivery.body
@@ -126,47 +154,73 @@ class WebhookDeliverer:
         kind = {DELIVERED: "delivered", FAILED: "failed"}.get(outcome.status, "retried")
         self.outcomes[kind] += 1
         self._metrics.webhook_delivery(kind)
-        pause = 0.2
-        for _ in range(8):  # the post is done: only its record is tried again
-            try:
-                if not await self._store.finish(delivery.id, self.owner, outcome):
-                    log.warning("webhook delivery %s: lease lost before its record", delivery.id)
-                return
-            except Unavailable as exc:
-                log.warning("webhook store unavailable (%s): again in %.1fs", exc, pause)
-                await asyncio.sleep(pause)
-                pause *= 2
-        log.error("webhook delivery %s: outcome not recorded; it will be posted again", delivery.id)
+        self._settled.append((delivery, outcome))
+        self._woken.set()
 
-    async def _run_one(self, delivery: WebhookDelivery) -> None:
+    async def _run_one(self, delivery: WebhookDelivery, endpoint: Endpoint) -> None:
         try:
-            await self._post(delivery)
+            await self._post(delivery, endpoint)
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
-        finally:
-            self._tasks.pop(delivery.id, None)
-            self._per_endpoint[delivery.webhook_id] -= 1
-            if self._per_endpoint[delivery.webhook_id] <= 0:
-                del self._per_endpoint[delivery.webhook_id]
+            self._done(delivery)  # no outcome: posted again once its lease expires
             self._woken.set()
 
+    def _done(self, delivery: WebhookDelivery) -> None:
+        """Its slot is free: its outcome is written (or will never be, by this process)."""
+        if self._tasks.pop(delivery.id, None) is None:
+            return
+        self._per_endpoint[delivery.webhook_id] -= 1
+        if self._per_endpoint[delivery.webhook_id] <= 0:
+            del self._per_endpoint[delivery.webhook_id]
+
     async def run_once(self) -> int:
-        """Start what is due and fits the limits; how many were started."""
-        free = self._total - len(self._tasks)
-        if free <= 0:
-            return 0
-        busy = [w for w, n in self._per_endpoint.items() if n >= self._concurrency]
+        """One transaction: the outcomes of the posts finished since the last one written, and
+        what is due and fits the limits leased (the freed slots included); the leased ones
+        start posting. How many started. While the database is away (`Unavailable`), the
+        outcomes wait for the next time (their posts are done, only their record is retried)."""
+        if not self._settled and len(self._tasks) >= self._total:
+            return 0  # nothing to write, no slot to fill
+        settled, self._settled = self._settled, []
+        for delivery, _ in settled:  # written below, or else kept: their slots count as free
+            self._per_endpoint[delivery.webhook_id] -= 1
+        free = self._total - len(self._tasks) + len(settled)
+        room = {w: self._concurrency - n for w, n in self._per_endpoint.items()}
+        known = {w: e.updated_at for w, e in self._endpoints.items()}
         now = self._clock()
+        try:
+            written, claimed, fresh = await self._store.settle_and_claim(
+                self.owner,
+                [(delivery.id, outcome) for delivery, outcome in settled],
+                now,
+                now + self._lease,
+                free,
+                room,
+                self._concurrency,
+                known,
+            )
+        except BaseException:
+            for delivery, _ in settled:
+                self._per_endpoint[delivery.webhook_id] += 1
+            self._settled[:0] = settled
+            raise
+        for (delivery, _), done in zip(settled, written, strict=True):
+            if not done:
+                log.warning("webhook delivery %s: lease lost before its record", delivery.id)
+            self._per_endpoint[delivery.webhook_id] += 1  # undone by _done
+            self._done(delivery)
+        if len(self._endpoints) + len(fresh) > CACHED:
+            self._endpoints.clear()
+        self._endpoints.update((e.id, e) for e in fresh)
         started = 0
-        for delivery in await self._store.due(now, min(free * 2, 500), busy):
-            if len(self._tasks) >= self._total or delivery.id in self._tasks:
+        for delivery in claimed:
+            if delivery.id in self._tasks:  # posted longer than its lease: still ours
                 continue
-            if self._per_endpoint[delivery.webhook_id] >= self._concurrency:
+            endpoint = self._endpoints.get(delivery.webhook_id)
+            if endpoint is None:  # removed meanwhile (its deliveries go with it)
+                await self._store.release(delivery.id, self.owner)
                 continue
-            if not await self._store.claim(delivery.id, self.owner, now, now + self._lease):
-                continue  # another process took it
             self._per_endpoint[delivery.webhook_id] += 1
-            self._tasks[delivery.id] = asyncio.create_task(self._run_one(delivery))
+            self._tasks[delivery.id] = asyncio.create_task(self._run_one(delivery, endpoint))
             started += 1
         return started
 
@@ -183,19 +237,36 @@ class WebhookDeliverer:
                 pause = min(pause * 2, 10.0)
                 await asyncio.sleep(pause)
                 continue
+            if self._settled:  # finished during that transaction: written at once
+                await asyncio.sleep(0)
+                continue
             waiter = asyncio.ensure_future(self._woken.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=self._poll, return_when="FIRST_COMPLETED")
             waiter.cancel()
             stopper.cancel()
-        # Stopping: posts in flight may finish (and be recorded); the rest keep their lease,
-        # and are posted again, with the same webhook-id, once it expires.
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*self._tasks.values(), return_exceptions=True),
-                    self._stop_grace,
-                )
-        for task in list(self._tasks.values()):
-            task.cancel()
+        await self._drain()
         log.info("webhook deliverer stopped: %s", dict(self.outcomes))
+
+    async def _drain(self) -> None:
+        """Stopping: posts in flight may finish and their outcomes be written (nothing new is
+        leased); the rest keep their lease, and are posted again, with the same webhook-id,
+        once it expires."""
+        total, self._total = self._total, 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_grace
+        try:
+            while self._tasks and loop.time() < deadline:
+                if self._settled:
+                    try:
+                        await self.run_once()
+                    except Unavailable:
+                        await asyncio.sleep(0.2)
+                    continue
+                self._woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), deadline - loop.time())
+        finally:
+            self._total = total
+            for task in list(self._tasks.values()):
+                task.cancel()

@@ -7,8 +7,12 @@ changes between the check and the connection (rebinding) reaches nothing private
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
+import sys
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -19,22 +23,60 @@ from gatehouse.ports.webhooks import Attempt
 
 REFUSED = "url: resolves to a private, loopback, link-local or reserved address"
 
+# httpcore imports the optional `sniffio` inside every request (its locks ask which event loop
+# runs them), and Python does not remember an import that failed: without sniffio installed
+# (anyio 4.11 stopped requiring it), each post searched sys.path for it some ten times, a third
+# of a millisecond of CPU (encode/httpcore#1103). Marked absent, that import fails at once.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Pool:
+    http: httpx.AsyncClient
+    busy: int = 0  # posts in flight on it
+
 
 class HttpxWebhookClient:
-    def __init__(self, timeout: float = 10.0, allow_private: bool = False, max_answer: int = 65536):
-        self._timeout, self._allow_private, self._max = timeout, allow_private, max_answer
-        self._http: httpx.AsyncClient | None = None  # made at the first post
+    """One connection pool per origin (scheme, host and port as registered): an endpoint's
+    connections are kept alive between its deliveries, a slow endpoint's fill only its own pool,
+    and a connection made to the checked address of one host is never reused for another host
+    on the same address (its TLS name is that host's). At most `pools` are kept; past that the
+    least recently used idle one is closed."""
 
-    @property
+    def __init__(
+        self,
+        timeout: float = 10.0,
+        allow_private: bool = False,
+        max_answer: int = 65536,
+        pools: int = 256,
+    ):
+        self._timeout, self._allow_private, self._max = timeout, allow_private, max_answer
+        self._pools: OrderedDict[str, _Pool] = OrderedDict()  # made at the first post
+        self._most = pools
+
     def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                follow_redirects=False,
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
-                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
-                trust_env=False,  # no proxy from the environment: it would skip the address check
-            )
-        return self._http
+        return httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+            trust_env=False,  # no proxy from the environment: it would skip the address check
+        )
+
+    async def _pool(self, url: str) -> _Pool:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1].lower()}"
+        pool = self._pools.get(origin)
+        if pool is not None:
+            self._pools.move_to_end(origin)
+            return pool
+        pool = self._pools[origin] = _Pool(self._client())
+        while len(self._pools) > self._most:
+            idle = next((o for o, p in self._pools.items() if p.busy == 0 and p is not pool), None)
+            if idle is None:
+                break
+            await self._pools.pop(idle).http.aclose()
+        return pool
 
     @staticmethod
     async def _addresses(host: str, port: int) -> list[str]:
@@ -82,12 +124,14 @@ class HttpxWebhookClient:
             target = self._pinned(url, address)
             sent["host"] = urlsplit(url).netloc.rsplit("@", 1)[-1]
             extensions["sni_hostname"] = host
+        pool = await self._pool(url)
+        pool.busy += 1
         try:
             async with asyncio.timeout(self._timeout):
-                request = self._client.build_request(
+                request = pool.http.build_request(
                     "POST", target, content=body, headers=sent, extensions=extensions
                 )
-                response = await self._client.send(request, stream=True)
+                response = await pool.http.send(request, stream=True)
                 try:
                     read = bytearray()
                     async for chunk in response.aiter_raw():
@@ -100,11 +144,14 @@ class HttpxWebhookClient:
             return Attempt(None, f"timeout after {self._timeout:g}s", took())
         except httpx.HTTPError as exc:
             return Attempt(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR], took())
+        finally:
+            pool.busy -= 1
         code = response.status_code
         excerpt = bytes(read[:100]).decode("utf-8", errors="replace")
         error = None if 200 <= code < 300 else f"HTTP {code}: {excerpt}"[:MAX_ERROR]
         return Attempt(code, error, took(), excerpt)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.http.aclose()
