@@ -39,19 +39,15 @@ from webauthn.helpers.structs import (
 
 from gatehouse.domain.factors import Passkey
 from gatehouse.selfservice.context import RelyingParty
+from gatehouse.selfservice.passkeys.terms import TIMEOUT_MS, Refused
 
-# How long a browser may keep its dialog open: the flow's life, so neither outlives the other.
-TIMEOUT_MS = 300_000
+__all__ = ["TIMEOUT_MS", "Refused"]  # with the ceremonies below, for flow.py
 # WebAuthn caps credential ids at 1023 bytes: 1364 base64url characters.
 _CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,1364}$")
 _TRANSPORTS = {t.value: t for t in AuthenticatorTransport}
 # What a parser may raise on bytes an attacker chose, besides py_webauthn's own exceptions
 # (a bad base64 alphabet, a CBOR map of the wrong shape).
 _MALFORMED = (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError)
-
-
-class Refused(Exception):
-    """The authenticator's answer is not accepted; the message is for the audit trail."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from types import ModuleType
 from typing import Any, NoReturn
 
 from gatehouse.domain import events
@@ -29,12 +30,21 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.mfa.codes import drop_if_no_factor, has_factor, store_new_codes
 from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
-from gatehouse.selfservice.passkeys import ceremony
+from gatehouse.selfservice.passkeys.terms import TIMEOUT_MS, Refused
 from gatehouse.selfservice.sessions.flow import Session, authenticate, open_session
 from gatehouse.selfservice.sessions.manage import require_recent
 
 PURPOSE = "webauthn"  # the code store's purpose for live flows
-FLOW_SECONDS = ceremony.TIMEOUT_MS // 1000
+FLOW_SECONDS = TIMEOUT_MS // 1000
+
+
+def _ceremony() -> ModuleType:
+    """py_webauthn's ceremonies, imported by the first one a process runs (`terms.py`)."""
+    from gatehouse.selfservice.passkeys import ceremony
+
+    return ceremony
+
+
 REGISTER, SIGN_IN = "register", "sign-in"
 BOUND, OPEN = "a.", "o."  # a flow id's prefix: bound to one account, or open to any
 NAME_MAX = 64
@@ -111,7 +121,7 @@ async def registration_options(ctx: FlowContext, *, token: str) -> dict[str, Any
     if len(existing) >= MAX_PASSKEYS:
         raise Conflict(f"An account holds at most {MAX_PASSKEYS} passkeys: remove one first")
     flow_id, challenge = await _start(ctx, REGISTER, user.id)
-    options = ceremony.creation_options(
+    options = _ceremony().creation_options(
         ctx.relying_party,
         challenge=challenge,
         user_id=user.id,
@@ -135,9 +145,9 @@ async def register(
     challenge = await _spend(ctx, REGISTER, flow_id, user.id)
     try:
         if challenge is None:
-            raise ceremony.Refused("no such flow")
-        new = ceremony.verify_creation(ctx.relying_party, credential, challenge=challenge)
-    except ceremony.Refused as exc:
+            raise Refused("no such flow")
+        new = _ceremony().verify_creation(ctx.relying_party, credential, challenge=challenge)
+    except Refused as exc:
         audit("passkey.add", "failure", factor="passkey", user_id=user.id, reason=str(exc))
         raise InvalidCode(REFUSED + ", or its request expired: start again") from None
     now = ctx.clock()
@@ -216,7 +226,7 @@ async def assertion_options(ctx: FlowContext, *, user_id: str | None) -> dict[st
         if not allowed:
             raise NotFound("This account has no passkey")
     flow_id, challenge = await _start(ctx, SIGN_IN, user_id)
-    options = ceremony.request_options(ctx.relying_party, challenge=challenge, allowed=allowed)
+    options = _ceremony().request_options(ctx.relying_party, challenge=challenge, allowed=allowed)
     return {"flow_id": flow_id, "options": options}
 
 
@@ -249,9 +259,9 @@ async def _prove(
     if challenge is None:
         await _refuse(ctx, action, "no_such_flow", user_id)
     try:
-        credential_id = ceremony.credential_id_of(credential)
-        handle = ceremony.user_handle_of(credential)
-    except ceremony.Refused as exc:
+        credential_id = _ceremony().credential_id_of(credential)
+        handle = _ceremony().user_handle_of(credential)
+    except Refused as exc:
         await _refuse(ctx, action, str(exc), user_id)
     async with ctx.reader() as uow:
         passkey = await uow.factors.passkey_by_credential(credential_id)
@@ -259,14 +269,14 @@ async def _prove(
         await _refuse(ctx, action, "unknown_credential", user_id)
     if user_id is not None and passkey.user_id != user_id:
         await _refuse(ctx, action, "passkey_of_another_account", user_id)
-    if handle is not None and handle != ceremony.user_handle(passkey.user_id):
+    if handle is not None and handle != _ceremony().user_handle(passkey.user_id):
         await _refuse(ctx, action, "user_handle_mismatch", passkey.user_id)
     await limit_account(ctx, "passkey_login", passkey.user_id)
     try:
-        count = ceremony.verify_assertion(
+        count = _ceremony().verify_assertion(
             ctx.relying_party, credential, challenge=challenge, passkey=passkey
         )
-    except ceremony.Refused as exc:
+    except Refused as exc:
         await _refuse(ctx, action, str(exc), passkey.user_id)
     return passkey, count
 
