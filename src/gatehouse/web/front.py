@@ -16,16 +16,11 @@ An exception the route raises is answered as the app's handlers answer it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gatehouse.errors import GatehouseError
 from gatehouse.observability.access_log import AccessLog
-from gatehouse.web import errors
-from gatehouse.web.hot import HotRoute, read_body, replay, table, well_formed
+from gatehouse.web.hot import HotRoute, plain_kwargs, respond, table
 from gatehouse.web.middleware import ClientAddress, SecurityHeaders
 
 
@@ -59,34 +54,21 @@ class HotFront:
         if route is None or self.fastapi.dependency_overrides or self._origin(scope):
             await self.app(scope, receive, send)
             return
-        body: Any = None
         if route.schema is not None:
             length = self._length(scope)
             if length is None or length > self.max_body_bytes:
                 await self.app(scope, receive, send)  # the body limit's to judge
                 return
-            raw, complete = await read_body(receive)
-            if not complete:
-                return  # the client left: nobody to answer
-            body = well_formed(scope, raw, route.schema)
-            if body is None:  # FastAPI's answer, errors included, on the same bytes
-                await self.app(scope, replay(raw, receive), send)
-                return
+        kwargs = await plain_kwargs(route, scope, receive, send, self.app)
+        if kwargs is None:
+            return
         scope["app"] = self.fastapi  # as Starlette sets it: `request.app` for the dependencies
-        scope["gatehouse.hot"] = (route, body)
+        scope["gatehouse.hot"] = (route, kwargs)
         await chain(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route, body = scope.pop("gatehouse.hot")
-        kwargs: dict[str, Any] = {} if body is None else {route.body_name: body}
-        request = Request(scope, receive)
-        try:
-            response = await route.answer(request, kwargs)
-        except GatehouseError as exc:
-            response = await errors.on_gatehouse_error(request, exc)
-        except Exception as exc:  # as the app's last handler answers it
-            response = await errors.on_unexpected(request, exc)
-        await response(scope, receive, send)
+        route, kwargs = scope.pop("gatehouse.hot")
+        await respond(route, kwargs, scope, receive, send, unexpected=True)
 
     def _origin(self, scope: Scope) -> bool:
         return self._cors and any(name == b"origin" for name, _ in scope["headers"])

@@ -206,22 +206,51 @@ class HotRoutes:
         if route is None or _overridden(route):
             await self.app(scope, receive, send)
             return
-        kwargs: dict[str, Any] = {}
-        if route.schema is not None:
-            raw, complete = await read_body(receive)
-            if not complete:
-                return  # the client left: nobody to answer
-            body = well_formed(scope, raw, route.schema)
-            if body is None:  # FastAPI's answer, errors included, on the same bytes
-                await self.app(scope, replay(raw, receive), send)
-                return
-            kwargs[route.body_name] = body
-        request = Request(scope, receive)
-        try:
-            response = await route.answer(request, kwargs)
-        except GatehouseError as exc:
-            response = await errors.on_gatehouse_error(request, exc)
-        await response(scope, receive, send)
+        kwargs = await plain_kwargs(route, scope, receive, send, self.app)
+        if kwargs is not None:
+            await respond(route, kwargs, scope, receive, send)
+
+
+async def plain_kwargs(
+    route: HotRoute, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp
+) -> dict[str, Any] | None:
+    """The route's keyword arguments from a plainly well-formed body; None when the request
+    went to `fallback` instead (FastAPI's answer, errors included, on the same bytes) or the
+    client left before its body came."""
+    if route.schema is None:
+        return {}
+    raw, complete = await read_body(receive)
+    if not complete:
+        return None  # nobody to answer
+    body = well_formed(scope, raw, route.schema)
+    if body is None:
+        await fallback(scope, replay(raw, receive), send)
+        return None
+    return {route.body_name: body}
+
+
+async def respond(
+    route: HotRoute,
+    kwargs: dict[str, Any],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    unexpected: bool = False,
+) -> None:
+    """The route's answer, a refusal answered from the error table; with `unexpected`, any
+    other exception answered as the app's last handler answers it (for a caller outside the
+    app's own error middleware)."""
+    request = Request(scope, receive)
+    try:
+        response = await route.answer(request, kwargs)
+    except GatehouseError as exc:
+        response = await errors.on_gatehouse_error(request, exc)
+    except Exception as exc:
+        if not unexpected:
+            raise
+        response = await errors.on_unexpected(request, exc)
+    await response(scope, receive, send)
 
 
 def _overridden(route: HotRoute) -> bool:
