@@ -206,6 +206,30 @@ async def test_a_browser_without_its_cookie_has_no_token(pages: Pages) -> None:
     assert answer.status_code == 403
 
 
+async def test_a_script_request_without_cookies_leaves_the_browser_id_alone(
+    pages: Pages,
+) -> None:
+    """Cookies cleared with a signed-in tab still open: that tab's script asks for a socket
+    token without any cookie while a new tab shows the sign-in form. The script's refusal must
+    not give the browser another id, or the new tab's form would be refused as forged (the
+    browser suite's return_to test lost this race once)."""
+    await pages.api().signed_up()
+    browser = pages.browser()
+    await browser.get("/ui/signin")
+    bound = browser.cookie("gatehouse_browser")
+    assert bound
+    browser.client.cookies.clear()  # the old tab's request carries none
+    old_tab = await browser.client.post(
+        "/ui/api/token", json={}, headers={"origin": ORIGIN, "x-csrf-token": "x"}
+    )
+    assert old_tab.status_code in (401, 403)
+    assert not old_tab.headers.get_list("set-cookie")
+    browser.client.cookies.set("gatehouse_browser", bound)
+    answer = await browser.post("/ui/signin", {"email": "ada@example.com", "password": PASSWORD})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/ui/account"
+
+
 async def test_the_page_api_needs_the_token_header_and_json(pages: Pages) -> None:
     browser = await pages.account()
     await browser.get("/ui/account")

@@ -94,6 +94,11 @@ class Visit:
     def csrf(self) -> str:
         return browser.csrf_token(self.ctx, self.binding)
 
+    @property
+    def from_script(self) -> bool:
+        """A request of our pages' scripts (/ui/api/), not a page."""
+        return self.request.url.path.startswith("/ui/api/")
+
     def own_origins(self) -> set[str]:
         origins = {self.kit.public_origin}
         host = self.request.headers.get("host", "")
@@ -124,7 +129,7 @@ async def visit(request: Request) -> Visit:
     if raw_session:
         found = await attempt(browser.signed_in(ctx, raw_session))
         if isinstance(found, Refusal):  # the database is away: say so, keep the cookie
-            if request.url.path.startswith("/ui/api/"):
+            if v.from_script:
                 raise PageRefusal(finish(v, api_refusal(v, found)))
             raise PageRefusal(page(v, "error.html", found.status, error=found))
         v.signed, v.stale_session = found, found is None
@@ -201,8 +206,12 @@ def csp(v: Visit) -> str:
 
 
 def finish(v: Visit, response: Response) -> Response:
-    """The answer's cookies (a new browser id, a dead session's cookie cleared) and headers."""
-    if v.new_browser:
+    """The answer's cookies (a new browser id, a dead session's cookie cleared) and headers.
+
+    Only a page gives a browser its id: a script's request without one (a tab left open after
+    the cookies were cleared, say) would otherwise replace the id a newer page's form is bound
+    to, and that form would then be refused as forged."""
+    if v.new_browser and not v.from_script:
         set_cookie(v, response, BROWSER, v.browser_id, max_age=400 * 24 * 3600)
     if v.stale_session:
         clear_cookie(v, response, SESSION)
