@@ -61,6 +61,7 @@ from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.pg_refresh import PgRotations
+from gatehouse.storage.pg_signup import PgSignUpFinishes
 from gatehouse.storage.sql_audit import SqlAuditStore, SqlUserDirectory
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
 from gatehouse.storage.sql_outbox import SqlOutboxStore
@@ -324,6 +325,7 @@ def build(
         common_passwords=load_common_passwords(),
         signed_in=invalidations.cache if invalidations and settings.session_cache_seconds else None,
         rotations=PgRotations(pg_database) if pg_database is not None else None,
+        sign_ups=PgSignUpFinishes(pg_database) if pg_database is not None else None,
         relying_party=RelyingParty(
             id=settings.webauthn_rp_id,
             name=settings.webauthn_rp_name,

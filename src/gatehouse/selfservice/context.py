@@ -20,6 +20,7 @@ from gatehouse.ports import (
     UnitOfWork,
 )
 from gatehouse.ports.rotation import Rotations
+from gatehouse.ports.signup import SignUpFinishes
 from gatehouse.selfservice.sessions.cache import SignedInCache
 
 
@@ -72,6 +73,8 @@ class FlowContext:
     signed_in: SignedInCache | None = None
     # A refresh written in one step where the database allows it (ports/rotation.py).
     rotations: Rotations | None = None
+    # A verified sign-up written in one step where the database allows it (ports/signup.py).
+    sign_ups: SignUpFinishes | None = None
 
     def reader(self) -> UnitOfWork:
         """A unit of work for a flow that reads and never commits."""

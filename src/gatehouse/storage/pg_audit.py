@@ -32,7 +32,7 @@ def _insert(n: int) -> str:
     return _INSERTS[n]
 
 
-def _args(entries: list[AuditEntry]) -> list[Any]:
+def record_args(entries: list[AuditEntry]) -> list[Any]:
     return [
         v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) else v
         for e in entries
@@ -59,7 +59,7 @@ class PgAuditTrail:
         """Before the commit: every staged record."""
         staged, self._staged, self._kept = self._staged, [], []
         if staged:
-            await self._uow.run("execute", _insert(len(staged)), *_args(staged))
+            await self._uow.run("execute", _insert(len(staged)), *record_args(staged))
 
     async def rolled_back(self, tx: Any, conn: asyncpg.Connection) -> None:
         """Roll the unit's transaction back, then write its refusals on their own (autocommit):
@@ -67,4 +67,4 @@ class PgAuditTrail:
         await tx.rollback()
         kept, self._staged, self._kept = self._kept, [], []
         if kept:
-            await conn.execute(_insert(len(kept)), *_args(kept))
+            await conn.execute(_insert(len(kept)), *record_args(kept))

@@ -18,6 +18,7 @@ from gatehouse.selfservice.login.schemas import LoginIn, SecondFactorIn
 from gatehouse.selfservice.recovery import flow as recovery
 from gatehouse.selfservice.recovery.schemas import ForgotIn, ResetIn
 from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.registration.finish import SignedUp
 from gatehouse.selfservice.registration.schemas import RegisterIn, ResendOtpIn, VerifyOtpIn
 from gatehouse.ui import returns
 from gatehouse.ui.kit import (
@@ -139,7 +140,7 @@ async def verify(v: Page) -> Response:
     if isinstance(body, Refusal):
         return _verify_page(v, body.status, error=body, email=email, return_to=return_to)
 
-    async def run() -> registration.SignedUp:
+    async def run() -> SignedUp:
         await guard(v.request, "verify")
         return await registration.verify_sign_up(v.ctx, email=str(body.email), otp=body.otp)
 

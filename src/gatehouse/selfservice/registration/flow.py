@@ -15,14 +15,21 @@ from gatehouse.domain.users import (
     User,
     has_password,
     normalize_email,
-    public_view,
 )
 from gatehouse.errors import Conflict, InvalidCode
 from gatehouse.ports import UnitOfWork
-from gatehouse.selfservice.audit import record
-from gatehouse.selfservice.context import FlowContext, phone_of
+from gatehouse.ports.signup import SignUpFinishes
+from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.otp import Route, consume_then, limit_sends, send_code
+from gatehouse.selfservice.registration.finish import (
+    SignedUp,
+    add_user,
+    finish,
+    finish_at_once,
+    live_pending,
+    signed_up,
+)
 from gatehouse.selfservice.timing import no_sooner_than
 from gatehouse.selfservice.validation import require_name, require_password, require_phone
 
@@ -36,15 +43,6 @@ class Accepted:
     email: str
     expires_in: int
     message_id: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class SignedUp:
-    """A finished sign-up: the new user's view, and whether the account has no password yet (a
-    contested sign-up's: its owner sets one through password recovery)."""
-
-    user: dict[str, Any]
-    password_required: bool
 
 
 async def register(
@@ -66,7 +64,7 @@ async def _register(
     # hashed, a live sign-up's own hash checked against it. Every path takes the same time.
     async with ctx.reader() as uow:
         taken = await uow.users.get_by_email(email) is not None
-        checked = None if taken else await _live_pending(ctx, uow, email)
+        checked = None if taken else await live_pending(ctx, uow, email)
     same = await _same_password(ctx, checked, password) if checked else False
     password_hash = "" if checked else await ctx.hasher.hash(password)
     now = ctx.clock()
@@ -75,7 +73,7 @@ async def _register(
             notice_id = await account_exists_notice(ctx, uow, email)
             await uow.commit()
             return _accepted(ctx, email, notice_id)
-        live = await _live_pending(ctx, uow, email)
+        live = await live_pending(ctx, uow, email)
         if live is not None:
             # Nobody has proven the address yet, so a second sign-up's word is worth no more
             # than the first's: with the same password it changes nothing; with another, the
@@ -107,14 +105,6 @@ async def _register(
         )
         await uow.commit()
     return _accepted(ctx, email, message_id)
-
-
-async def _live_pending(
-    ctx: FlowContext, uow: UnitOfWork, email: str
-) -> PendingRegistration | None:
-    """The email's pending registration, unless it has expired."""
-    pending = await uow.pending.get_by_email(email)
-    return pending if pending is not None and pending.expires_at > ctx.clock() else None
 
 
 async def _same_password(ctx: FlowContext, pending: PendingRegistration, password: str) -> bool:
@@ -169,7 +159,7 @@ async def _resend(ctx: FlowContext, *, email: str) -> Accepted:
     await limit_sends(ctx, "email", email)
     message_id = None
     async with ctx.uow() as uow:
-        pending = await _live_pending(ctx, uow, email)
+        pending = await live_pending(ctx, uow, email)
         if pending is not None:
             message_id = await _send_code(ctx, uow, email, pending)
             await uow.commit()
@@ -190,7 +180,7 @@ async def _send_signup_code(ctx: FlowContext, *, email: str) -> Accepted:
             await account_exists_notice(ctx, uow, email)
         else:
             # With a live sign-up, its code (bound to it); else one bound to the address alone.
-            await _send_code(ctx, uow, email, await _live_pending(ctx, uow, email))
+            await _send_code(ctx, uow, email, await live_pending(ctx, uow, email))
         await uow.commit()
     return _accepted(ctx, email)
 
@@ -207,35 +197,48 @@ async def verify_sign_up(ctx: FlowContext, *, email: str, otp: str) -> SignedUp:
     # `verify_account` in the flow: `verify-otp` and `create-user` jobs share one counter.
     await limit_account(ctx, "verify", email)
 
+    if ctx.sign_ups is not None:
+        return await _verify_at_once(ctx, ctx.sign_ups, email, otp)
     # One transaction: the code is checked against the live sign-up read in it, bound to its id,
     # so a code issued for another (an earlier one, or none) cannot finish this one.
     async with ctx.uow() as uow:
-        pending = await _live_pending(ctx, uow, email)
+        pending = await live_pending(ctx, uow, email)
 
         async def create() -> SignedUp:
             if pending is None:
                 raise InvalidCode()
-            now = ctx.clock()
-            user = User(
-                id=pending.id,
-                email=pending.email,
-                name=pending.name,
-                password_hash=pending.password_hash,
-                created_at=now,
-                updated_at=now,
-                phone_ciphertext=pending.phone_ciphertext,
-                phone_index=pending.phone_index,
-                email_verified_at=now,
-            )
-            await _add_user(ctx, uow, user)
-            await uow.pending.delete(pending.id)
-            await uow.commit()
-            return _signed_up(ctx, user)
+            return await finish(ctx, uow, pending)
 
         binding = pending.id if pending else ""
         return await consume_then(
             ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, binding=binding
         )
+
+
+async def _verify_at_once(
+    ctx: FlowContext, finishes: SignUpFinishes, email: str, otp: str
+) -> SignedUp:
+    """The same, its writes in one step (`at_once`): the sign-up read on its own, then removed
+    and made the user at once if still there; gone meanwhile, the ordinary path tells why."""
+    async with ctx.reader() as reader:
+        pending = await live_pending(ctx, reader, email)
+
+    async def create() -> SignedUp:
+        if pending is None:
+            raise InvalidCode()
+        user = await finish_at_once(ctx, finishes, pending)
+        if user is not None:
+            return signed_up(ctx, user)
+        async with ctx.uow() as uow:
+            again = await live_pending(ctx, uow, email)
+            if again is None or again.id != pending.id:
+                raise InvalidCode()
+            return await finish(ctx, uow, again)
+
+    binding = pending.id if pending else ""
+    return await consume_then(
+        ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, binding=binding
+    )
 
 
 async def create_user(
@@ -283,7 +286,7 @@ async def create_account(
     require_password(password, common=ctx.common_passwords)
     phone = require_phone(phone)
     async with ctx.reader() as uow:
-        bound_to = await _live_pending(ctx, uow, email)
+        bound_to = await live_pending(ctx, uow, email)
     binding = bound_to.id if bound_to else ""
     stored_phone = ctx.phone_fields(phone)
     details = (name, stored_phone["phone_index"])
@@ -297,9 +300,9 @@ async def create_account(
                 if job is not None and await _made_by_this_sign_up(
                     ctx, existing, password, details
                 ):
-                    return _signed_up(ctx, existing)
+                    return signed_up(ctx, existing)
                 raise Conflict("An account with this email already exists")
-            pending = await _live_pending(ctx, uow, email)
+            pending = await live_pending(ctx, uow, email)
             if (pending.id if pending else "") != binding:
                 raise InvalidCode()  # the sign-up the code was bound to ended meanwhile
             if pending is not None and not has_password(pending.password_hash):
@@ -320,9 +323,9 @@ async def create_account(
                 await uow.outbox.add(
                     events.user_event(events.REGISTERED, user.id, {"email": email}, now)
                 )
-            await _add_user(ctx, uow, user)
+            await add_user(ctx, uow, user)
             await uow.commit()
-        return _signed_up(ctx, user)
+        return signed_up(ctx, user)
 
     return await consume_then(
         ctx, purpose=PURPOSE, identifier=email, otp=otp, action=create, holder=job, binding=binding
@@ -359,18 +362,6 @@ async def _made_by_this_sign_up(
     if has_password(user.password_hash):
         return matches
     return (user.name, user.phone_index) == details
-
-
-def _signed_up(ctx: FlowContext, user: User) -> SignedUp:
-    view = public_view(user, phone_of(ctx, user), reveal_phone=False)
-    return SignedUp(view, password_required=not has_password(user.password_hash))
-
-
-async def _add_user(ctx: FlowContext, uow: UnitOfWork, user: User) -> None:
-    await uow.users.add(user)
-    record(ctx, uow, "account.create", factor="otp", user_id=user.id)
-    data, verified = {"email": user.email}, user.email_verified_at or ctx.clock()  # always set
-    await uow.outbox.add(events.user_event(events.VERIFIED, user.id, data, verified))
 
 
 async def _send_code(

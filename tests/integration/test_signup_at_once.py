@@ -1,0 +1,260 @@
+"""A verified sign-up in one statement on PostgreSQL (storage/pg_signup.py) against the ordinary
+path it is derived from (registration.flow.verify_sign_up over the unit of work), on the real
+database: the same user, event and record for a right code; for a wrong code, no sign-up, an
+expired one or an address taken meanwhile, the same answer and nothing written by it; a sign-up
+gone between the read and the write handed to the ordinary path; one code presented many times
+at once makes one account."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gatehouse.bootstrap import Services, build
+from gatehouse.config import Settings
+from gatehouse.domain.codes import Purpose
+from gatehouse.domain.events import new_id
+from gatehouse.domain.users import PendingRegistration, User, public_view
+from gatehouse.errors import AccountExists, InvalidCode
+from gatehouse.ports.signup import SignUpFinish, SignUpFinishes
+from gatehouse.selfservice.context import FlowContext
+from gatehouse.selfservice.otp import bound_code_hash
+from gatehouse.selfservice.registration import flow as registration
+from gatehouse.selfservice.registration.finish import SignedUp
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.pg_signup import PgSignUpFinishes
+
+pytestmark = pytest.mark.integration
+CODE = "246810"
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+PURPOSE = Purpose.REGISTER.value
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclasses.dataclass
+class Paths:
+    services: Services
+    clock: Clock
+    at_once: FlowContext  # as bootstrap wires it on PostgreSQL
+    ordinary: FlowContext  # the same, without the one-statement path
+
+    async def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        async with self.services.engine.connect() as conn:
+            result = await conn.execute(text(sql), params)
+            return [dict(row._mapping) for row in result]
+
+
+@pytest.fixture
+async def paths(postgres_database: str, tmp_path: Path) -> AsyncIterator[Paths]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=postgres_database,
+        secrets_file=tmp_path / "secrets.json",
+        redis_url="",
+        kafka_bootstrap_servers="",
+        smtp_url="",
+        rate_limits={},
+        argon2_memory_kib=1024,
+        argon2_time_cost=1,
+        hash_workers=1,
+    )
+    clock = Clock()
+    services = build(settings, clock=clock)
+    await upgrade(services.engine)
+    try:
+        assert isinstance(services.ctx.sign_ups, PgSignUpFinishes)  # bootstrap chose it
+        ordinary = dataclasses.replace(services.ctx, sign_ups=None)
+        yield Paths(services, clock, services.ctx, ordinary)
+    finally:
+        await services.aclose()
+
+
+async def signed_up(ctx: FlowContext, n: int, *, phone: str | None = None) -> PendingRegistration:
+    """A sign-up waiting for CODE, as register leaves one (its code bound to it)."""
+    email = f"signup-{n}-{new_id()[:8]}@example.com"
+    pending = PendingRegistration(
+        id=new_id(),
+        email=email,
+        name="Ada",
+        password_hash="$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        created_at=START,
+        expires_at=START + ctx.policy.pending_ttl,
+        **ctx.phone_fields(phone),
+    )
+    async with ctx.uow() as uow:
+        await uow.pending.put(pending)
+        await uow.commit()
+    code_hash = bound_code_hash(ctx, PURPOSE, email, CODE, pending.id)
+    ttl = int(ctx.policy.code_ttl.total_seconds())
+    await ctx.codes.put(
+        PURPOSE, ctx.code_subject(PURPOSE, email), code_hash, ttl, ctx.policy.code_attempts
+    )
+    return pending
+
+
+async def written(paths: Paths, pending: PendingRegistration) -> dict[str, Any]:
+    """What a verify leaves of the sign-up, its ids and times relative to the start."""
+    users = await paths.rows("SELECT * FROM users WHERE email = :e", e=pending.email)
+    left = await paths.rows(
+        "SELECT name, expires_at FROM pending_registrations WHERE id = :i", i=pending.id
+    )
+    records = await paths.rows(
+        "SELECT at, actor, action, outcome, actor_id = user_id AS by_the_user, factor, detail, "
+        "client_address FROM audit_log WHERE user_id = :u ORDER BY id",
+        u=pending.id,
+    )
+    events = await paths.rows(
+        "SELECT topic, payload, created_at FROM outbox WHERE message_key = :u", u=pending.id
+    )
+
+    def plain(row: dict[str, Any]) -> dict[str, Any]:
+        """The user's row but for what differs between two sign-ups (the phone: its own)."""
+        kept = {k: v for k, v in row.items() if k not in ("id", "email") and "phone" not in k}
+        return kept | {"same_id": row["id"] == pending.id}
+
+    def event(row: dict[str, Any]) -> tuple[Any, ...]:
+        payload = json.loads(row["payload"].replace(pending.id, "<user>"))
+        data = {**payload["data"], "email": payload["data"]["email"] == pending.email}
+        return row["topic"], payload["type"], payload["time"], data, row["created_at"]
+
+    return {
+        "users": [plain(u) for u in users],
+        "phone": [u["phone_ciphertext"] is not None for u in users],
+        "pending": left,
+        "records": records,
+        "events": [event(e) for e in events],
+    }
+
+
+def answer(done: SignedUp, pending: PendingRegistration) -> dict[str, Any]:
+    user = {**done.user}
+    assert user.pop("id") == pending.id and user.pop("email") == pending.email
+    return {"user": user, "password_required": done.password_required}
+
+
+async def test_a_right_code_writes_what_the_ordinary_path_writes(paths: Paths) -> None:
+    seen, answers = [], []
+    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        paths.clock.now = START
+        pending = await signed_up(ctx, n, phone=f"+14155{n}50123")
+        paths.clock.now = START + timedelta(minutes=3)
+        done = await registration.verify_sign_up(ctx, email=pending.email, otp=CODE)
+        answers.append(answer(done, pending))
+        seen.append(await written(paths, pending))
+        async with ctx.reader() as uow:
+            user = await uow.users.get(pending.id)
+        assert user is not None and user.email_verified_at == paths.clock.now
+        assert done.user == public_view(user, f"+14155{n}50123", reveal_phone=False)
+    at_once, ordinary = seen
+    print(
+        f"\none verify leaves, on either path: {ordinary['users'][0]['created_at']}, "
+        f"{[r['action'] for r in ordinary['records']]}, {ordinary['events'][0][:3]}"
+    )
+    assert at_once == ordinary
+    assert answers[0] == answers[1]
+    assert ordinary["pending"] == [] and len(ordinary["users"]) == 1
+    assert [r["action"] for r in ordinary["records"]] == ["account.create"]
+    assert ordinary["events"][0][1] == "gatehouse.user.verified"
+    assert ordinary["phone"] == [True]
+
+
+async def take_the_address(ctx: FlowContext, pending: PendingRegistration) -> None:
+    async with ctx.uow() as uow:
+        await uow.users.add(
+            User(
+                id=new_id(),
+                email=pending.email,
+                name="Someone",
+                password_hash="x",
+                created_at=START,
+                updated_at=START,
+            )
+        )
+        await uow.commit()
+
+
+@pytest.mark.parametrize("case", ["wrong_code", "no_sign_up", "expired", "address_taken"])
+async def test_a_verify_that_fails_gets_the_ordinary_answer_and_writes(
+    paths: Paths, case: str
+) -> None:
+    seen = []
+    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        paths.clock.now = START
+        pending = await signed_up(ctx, n)
+        email, otp, expected = pending.email, CODE, InvalidCode
+        if case == "wrong_code":
+            otp = "135790"
+        elif case == "no_sign_up":
+            email = f"nobody-{n}-{new_id()[:8]}@example.com"
+        elif case == "expired":
+            paths.clock.now = START + ctx.policy.pending_ttl + timedelta(seconds=1)
+        else:
+            await take_the_address(ctx, pending)
+            expected = AccountExists
+        before = await written(paths, pending)
+        with pytest.raises(expected):
+            await registration.verify_sign_up(ctx, email=email, otp=otp)
+        after = await written(paths, pending)
+        assert after == before  # nothing written
+        seen.append(after)
+    at_once, ordinary = seen
+    assert at_once == ordinary
+
+
+class GoneFirst:
+    """The one-statement writer, but the sign-up is removed just before it runs (a concurrent
+    create-user job that finished it, say)."""
+
+    def __init__(self, inner: SignUpFinishes, ctx: FlowContext):
+        self.inner, self.ctx, self.calls = inner, ctx, 0
+
+    async def finish(self, done: SignUpFinish) -> User | None:
+        self.calls += 1
+        async with self.ctx.uow() as uow:
+            await uow.pending.delete(done.pending_id)
+            await uow.commit()
+        return await self.inner.finish(done)
+
+
+async def test_a_sign_up_gone_meanwhile_is_left_to_the_ordinary_path(paths: Paths) -> None:
+    assert paths.at_once.sign_ups is not None
+    gone = GoneFirst(paths.at_once.sign_ups, paths.ordinary)
+    ctx = dataclasses.replace(paths.at_once, sign_ups=gone)
+    pending = await signed_up(ctx, 1)
+    with pytest.raises(InvalidCode):
+        await registration.verify_sign_up(ctx, email=pending.email, otp=CODE)
+    assert gone.calls == 1
+    state = await written(paths, pending)
+    assert state["users"] == [] and state["events"] == [] and state["records"] == []
+
+
+async def test_one_code_presented_many_times_at_once_makes_one_account(paths: Paths) -> None:
+    pending = await signed_up(paths.at_once, 1)
+    results = await asyncio.gather(
+        *(
+            registration.verify_sign_up(paths.at_once, email=pending.email, otp=CODE)
+            for _ in range(10)
+        ),
+        return_exceptions=True,
+    )
+    made = [r for r in results if isinstance(r, SignedUp)]
+    refused = [r for r in results if isinstance(r, InvalidCode)]
+    print(f"\n10 at once: {len(made)} accounts, {len(refused)} refused")
+    assert len(made) == 1 and len(refused) == 9
+    state = await written(paths, pending)
+    assert len(state["users"]) == 1 and len(state["events"]) == 1 and state["pending"] == []
