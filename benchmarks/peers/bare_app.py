@@ -65,6 +65,7 @@ async def serve(host: str, port: int, shared: bool) -> None:
         host=host,
         port=port,
         log_config=None,
+        access_log=False,
         loop="none",
         proxy_headers=False,
         server_header=False,

@@ -165,6 +165,9 @@ async def serve_http(
         host=settings.host,
         port=settings.port,
         log_config=None,
+        # Ours (observability/access_log.py) writes the line; uvicorn's, though silenced by its
+        # level, would still build the client address and path of every request for it.
+        access_log=False,
         loop="none",
         proxy_headers=False,
         server_header=False,
