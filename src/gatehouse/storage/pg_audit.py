@@ -5,7 +5,7 @@ trip, whatever the concurrency."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,8 @@ def record_args(entries: list[AuditEntry]) -> list[Any]:
     return [
         v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) else v
         for e in entries
-        for v in astuple(e)
+        # Not `astuple`: it deep-copies every value (4 % of a refresh's CPU in the api).
+        for v in (getattr(e, name) for name in NAMES)
     ]
 
 

@@ -11,7 +11,7 @@ hangs off the candidate: without one, the statement changes nothing."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,11 +68,7 @@ class PgRotations:
         self._db = db
 
     async def rotate(self, rotation: Rotation) -> tuple[SessionRecord, User] | None:
-        record = [
-            _naive(v)
-            for name, v in zip(_AUDIT, astuple(rotation.record), strict=True)
-            if name not in _FROM_CANDIDATE
-        ]
+        record = [_naive(getattr(rotation.record, name)) for name in _GIVEN]
         # One statement is atomic on its own: a unit without a transaction (no BEGIN, no
         # COMMIT), for its handling of a pooled connection that died idle.
         async with PgUnitOfWork(self._db, read_only=True) as uow:
