@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from types import ModuleType
 from typing import Any, NoReturn
 
 from gatehouse.domain import events
@@ -36,13 +35,8 @@ from gatehouse.selfservice.sessions.manage import require_recent
 
 PURPOSE = "webauthn"  # the code store's purpose for live flows
 FLOW_SECONDS = TIMEOUT_MS // 1000
-
-
-def _ceremony() -> ModuleType:
-    """py_webauthn's ceremonies, imported by the first one a process runs (`terms.py`)."""
-    from gatehouse.selfservice.passkeys import ceremony
-
-    return ceremony
+# The functions that run a ceremony import `ceremony` (py_webauthn) themselves: the first one a
+# process runs loads it, not every api process at start (`terms.py`).
 
 
 REGISTER, SIGN_IN = "register", "sign-in"
@@ -113,6 +107,8 @@ def _label(name: str | None) -> str:
 async def registration_options(ctx: FlowContext, *, token: str) -> dict[str, Any]:
     """`{flow_id, options}` to create a passkey for the token's account; recent auth needed
     (a stolen access token alone must not plant a key of its own on the account)."""
+    from gatehouse.selfservice.passkeys import ceremony
+
     async with ctx.reader() as uow:
         user, claims = await authenticate(ctx, uow, token)
         existing = await uow.factors.passkeys(user.id)
@@ -121,7 +117,7 @@ async def registration_options(ctx: FlowContext, *, token: str) -> dict[str, Any
     if len(existing) >= MAX_PASSKEYS:
         raise Conflict(f"An account holds at most {MAX_PASSKEYS} passkeys: remove one first")
     flow_id, challenge = await _start(ctx, REGISTER, user.id)
-    options = _ceremony().creation_options(
+    options = ceremony.creation_options(
         ctx.relying_party,
         challenge=challenge,
         user_id=user.id,
@@ -138,6 +134,8 @@ async def register(
     """Verify the authenticator's answer to the flow's options and keep the new passkey, with
     its event and the owner's notice in the same transaction. Returns the passkey as its owner
     sees it and, when it is the account's first second factor, its new recovery codes."""
+    from gatehouse.selfservice.passkeys import ceremony
+
     label = _label(name)
     async with ctx.reader() as uow:
         user, _claims = await authenticate(ctx, uow, token)
@@ -146,7 +144,7 @@ async def register(
     try:
         if challenge is None:
             raise Refused("no such flow")
-        new = _ceremony().verify_creation(ctx.relying_party, credential, challenge=challenge)
+        new = ceremony.verify_creation(ctx.relying_party, credential, challenge=challenge)
     except Refused as exc:
         audit("passkey.add", "failure", factor="passkey", user_id=user.id, reason=str(exc))
         raise InvalidCode(REFUSED + ", or its request expired: start again") from None
@@ -219,6 +217,8 @@ async def assertion_options(ctx: FlowContext, *, user_id: str | None) -> dict[st
     """`{flow_id, options}` of a sign-in. Without `user_id` (passwordless) the authenticator
     picks the account; with one (a second step, a reauth) the flow is bound to that account
     and `allowCredentials` lists its passkeys: NotFound when it has none."""
+    from gatehouse.selfservice.passkeys import ceremony
+
     allowed = None
     if user_id is not None:
         async with ctx.reader() as uow:
@@ -226,7 +226,7 @@ async def assertion_options(ctx: FlowContext, *, user_id: str | None) -> dict[st
         if not allowed:
             raise NotFound("This account has no passkey")
     flow_id, challenge = await _start(ctx, SIGN_IN, user_id)
-    options = _ceremony().request_options(ctx.relying_party, challenge=challenge, allowed=allowed)
+    options = ceremony.request_options(ctx.relying_party, challenge=challenge, allowed=allowed)
     return {"flow_id": flow_id, "options": options}
 
 
@@ -255,12 +255,14 @@ async def _prove(
     """The passkey an assertion was made with and its new counter, if everything about it is
     right: a live flow (spent now), a passkey we know (of `user_id`, when given), the user
     handle it claims, and py_webauthn's checks. Nothing is written."""
+    from gatehouse.selfservice.passkeys import ceremony
+
     challenge = await _spend(ctx, SIGN_IN, flow_id, user_id)
     if challenge is None:
         await _refuse(ctx, action, "no_such_flow", user_id)
     try:
-        credential_id = _ceremony().credential_id_of(credential)
-        handle = _ceremony().user_handle_of(credential)
+        credential_id = ceremony.credential_id_of(credential)
+        handle = ceremony.user_handle_of(credential)
     except Refused as exc:
         await _refuse(ctx, action, str(exc), user_id)
     async with ctx.reader() as uow:
@@ -269,11 +271,11 @@ async def _prove(
         await _refuse(ctx, action, "unknown_credential", user_id)
     if user_id is not None and passkey.user_id != user_id:
         await _refuse(ctx, action, "passkey_of_another_account", user_id)
-    if handle is not None and handle != _ceremony().user_handle(passkey.user_id):
+    if handle is not None and handle != ceremony.user_handle(passkey.user_id):
         await _refuse(ctx, action, "user_handle_mismatch", passkey.user_id)
     await limit_account(ctx, "passkey_login", passkey.user_id)
     try:
-        count = _ceremony().verify_assertion(
+        count = ceremony.verify_assertion(
             ctx.relying_party, credential, challenge=challenge, passkey=passkey
         )
     except Refused as exc:

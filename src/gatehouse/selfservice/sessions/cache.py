@@ -64,8 +64,9 @@ class SignedInCache:
         entry = self._entries.get(session_id)
         if entry is None or entry.user.id != user_id:
             return None
-        if not self.live() or self.clock() - entry.stored_at > self.ttl_seconds:
-            return None
+        now = self.clock()
+        if now - self._heard_at > self.stale_after or now - entry.stored_at > self.ttl_seconds:
+            return None  # the channel fell silent (`live`), or the entry is too old
         return entry.user
 
     def ticket(self) -> int:
