@@ -7,18 +7,14 @@ token: one new token, then the family revoked as a replay."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from gatehouse.bootstrap import Services, build
-from gatehouse.config import Settings
 from gatehouse.domain.events import new_id
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidToken
@@ -26,58 +22,17 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.sessions import flow as session
 from gatehouse.selfservice.sessions.flow import Session
-from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.pg_refresh import PgRotations
+from tests.integration.at_once import START, Paths, both_paths
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
-START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclasses.dataclass
-class Paths:
-    services: Services
-    clock: Clock
-    at_once: FlowContext  # as bootstrap wires it on PostgreSQL
-    ordinary: FlowContext  # the same, without the one-statement path
-
-    async def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        async with self.services.engine.connect() as conn:
-            result = await conn.execute(text(sql), params)
-            return [dict(row._mapping) for row in result]
 
 
 @pytest.fixture
 async def paths(postgres_database: str, tmp_path: Path) -> AsyncIterator[Paths]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=postgres_database,
-        secrets_file=tmp_path / "secrets.json",
-        redis_url="",
-        kafka_bootstrap_servers="",
-        smtp_url="",
-        rate_limits={},
-        argon2_memory_kib=1024,
-        argon2_time_cost=1,
-        hash_workers=1,
-    )
-    clock = Clock()
-    services = build(settings, clock=clock)
-    await upgrade(services.engine)
-    try:
-        assert isinstance(services.ctx.rotations, PgRotations)  # bootstrap chose it
-        ordinary = dataclasses.replace(services.ctx, rotations=None)
-        yield Paths(services, clock, services.ctx, ordinary)
-    finally:
-        await services.aclose()
+    async with both_paths(postgres_database, tmp_path, "rotations", PgRotations) as opened:
+        yield opened
 
 
 async def account(ctx: FlowContext, n: int) -> User:
