@@ -7,9 +7,7 @@ changes between the check and the connection (rebinding) reaches nothing private
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
-import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,16 +20,6 @@ from gatehouse.errors import InvalidInput
 from gatehouse.ports.webhooks import Attempt
 
 REFUSED = "url: resolves to a private, loopback, link-local or reserved address"
-
-
-def _sniffio_absent() -> None:
-    """httpcore imports the optional `sniffio` inside every request (its locks ask which event
-    loop runs them), and Python does not remember an import that failed: without sniffio
-    installed (anyio 4.11 stopped requiring it), each post searched sys.path for it some ten
-    times, a third of a millisecond of CPU (encode/httpcore#1103). Marked absent, that import
-    fails at once. Done when a client is made, not at import."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -59,7 +47,6 @@ class HttpxWebhookClient:
         self._most = pools
 
     def _client(self) -> httpx.AsyncClient:
-        _sniffio_absent()
         return httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
