@@ -240,7 +240,7 @@ async def test_attempts_are_recorded_failed_ones_listed_and_redelivered(
     )
     at = NOW + timedelta(seconds=10)
     [first] = (await store.claim_due("a", at, at + LEASE, 5, {}, 4, {}))[0]
-    assert await store.finish(first.id, "a", refused(at)) is True
+    assert await store.finish_many("a", [(first.id, refused(at))]) == [True]
     retried = await store.get_delivery(endpoint.id, first.id)
     assert retried is not None and retried.status == PENDING and retried.attempts == 1
     assert retried.last_status_code == 500 and retried.last_error == ("HTTP 500: " + "x" * 190)

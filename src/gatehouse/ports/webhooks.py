@@ -3,7 +3,7 @@ leases, as for the courier), and the HTTP client that posts one attempt."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -57,18 +57,22 @@ class WebhookStore(Protocol):
     async def enqueue(self, deliveries: Sequence[WebhookDelivery]) -> int:
         """Insert the deliveries that are not there yet (one per webhook and event): how many."""
 
-    async def due(
-        self, now: datetime, limit: int, busy: Collection[str] = ()
-    ) -> list[WebhookDelivery]:
-        """Pending deliveries whose time has come, not leased, of endpoints not paused nor
-        `busy` (at their concurrency here), each the oldest pending one of its endpoint and
-        user; oldest first."""
-
-    async def claim(self, delivery_id: str, owner: str, now: datetime, until: datetime) -> bool:
-        """Lease a pending delivery whose lease is free or expired; of several, one wins."""
-
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        """Write an attempt's outcome and free the lease, while `owner` holds it."""
+    async def settle_and_claim(
+        self,
+        owner: str,
+        outcomes: Sequence[tuple[str, Outcome]],
+        now: datetime,
+        until: datetime,
+        limit: int,
+        room: Mapping[str, int],
+        default_room: int,
+        known: Mapping[str, datetime],
+    ) -> tuple[list[bool], list[WebhookDelivery], list[Endpoint]]:
+        """One transaction, the delivery loop's round: each outcome written (its lease freed)
+        while `owner` holds its delivery (which ones were), then up to `limit` due deliveries
+        leased to `owner` until `until` (at most `room[endpoint]`, else `default_room`, of one
+        endpoint; each the oldest pending one of its endpoint and user, of endpoints not
+        paused), and with them the endpoints whose `updated_at` differs from `known`."""
 
     async def release(self, delivery_id: str, owner: str) -> None: ...
     async def deliveries(

@@ -195,19 +195,6 @@ class SqlWebhookStore:
             query = query.where(d.webhook_id.not_in(list(busy)))
         return query
 
-    async def due(
-        self, now: datetime, limit: int, busy: Collection[str] = ()
-    ) -> list[WebhookDelivery]:
-        async with self._transaction() as conn:
-            return [_delivery(r) for r in await conn.execute(self._due(now, limit, busy))]
-
-    async def claim(self, delivery_id: str, owner: str, now: datetime, until: datetime) -> bool:
-        free = or_(d.lease_until.is_(None), d.lease_until <= now, d.lease_owner == owner)
-        lease = update(webhook_deliveries).where(d.id == delivery_id, d.status == PENDING, free)
-        async with self._transaction() as conn:
-            done = await conn.execute(lease.values(lease_owner=owner, lease_until=until))
-        return done.rowcount == 1
-
     async def claim_due(
         self,
         owner: str,
@@ -225,9 +212,6 @@ class SqlWebhookStore:
             owner, (), now, until, limit, room, default_room, known
         )
         return claimed, endpoints
-
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        return (await self.finish_many(owner, [(delivery_id, outcome)]))[0]
 
     async def finish_many(self, owner: str, outcomes: Sequence[tuple[str, Outcome]]) -> list[bool]:
         """Each attempt's outcome written (its lease freed) while `owner` holds the delivery."""

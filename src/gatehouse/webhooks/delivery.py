@@ -20,9 +20,7 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from gatehouse.domain import webhooks as rules
 from gatehouse.domain.crypto import Keyring
@@ -30,33 +28,11 @@ from gatehouse.domain.webhooks import DELIVERED, FAILED, PENDING, Endpoint, Webh
 from gatehouse.errors import Unavailable
 from gatehouse.ports import Clock
 from gatehouse.ports.telemetry import NO_METRICS, Metrics
-from gatehouse.ports.webhooks import Attempt, Outcome, WebhookClient
+from gatehouse.ports.webhooks import Attempt, Outcome, WebhookClient, WebhookStore
 from gatehouse.webhooks.registry import secret_context
 
 log = logging.getLogger(__name__)
 CACHED = 1000  # endpoints (and their secrets) kept; past that the cache starts again
-
-
-class DeliveryStore(Protocol):
-    """What the loop needs of `ports.webhooks.WebhookStore`'s implementation: outcomes written
-    and due deliveries leased in one transaction (`storage/sql_webhooks.py`)."""
-
-    async def settle_and_claim(
-        self,
-        owner: str,
-        outcomes: Sequence[tuple[str, Outcome]],
-        now: datetime,
-        until: datetime,
-        limit: int,
-        room: Mapping[str, int],
-        default_room: int,
-        known: Mapping[str, datetime],
-    ) -> tuple[list[bool], list[WebhookDelivery], list[Endpoint]]:
-        """Write each outcome while `owner` holds its delivery (which ones were), then lease up
-        to `limit` due deliveries (at most `room[endpoint]`, else `default_room`, of one
-        endpoint); with them the endpoints whose `updated_at` differs from `known`."""
-
-    async def release(self, delivery_id: str, owner: str) -> None: ...
 
 
 def owner_name() -> str:
@@ -92,7 +68,7 @@ class WebhookDeliverer:
 
     def __init__(
         self,
-        store: DeliveryStore,
+        store: WebhookStore,
         client: WebhookClient,
         keyring: Keyring,
         clock: Clock,
