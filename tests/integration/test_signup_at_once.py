@@ -2,7 +2,7 @@
 path it is derived from (registration.flow.verify_sign_up over the unit of work), on the real
 database: the same user, event and record for a right code; for a wrong code, no sign-up, an
 expired one or an address taken meanwhile, the same answer and nothing written by it; a sign-up
-gone between the read and the write handed to the ordinary path; one code presented many times
+gone between the read and the write refused; one code presented many times
 at once makes one account."""
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class GoneFirst:
         return await self.inner.finish(done)
 
 
-async def test_a_sign_up_gone_meanwhile_is_left_to_the_ordinary_path(paths: Paths) -> None:
+async def test_a_sign_up_gone_meanwhile_is_refused_and_nothing_written(paths: Paths) -> None:
     assert paths.at_once.sign_ups is not None
     gone = GoneFirst(paths.at_once.sign_ups, paths.ordinary)
     ctx = dataclasses.replace(paths.at_once, sign_ups=gone)
@@ -214,3 +214,17 @@ async def test_one_code_presented_many_times_at_once_makes_one_account(paths: Pa
     assert len(made) == 1 and len(refused) == 9
     state = await written(paths, pending)
     assert len(state["users"]) == 1 and len(state["events"]) == 1 and state["pending"] == []
+
+
+async def test_guessing_spends_the_code_on_either_path(paths: Paths) -> None:
+    """An attacker guessing a sign-up's code: once its tries are spent, the right code makes no
+    account either, whichever path finishes sign-ups."""
+    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        pending = await signed_up(ctx, 10 + n)
+        for guess in range(ctx.policy.code_attempts):
+            with pytest.raises(InvalidCode):
+                await registration.verify_sign_up(ctx, email=pending.email, otp=f"{guess:06d}")
+        with pytest.raises(InvalidCode):
+            await registration.verify_sign_up(ctx, email=pending.email, otp=CODE)
+        state = await written(paths, pending)
+        assert state["users"] == [] and state["events"] == [] and len(state["pending"]) == 1

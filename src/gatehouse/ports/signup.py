@@ -29,5 +29,5 @@ class SignUpFinish:
 class SignUpFinishes(Protocol):
     async def finish(self, done: SignUpFinish) -> User | None:
         """All of it at once if the sign-up is still there and live: the new user. Otherwise
-        None and nothing written (the ordinary path then tells the cases apart). AccountExists
-        if its address became an account's meanwhile, and nothing written."""
+        None and nothing written (the sign-up ended meanwhile). AccountExists if its address
+        became an account's meanwhile, and nothing written."""

@@ -218,22 +218,18 @@ async def verify_sign_up(ctx: FlowContext, *, email: str, otp: str) -> SignedUp:
 async def _verify_at_once(
     ctx: FlowContext, finishes: SignUpFinishes, email: str, otp: str
 ) -> SignedUp:
-    """The same, its writes in one step (`at_once`): the sign-up read on its own, then removed
-    and made the user at once if still there; gone meanwhile, the ordinary path tells why."""
+    """The same, its writes in one step (`finish_at_once`): the sign-up read on its own, then
+    removed and made the user at once. If that finds it no longer there and live, the code was
+    for a sign-up that ended meanwhile (finished by another door, or expired): refused, as a
+    code bound to no live sign-up is."""
     async with ctx.reader() as reader:
         pending = await live_pending(ctx, reader, email)
 
     async def create() -> SignedUp:
-        if pending is None:
+        user = None if pending is None else await finish_at_once(ctx, finishes, pending)
+        if user is None:
             raise InvalidCode()
-        user = await finish_at_once(ctx, finishes, pending)
-        if user is not None:
-            return signed_up(ctx, user)
-        async with ctx.uow() as uow:
-            again = await live_pending(ctx, uow, email)
-            if again is None or again.id != pending.id:
-                raise InvalidCode()
-            return await finish(ctx, uow, again)
+        return signed_up(ctx, user)
 
     binding = pending.id if pending else ""
     return await consume_then(

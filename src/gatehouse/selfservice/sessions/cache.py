@@ -57,16 +57,17 @@ class SignedInCache:
     _heard_at: float = float("-inf")
 
     # -- the read path -------------------------------------------------------------------
-    def live(self) -> bool:
-        return self.clock() - self._heard_at <= self.stale_after
+    def live(self, now: float | None = None) -> bool:
+        """Whether the channel was heard lately (at `now`, read from the clock if not given)."""
+        return (self.clock() if now is None else now) - self._heard_at <= self.stale_after
 
     def get(self, session_id: str, user_id: str) -> User | None:
         entry = self._entries.get(session_id)
         if entry is None or entry.user.id != user_id:
             return None
         now = self.clock()
-        if now - self._heard_at > self.stale_after or now - entry.stored_at > self.ttl_seconds:
-            return None  # the channel fell silent (`live`), or the entry is too old
+        if not self.live(now) or now - entry.stored_at > self.ttl_seconds:
+            return None
         return entry.user
 
     def ticket(self) -> int:
@@ -76,7 +77,7 @@ class SignedInCache:
 
     def put(self, ticket: int, session_id: str, user: User) -> None:
         now = self.clock()
-        if ticket != self._generation or not self.live():
+        if ticket != self._generation or not self.live(now):
             return
         if self._is_held(user_key(user.id), now) or self._is_held(session_key(session_id), now):
             return
