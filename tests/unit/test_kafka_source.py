@@ -1,10 +1,13 @@
 """outbox.kafka.KafkaSource over a stand-in for librdkafka's consumer: it hands over what
 has arrived as soon as anything has (one blocking poll, then a drain that does not wait), commits
-past each acknowledged message without waiting for the broker, and on close commits, and waits
-for, exactly what was acknowledged: never a message fetched but not handled."""
+past the acknowledged messages with the next fetch, on the consumer's own thread and without
+waiting for the broker (confluent-kafka lets one call at a time into a consumer: a commit from the
+event loop beside a running poll blocked the loop), and on close commits, and waits for, exactly
+what was acknowledged: never a message fetched but not handled."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +56,14 @@ class StandInConsumer:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     commits: list[tuple[list[tuple[int, int]], bool]] = field(default_factory=list)
     closed: bool = False
+    threads: set[int] = field(default_factory=set)  # the threads that called in
 
     def subscribe(self, topics: list[str]) -> None:
+        self.threads.add(threading.get_ident())
         self.calls.append(("subscribe", topics))
 
     def poll(self, timeout: float) -> Message | None:
+        self.threads.add(threading.get_ident())
         self.calls.append(("poll", timeout))
         return self.arrived.pop(0) if self.arrived else None
 
@@ -67,9 +73,12 @@ class StandInConsumer:
         return taken
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.threads.add(threading.get_ident())
+        self.calls.append(("commit", asynchronous))
         self.commits.append(([(tp.partition, tp.offset) for tp in offsets], asynchronous))
 
     def close(self) -> None:
+        self.threads.add(threading.get_ident())
         self.closed = True
 
 
@@ -94,7 +103,7 @@ def test_offsets_are_committed_only_by_hand(source: KafkaSource) -> None:
 def test_a_lone_message_is_handed_over_without_waiting_for_a_batch(source: KafkaSource) -> None:
     stand_in = consumer(source)
     stand_in.arrived = [Message(7)]
-    assert [m.offset() for m in source._fetch()] == [7]
+    assert [m.offset() for m in source._fetch([])] == [7]
     # One wait for the first message; the rest is taken without waiting (`consume(n, t)` would
     # wait out `t` for `n` messages).
     assert stand_in.calls == [("poll", POLL_SECONDS), ("consume", (FETCH_BATCH - 1, 0))]
@@ -103,29 +112,51 @@ def test_a_lone_message_is_handed_over_without_waiting_for_a_batch(source: Kafka
 def test_what_has_arrived_comes_in_one_fetch_and_nothing_is_no_batch(source: KafkaSource) -> None:
     stand_in = consumer(source)
     stand_in.arrived = [Message(n) for n in range(5)]
-    assert [m.offset() for m in source._fetch()] == [0, 1, 2, 3, 4]
-    assert source._fetch() == []
+    assert [m.offset() for m in source._fetch([])] == [0, 1, 2, 3, 4]
+    assert source._fetch([]) == []
     assert stand_in.calls[-1] == ("poll", POLL_SECONDS)  # nothing came: no drain
 
 
-async def test_acks_commit_past_each_message_and_close_commits_only_the_acknowledged(
+async def test_acks_are_committed_with_the_next_fetch_and_close_commits_only_the_acknowledged(
     source: KafkaSource,
 ) -> None:
     stand_in = consumer(source)
-    stand_in.arrived = [Message(10), Message(11), Message(12, partition_=1), Message(13)]
+    stand_in.arrived = [Message(10), Message(11), Message(12, partition_=1)]
     seen = []
     async for delivery in source.deliveries():
         seen.append(delivery.offset)
+        if delivery.offset == 12:
+            # An ack commits nothing by itself: the offsets go with the next fetch.
+            assert stand_in.commits == []
+            stand_in.arrived.append(Message(13))  # so that the next fetch finds something
         if delivery.offset == 13:
             break  # fetched, never acknowledged: it must be read again
         await delivery.ack()
     assert seen == [10, 11, 12, 13]
-    # Each ack commits the next offset to read, without waiting for the broker's answer.
-    assert stand_in.commits == [([(0, 11)], True), ([(0, 12)], True), ([(1, 13)], True)]
+    # The first fetch took 10-12 (13 arrived after); the second committed the next offset to
+    # read on each partition, without waiting for the broker's answer, then polled.
+    assert stand_in.commits[0] == ([(0, 12), (1, 13)], True)
+    first_commit = stand_in.calls.index(("commit", True))
+    assert stand_in.calls[first_commit + 1] == ("poll", POLL_SECONDS)
     await source.close()
     # Closing commits the last acknowledged offset of each partition and waits for it.
     assert stand_in.commits[-1] == ([(0, 12), (1, 13)], False)
     assert stand_in.closed
+
+
+async def test_the_consumer_is_called_from_one_thread_never_the_event_loop(
+    source: KafkaSource,
+) -> None:
+    stand_in = consumer(source)
+    stand_in.arrived = [Message(n) for n in range(5)]
+    async for delivery in source.deliveries():
+        await delivery.ack()
+        if delivery.offset == 4:
+            break
+    await source.close()
+    assert stand_in.commits, "nothing committed"
+    assert len(stand_in.threads) == 1
+    assert threading.get_ident() not in stand_in.threads
 
 
 async def test_closing_with_nothing_acknowledged_commits_nothing(source: KafkaSource) -> None:

@@ -181,11 +181,15 @@ class KafkaSource:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self._closed = False
         self._acked: dict[tuple[str, int], int] = {}  # next offset to read, per partition
+        self._uncommitted: dict[tuple[str, int], int] = {}  # acked since the last fetch
 
-    def _fetch(self) -> list[Any]:
-        """What has arrived, as soon as anything has: `consume(n, t)` would wait out `t` until
-        `n` messages came (200 ms added to a lone command's delivery); `poll` returns with the
-        first message, then `consume(…, 0)` takes whatever else is already here."""
+    def _fetch(self, offsets: list[TopicPartition]) -> list[Any]:
+        """Commit `offsets`, then what has arrived, as soon as anything has: `consume(n, t)`
+        would wait out `t` until `n` messages came (200 ms added to a lone command's delivery);
+        `poll` returns with the first message, then `consume(…, 0)` takes whatever else is
+        already here."""
+        if offsets:
+            self._commit(offsets, asynchronous=True)
         first = self._consumer.poll(POLL_SECONDS)
         if first is None:
             return []
@@ -196,7 +200,7 @@ class KafkaSource:
         consumer = self._consumer
         await loop.run_in_executor(self._pool, consumer.subscribe, [self._topic])
         while not self._closed:
-            batch = await loop.run_in_executor(self._pool, self._fetch)
+            batch = await loop.run_in_executor(self._pool, self._fetch, self._to_commit())
             for msg in batch:
                 error = msg.error()
                 if error is not None:
@@ -219,12 +223,22 @@ class KafkaSource:
                 )
 
     def _ack(self, topic: str, partition: int, offset: int) -> None:
-        """Commit past one handled message without waiting for the broker's answer: the answer
-        does not change what happens next (a commit that fails only means the message is read
-        again, and the delivery record de-duplicates it), and waiting cost a round trip to the
-        broker per message. Offsets go out in order; `close` commits the last ones and waits."""
+        """Note one handled message; its offset is committed with the next fetch, on the
+        consumer's own thread. Never here, on the event loop: confluent-kafka 2.16 lets one call
+        at a time into a consumer, so a commit beside a running `poll` waited for it, and the
+        whole event loop with it (up to `POLL_SECONDS` an ack: a courier sharing its process
+        with the webhook dispatcher mailed 12 codes a second). Nor is the broker's answer
+        awaited: a commit that fails only means the message is read again, and the delivery
+        record de-duplicates it. `close` commits the last ones and waits."""
         self._acked[(topic, partition)] = offset
-        self._commit([TopicPartition(topic, partition, offset)], asynchronous=True)
+        self._uncommitted[(topic, partition)] = offset
+
+    def _to_commit(self) -> list[TopicPartition]:
+        """The offsets acknowledged since the last fetch, taken on the event loop's thread."""
+        if not self._uncommitted:
+            return []
+        taken, self._uncommitted = self._uncommitted, {}
+        return [TopicPartition(t, p, o) for (t, p), o in taken.items()]
 
     def _commit(self, offsets: list[TopicPartition], *, asynchronous: Literal[True, False]) -> None:
         # (Literal, not bool: confluent_kafka's stubs overload `commit` on each value.)
