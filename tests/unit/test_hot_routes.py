@@ -197,7 +197,7 @@ async def test_the_table_is_the_routers_marked_routes(api: Api) -> None:
     for key, route in layer.routes.items():
         assert route.endpoint is endpoints[key]
     profile = layer.routes[("GET", "/api/auth/profile")]
-    assert (profile.schema, profile.request_name) == (None, None)
+    assert (profile.schema, profile.request_name) == (None, "request")
     assert list(profile.steps) == [
         (deps.ctx, ("c",)),
         (deps.bearer_token, ("token",)),

@@ -12,12 +12,14 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gatehouse.bootstrap import Services, build
 from gatehouse.entrypoints.app import create_app
+from gatehouse.observability.access_log import AccessLog
 from gatehouse.outbox.relay import Relay
 from gatehouse.ports.telemetry import TRACE_FIELD
 from gatehouse.storage.migrate import upgrade
@@ -227,3 +229,26 @@ def test_an_api_that_traces_keeps_what_the_exporter_needs(endpoint: str, expecte
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+async def test_an_answer_made_beforehand_is_a_server_span_too(
+    traced: tuple[Services, httpx.AsyncClient], sink: OtlpSink
+) -> None:
+    """A replayed answer (web/replays.py) goes through `AccessLog.answer`: its span is named
+    and described as the route's, with the request id it was sent with."""
+    services, client = traced
+    app = client._transport.app  # type: ignore[attr-defined]
+    log = AccessLog(app, router=app.router, tracer=services.tracer)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/api/auth/profile", "headers": []}
+    made = ((b"content-type", b"application/json"),)
+    await log.answer(scope, send, 200, made, b"{}")
+    [(_, rid)] = [h for h in sent[0]["headers"] if h[0] == b"x-request-id"]
+    assert sent[1] == {"type": "http.response.body", "body": b"{}"}
+    span = server_span(sink, rid.decode())
+    assert (span.name, span.kind) == ("GET /api/auth/profile", "server")
+    assert span.attributes["http.response.status_code"] == 200

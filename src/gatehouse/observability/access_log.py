@@ -29,6 +29,7 @@ LEFT = 499  # no answer was sent: the client went away first (nginx's code for i
 SWITCHED = 101  # a websocket accepted; its line is written when it closes
 REFUSED = 403  # a websocket closed before it was accepted (the server answers the handshake 403)
 TRACE_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
+Headers = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,46 @@ class AccessLog:
             raise
         finally:
             request_id.reset(token)
-            seconds = time.perf_counter() - start
-            # A websocket's scope has no method: its handshake is a GET.
-            method, route = scope.get("method", "GET"), self._route(scope)
-            timed = seconds if scope["type"] == "http" else None
-            self._metrics.http_request(method, route, status, timed)
-            if span is not None:
-                _describe(span, method, route, status, rid)
-            if log.isEnabledFor(logging.INFO):
-                self._log(method, route, status, seconds, rid)
+            self._done(scope, status, time.perf_counter() - start, rid, span)
+
+    async def answer(
+        self, scope: Scope, send: Send, status: int, headers: Headers, body: bytes
+    ) -> None:
+        """Send an answer made beforehand (`web/replays.py`) as if `app` had sent it: the same
+        request id, metrics, log line and span, without wrapping `send` or setting the request
+        id's context (nothing runs in between that could log)."""
+        if self._tracer is None:
+            await self._send_made(scope, send, (status, headers, body), None)
+            return
+        with self._tracer.span(scope["method"], kind="server", parent=self._parent(scope)) as span:
+            await self._send_made(scope, send, (status, headers, body), span)
+
+    async def _send_made(
+        self, scope: Scope, send: Send, made: tuple[int, Headers, bytes], span: Span | None
+    ) -> None:
+        start = time.perf_counter()
+        rid = self._request_id(scope)
+        status, headers, body = made
+        try:
+            start_message = {"type": "http.response.start", "status": status}
+            start_message["headers"] = [*headers, (HEADER, rid.encode())]
+            await send(start_message)
+            await send({"type": "http.response.body", "body": body})
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            self._done(scope, status, time.perf_counter() - start, rid, span)
+
+    def _done(self, scope: Scope, status: int, seconds: float, rid: str, span: Span | None) -> None:
+        # A websocket's scope has no method: its handshake is a GET.
+        method, route = scope.get("method", "GET"), self._route(scope)
+        timed = seconds if scope["type"] == "http" else None
+        self._metrics.http_request(method, route, status, timed)
+        if span is not None:
+            _describe(span, method, route, status, rid)
+        if log.isEnabledFor(logging.INFO):
+            self._log(method, route, status, seconds, rid)
 
     def _request_id(self, scope: Scope) -> str:
         if self.proxies:

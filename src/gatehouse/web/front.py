@@ -12,7 +12,10 @@ with the same settings (access log, security headers, client address) around the
 Anything else goes to the app untouched: other routes, websockets, a request with an `Origin`
 (CORS answers it there), a body without a Content-Length or over the limit, a body the route's
 schema does not plainly accept (replayed), and everything while a test overrides dependencies.
-An exception the route raises is answered as the app's handlers answer it."""
+An exception the route raises is answered as the app's handlers answer it.
+
+A bodiless hot route's answer that its endpoint marked replayable is given again to the same
+Authorization header while it holds, through the access log alone (`web/replays.py`)."""
 
 from __future__ import annotations
 
@@ -22,15 +25,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gatehouse.observability.access_log import AccessLog
 from gatehouse.web.hot import HotRoute, plain_kwargs, respond, table
 from gatehouse.web.middleware import ClientAddress, SecurityHeaders
+from gatehouse.web.replays import Replays, key_of
 
 
 class HotFront:
     def __init__(self, app: ASGIApp, *, fastapi: FastAPI, max_body_bytes: int):
         self.app, self.fastapi, self.max_body_bytes = app, fastapi, max_body_bytes
-        self._built: tuple[dict[tuple[str, str], HotRoute], ASGIApp] | None = None
+        self._built: tuple[dict[tuple[str, str], HotRoute], AccessLog] | None = None
         self._cors = False
+        self.replays = Replays()
 
-    def _build(self) -> tuple[dict[tuple[str, str], HotRoute], ASGIApp]:
+    def _build(self) -> tuple[dict[tuple[str, str], HotRoute], AccessLog]:
         """On the first request, as the app builds its own stack: its routes are complete."""
         services = self.fastapi.state.services
         settings = services.settings
@@ -59,6 +64,12 @@ class HotFront:
             if length is None or length > self.max_body_bytes:
                 await self.app(scope, receive, send)  # the body limit's to judge
                 return
+        elif (key := key_of(scope)) is not None:
+            replay = self.replays.find(key)
+            if replay is not None:
+                await chain.answer(scope, send, replay.status, replay.headers, replay.body)
+                return
+            send = self.replays.recording(key, scope, send)
         kwargs = await plain_kwargs(route, scope, receive, send, self.app)
         if kwargs is None:
             return

@@ -15,10 +15,11 @@ from gatehouse.selfservice.mfa.proof import step_up
 from gatehouse.selfservice.notices import push_notice, write_notice
 from gatehouse.selfservice.profile.phone import CLEARED, Pending, limit_change, propose
 from gatehouse.selfservice.sessions.flow import (
+    Held,
     announce_revoked,
     authenticate,
     revoke_all,
-    signed_in_user,
+    signed_in,
 )
 from gatehouse.selfservice.validation import (
     require_image,
@@ -43,8 +44,14 @@ async def current_user(ctx: FlowContext, uow: UnitOfWork, token: str) -> User:
 
 
 async def read(ctx: FlowContext, *, token: str) -> dict[str, Any]:
-    user = await signed_in_user(ctx, token)
-    return public_view(user, phone_of(ctx, user))
+    return (await read_held(ctx, token=token))[0]
+
+
+async def read_held(ctx: FlowContext, *, token: str) -> tuple[dict[str, Any], Held | None]:
+    """The profile, and what it rests on when it was read from the signed-in cache: the view
+    is the user's alone, so it stays the answer while that holds (`sessions.flow.Held`)."""
+    user, held = await signed_in(ctx, token)
+    return public_view(user, phone_of(ctx, user)), held
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from gatehouse.domain.tokens import (
 )
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidToken, TokenError
-from gatehouse.ports import UnitOfWork
+from gatehouse.ports import Clock, UnitOfWork
 from gatehouse.ports.rotation import Rotation, Rotations
 from gatehouse.selfservice.audit import audit, audit_entry, record, refused
 from gatehouse.selfservice.context import FlowContext, phone_of
+from gatehouse.selfservice.sessions.cache import SignedInCache
 
 log = logging.getLogger(__name__)
 FACTOR = "refresh_token"
@@ -69,20 +70,44 @@ def _alive(user: User | None, claims: AccessClaims) -> User:
 async def signed_in_user(ctx: FlowContext, token: str) -> User:
     """`authenticate` for a read outside any transaction: answered from the process's
     signed-in cache while its channel is heard (`cache.py`), else from the database."""
+    user, _held = await signed_in(ctx, token)
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a read from the signed-in cache rests on: `current()` while the token has not
+    expired and the cache still holds this very user for its session. Any announcement about
+    the session or the user, the channel falling silent, or the entry's age drops or replaces
+    that entry (`cache.py`), so an answer derived from the user alone may be given again to
+    the same token exactly while this holds."""
+
+    cache: SignedInCache
+    clock: Clock
+    claims: AccessClaims
+    user: User
+
+    def current(self) -> bool:
+        claims = self.claims
+        return self.clock() < claims.exp and self.cache.get(claims.sid, claims.sub) is self.user
+
+
+async def signed_in(ctx: FlowContext, token: str) -> tuple[User, Held | None]:
+    """`signed_in_user`, and what its answer rests on when it came from (or went into) the
+    signed-in cache; None when it did not."""
     cache = ctx.signed_in
     if cache is None:
         async with ctx.reader() as uow:
             user, _claims = await authenticate(ctx, uow, token)
-        return user
+        return user, None
     claims = _verified(ctx, token)
     held = cache.get(claims.sid, claims.sub)
-    if held is not None:
-        return held
-    ticket = cache.ticket()
-    async with ctx.reader() as uow:
-        user = _alive(await uow.users.get_signed_in(claims.sub, claims.sid), claims)
-    cache.put(ticket, claims.sid, user)
-    return user
+    if held is None:
+        ticket = cache.ticket()
+        async with ctx.reader() as uow:
+            held = _alive(await uow.users.get_signed_in(claims.sub, claims.sid), claims)
+        cache.put(ticket, claims.sid, held)
+    return held, Held(cache, ctx.clock, claims, held)
 
 
 async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
