@@ -18,7 +18,7 @@ from gatehouse.admin import users as admin
 from gatehouse.selfservice.profile import flow as profile_flow
 from gatehouse.selfservice.sessions.cache import SignedInCache
 from gatehouse.selfservice.sessions.invalidating import invalidating_units
-from gatehouse.web.replays import REPLAYABLE, Replays
+from gatehouse.web.replays import REPLAYABLE, Replays, key_of
 
 from .api_client import PASSWORD, Api
 from .test_hot_front import Front, seen
@@ -210,18 +210,47 @@ class TestRecording:
         assert replays.find(key) is None
         assert len(replays) == 0
 
-    async def test_the_store_keeps_the_newest_up_to_its_bound(self) -> None:
+    async def test_the_store_is_bounded_in_entries_and_in_bytes(self) -> None:
         replays = Replays(max_entries=3)
         for n in range(5):
             await self.record(replays, ("/p", b"t%d" % n), self.answer(), mark=True)
         assert len(replays) == 3
-        assert [replays.find(("/p", b"t%d" % n)) is not None for n in range(5)] == [
-            False,
-            False,
-            True,
-            True,
-            True,
-        ]
+        assert replays.find(("/p", b"t4")) is not None, "the newest is kept"
+        small = Replays(max_bytes=100)
+        for n in range(20):
+            await self.record(small, ("/p", b"token-%02d" % n), self.answer(), mark=True)
+        assert 0 < small.bytes <= 100
+        assert small.bytes == len(small) * (len(b"token-00") + len(b"{}"))
+
+    async def test_an_answer_that_stopped_holding_goes_without_being_asked_for(self) -> None:
+        """Each recording looks at the oldest two: a session ended long ago (and the personal
+        data in its answer) does not wait for its token to come back."""
+        replays = Replays()
+        holds = {b"old": [True]}
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        recording = replays.recording(("/p", b"old"), {REPLAYABLE: lambda: holds[b"old"][0]}, send)
+        for message in self.answer():
+            await recording(message)
+        holds[b"old"][0] = False
+        await self.record(replays, ("/p", b"new"), self.answer(), mark=True)
+        assert len(replays) == 1
+        assert replays.find(("/p", b"new")) is not None
+
+    async def test_an_answer_not_holding_when_made_is_not_kept(self) -> None:
+        replays = Replays()
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        recording = replays.recording(("/p", b"t"), {REPLAYABLE: lambda: False}, send)
+        for message in self.answer():
+            await recording(message)
+        assert len(sent) == 2 and len(replays) == 0
 
     async def test_an_answer_that_stopped_holding_is_dropped(self) -> None:
         replays, key = Replays(), ("/p", b"Bearer t")
@@ -238,3 +267,22 @@ class TestRecording:
         holds[0] = False
         assert replays.find(key) is None
         assert len(replays) == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        (b"Bearer abc.def.ghi", True),
+        (b"bearer abc.def.ghi", False),  # valid, but not the one spelling a key may have
+        (b"Bearer  abc.def.ghi", False),
+        (b"Bearer\tabc.def.ghi", False),
+        (b"Bearer abc.def.ghi ", False),
+        (b"Bearer ", False),
+        (b"Bearer " + b"a" * 2100, False),
+        (b"Basic abc", False),
+    ],
+)
+def test_a_key_is_only_the_plain_bearer_header(header: bytes, kept: bool) -> None:
+    scope = {"path": PROFILE, "headers": [(b"host", b"t"), (b"authorization", header)]}
+    assert (key_of(scope) == (PROFILE, header)) is kept
+    assert kept or key_of(scope) is None

@@ -125,16 +125,19 @@ class AccessLog:
         start = time.perf_counter()
         rid = self._request_id(scope)
         status, headers, body = made
+        sent = LEFT  # as `_answer` counts: the status once the start went out
         try:
             start_message = {"type": "http.response.start", "status": status}
             start_message["headers"] = [*headers, (HEADER, rid.encode())]
             await send(start_message)
+            sent = status
             await send({"type": "http.response.body", "body": body})
         except BaseException:
-            status = 500
+            if sent == LEFT:
+                sent = 500
             raise
         finally:
-            self._done(scope, status, time.perf_counter() - start, rid, span)
+            self._done(scope, sent, time.perf_counter() - start, rid, span)
 
     def _done(self, scope: Scope, status: int, seconds: float, rid: str, span: Span | None) -> None:
         # A websocket's scope has no method: its handshake is a GET.

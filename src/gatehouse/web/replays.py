@@ -46,19 +46,22 @@ class Replay:
 
 
 class Replays:
-    """Recorded answers, at most `max_entries` (the oldest goes first): a bound on memory, as
-    each token that reads leaves one until it is asked for again after it stopped holding."""
+    """Recorded answers, at most `max_entries` and `max_bytes` (the oldest goes first). Each
+    recording also looks at the two oldest: one that stopped holding goes, one that holds moves
+    to the back, so an answer whose session ended (and the personal data in it) does not stay
+    for long even if its token is never sent again."""
 
-    def __init__(self, max_entries: int = 10_000):
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 8 * 1024 * 1024):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: dict[Key, Replay] = {}
+        self._bytes = 0
 
     def find(self, key: Key) -> Replay | None:
         replay = self._entries.get(key)
         if replay is None:
             return None
         if not replay.current():
-            del self._entries[key]
+            self._drop(key)
             return None
         return replay
 
@@ -77,20 +80,49 @@ class Replays:
                     status = 0
                 else:
                     current = scope.get(REPLAYABLE)
-                    if current is not None and status == 200 and _plain(headers):
+                    if current is not None and status == 200 and _plain(headers) and current():
                         self._put(key, Replay(current, status, headers, message.get("body", b"")))
             await send(message)
 
         return record
 
     def _put(self, key: Key, replay: Replay) -> None:
-        self._entries.pop(key, None)
-        if len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]
+        self._drop(key)
+        for _ in range(2):
+            self._sweep()
+        size = _size(key, replay)
+        while self._entries and (
+            len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes
+        ):
+            self._drop(next(iter(self._entries)))
         self._entries[key] = replay
+        self._bytes += size
+
+    def _sweep(self) -> None:
+        oldest = next(iter(self._entries), None)
+        if oldest is not None:
+            replay = self._entries.pop(oldest)
+            if replay.current():
+                self._entries[oldest] = replay
+            else:
+                self._bytes -= _size(oldest, replay)
+
+    def _drop(self, key: Key) -> None:
+        replay = self._entries.pop(key, None)
+        if replay is not None:
+            self._bytes -= _size(key, replay)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """What the recorded keys and bodies hold (their headers are the route's, shared)."""
+        return self._bytes
+
+
+def _size(key: Key, replay: Replay) -> int:
+    return len(key[1]) + len(replay.body)
 
 
 def _plain(headers: Headers) -> bool:
@@ -98,9 +130,23 @@ def _plain(headers: Headers) -> bool:
     return not any(name.lower() == b"set-cookie" for name, _ in headers)
 
 
+# A key is the header as the api's clients send it: `Bearer <token>`, one space, a token no
+# longer than the longest an api issues. Anything else (another spelling of the scheme, padding
+# that the token's parsing strips, a header of any length a client picks) takes the whole path
+# each time: otherwise one token could fill the store under as many keys and sizes as it likes.
+BEARER = b"Bearer "
+MAX_HEADER_BYTES = 2048
+
+
 def key_of(scope: Scope) -> Key | None:
-    """The request's key: its path and its Authorization header; None without one."""
+    """The request's key: its path and its (first) Authorization header, if that is plainly
+    `Bearer <token>`; None otherwise."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return scope["path"], bytes(value)
+            value = bytes(value)
+            token = value[len(BEARER) :]
+            plain = value.startswith(BEARER) and len(value) <= MAX_HEADER_BYTES
+            if plain and token and b" " not in token and b"\t" not in token:
+                return scope["path"], value
+            return None
     return None
