@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -177,6 +178,7 @@ async def serve_http(
         ws_max_size=settings.max_body_bytes,
     )
     sockets_ = [listening_socket(settings.host, settings.port)] if prepared else None
+    settle()
     await _Server(config).serve(sockets=sockets_)
 
 
@@ -298,6 +300,7 @@ async def run_roles(
     if settings.metrics_port:
         services.metrics.serve(settings.host, settings.metrics_port)
     await prepare(services, migrate=False)
+    settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -306,6 +309,15 @@ async def run_roles(
         await asyncio.gather(*(role(services)(stop) for role in roles))
     finally:
         await services.aclose()
+
+
+def settle() -> None:
+    """Once a process has started (modules imported, services and app built): what exists now
+    lives as long as the process, so the collector stops scanning it. Without this, each full
+    collection walks every object of every imported module; py-spy put the collector at 4-6 %
+    of an api worker's CPU under refresh load, 1 % after."""
+    gc.collect()
+    gc.freeze()
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
