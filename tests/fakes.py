@@ -187,13 +187,16 @@ class MemorySessions(_Repo):
         ]
         return sorted(live, key=lambda s: (s.created_at, s.id), reverse=True)
 
-    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
+    async def seen_since(
+        self, user_id: str, user_agent: str | None, since: datetime
+    ) -> tuple[bool, bool]:
         MemoryDeliveryLog._utc(since)
-        return {
+        agents = {
             s.user_agent
             for s in self._t.sessions.values()
             if s.user_id == user_id and s.last_used_at >= since
         }
+        return bool(agents), user_agent in agents
 
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False

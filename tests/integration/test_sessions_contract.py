@@ -215,3 +215,31 @@ async def test_on_asyncpg_the_hot_reads_are_one_statement_each(units: Units) -> 
         assert touched is not None and touched[1] == user
         assert len(sent) == 2
         await uow.commit()
+
+
+@on_the_fake_too
+async def test_seen_since_tells_any_device_and_this_device_revoked_ones_too(
+    units: Units,
+) -> None:
+    """The new-device check: used since `since` at all, and with this user agent (None a device
+    of its own), counting revoked sessions; another user's sessions and older ones are not.
+    (Compared as the database compares text: MariaDB's collation ignores case. A user agent is
+    no secret, so a thief gains nothing there that copying it exactly would not give.)"""
+    long_ago = NOW - timedelta(days=200)
+    async with units() as uow:
+        await uow.sessions.add(a_session(1, "u-1", user_agent="Firefox/1"))
+        await uow.sessions.add(a_session(2, "u-1", user_agent=None))
+        await uow.sessions.add(a_session(3, "u-1", user_agent="Old/1", last_used_at=long_ago))
+        await uow.sessions.add(a_session(4, "u-2", user_agent="Theirs/1"))
+        assert await uow.sessions.revoke("s-1", NOW, "logout") is True
+        await uow.commit()
+    since = NOW - timedelta(days=90)
+    async with units() as uow:
+        assert await uow.sessions.seen_since("u-1", "Firefox/1", since) == (True, True)
+        assert await uow.sessions.seen_since("u-1", None, since) == (True, True)
+        assert await uow.sessions.seen_since("u-1", "Old/1", since) == (True, False)
+        assert await uow.sessions.seen_since("u-1", "Theirs/1", since) == (True, False)
+        assert await uow.sessions.seen_since("u-3", None, since) == (False, False)
+        assert await uow.sessions.seen_since("u-1", "Old/1", long_ago) == (True, True)
+        later = NOW + timedelta(days=1)
+        assert await uow.sessions.seen_since("u-1", "Firefox/1", later) == (False, False)

@@ -64,12 +64,17 @@ class Sessions(Protocol):
     """Sign-ins. `list_live_for_user`: those not revoked, newest first. `touch`: a live session
     marked used at `now` (`authenticated`: proved then too), returned with its user (None if
     unknown, revoked or without user), in one round trip where the database allows it.
-    `user_agents_since`: the user agents of the user's sessions used since then, revoked too."""
+    `seen_since`: whether any session of the user was used since then, and whether one with
+    this user agent (None matching None; compared as the database compares text) was, revoked
+    ones too: two existence checks, which stop at the first row found, where listing the user
+    agents read every session the user has."""
 
     async def add(self, session: SessionRecord) -> None: ...
     async def get(self, session_id: str) -> SessionRecord | None: ...
     async def list_live_for_user(self, user_id: str) -> list[SessionRecord]: ...
-    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]: ...
+    async def seen_since(
+        self, user_id: str, user_agent: str | None, since: datetime
+    ) -> tuple[bool, bool]: ...
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False
     ) -> tuple[SessionRecord, User] | None: ...

@@ -88,7 +88,7 @@ async def is_new_device(
     none, itself a device of its own) comes from a device the account has not used in 90 days.
     The first sign-in of an account made in that time is not one: there is nothing to compare."""
     since = now - DEVICE_MEMORY
-    seen = await uow.sessions.user_agents_since(user.id, since)
-    if not seen:
+    any_device, this_device = await uow.sessions.seen_since(user.id, user_agent, since)
+    if not any_device:
         return user.created_at < since
-    return user_agent not in seen
+    return not this_device

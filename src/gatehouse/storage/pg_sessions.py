@@ -56,6 +56,13 @@ def _record(values: Sequence[Any]) -> SessionRecord:
     return SessionRecord(**found)
 
 
+_SEEN = """
+SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND last_used_at >= $3),
+    EXISTS (SELECT 1 FROM sessions
+        WHERE user_id = $1 AND last_used_at >= $3 AND user_agent IS NOT DISTINCT FROM $2)
+"""
+
+
 class PgSessions:
     def __init__(self, uow: PgUnitOfWork):
         self._uow = uow
@@ -77,14 +84,11 @@ class PgSessions:
         )
         return [_record(list(row.values())) for row in rows]
 
-    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
-        rows = await self._uow.run(
-            "fetch",
-            "SELECT DISTINCT user_agent FROM sessions WHERE user_id = $1 AND last_used_at >= $2",
-            user_id,
-            _naive(since),
-        )
-        return {row[0] for row in rows}
+    async def seen_since(
+        self, user_id: str, user_agent: str | None, since: datetime
+    ) -> tuple[bool, bool]:
+        row = await self._uow.run("fetchrow", _SEEN, user_id, user_agent, _naive(since))
+        return bool(row[0]), bool(row[1])
 
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False

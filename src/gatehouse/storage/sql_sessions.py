@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, exists, insert, select, update
 
 from gatehouse.domain.sessions import SessionRecord, decode_amr, encode_amr
 from gatehouse.domain.users import User
@@ -58,13 +58,14 @@ class SqlSessions:
         )
         return [to_record(row) for row in await self._conn.execute(query)]
 
-    async def user_agents_since(self, user_id: str, since: datetime) -> set[str | None]:
-        query = (
-            select(sessions.c.user_agent)
-            .where(sessions.c.user_id == user_id, sessions.c.last_used_at >= since)
-            .distinct()
-        )
-        return {row[0] for row in await self._conn.execute(query)}
+    async def seen_since(
+        self, user_id: str, user_agent: str | None, since: datetime
+    ) -> tuple[bool, bool]:
+        used = and_(sessions.c.user_id == user_id, sessions.c.last_used_at >= since)
+        same = sessions.c.user_agent.is_not_distinct_from(user_agent)
+        query = select(exists().where(used), exists().where(used, same))
+        row: Any = (await self._conn.execute(query)).one()  # the stubs see one column
+        return bool(row[0]), bool(row[1])
 
     async def touch(
         self, session_id: str, now: datetime, *, authenticated: bool = False
