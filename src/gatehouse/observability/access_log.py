@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,24 +107,34 @@ class AccessLog:
             request_id.reset(token)
             self._done(scope, status, time.perf_counter() - start, rid, span)
 
-    async def answer(
+    def answer(
         self, scope: Scope, send: Send, status: int, headers: Headers, body: bytes
-    ) -> None:
+    ) -> Awaitable[None]:
         """Send an answer made beforehand (`web/replays.py`) as if `app` had sent it: the same
         request id, metrics, log line and span, without wrapping `send` or setting the request
-        id's context (nothing runs in between that could log)."""
+        id's context (nothing runs in between that could log). Returns what to await: the
+        untraced sending itself, no coroutine around it (a replay's whole cost is a few)."""
         if self._tracer is None:
-            await self._send_made(scope, send, (status, headers, body), None)
-            return
-        with self._tracer.span(scope["method"], kind="server", parent=self._parent(scope)) as span:
-            await self._send_made(scope, send, (status, headers, body), span)
+            return self._send_made(scope, send, status, headers, body, None)
+        return self._traced_made(self._tracer, scope, send, status, headers, body)
+
+    async def _traced_made(
+        self, tracer: Tracer, scope: Scope, send: Send, status: int, headers: Headers, body: bytes
+    ) -> None:
+        with tracer.span(scope["method"], kind="server", parent=self._parent(scope)) as span:
+            await self._send_made(scope, send, status, headers, body, span)
 
     async def _send_made(
-        self, scope: Scope, send: Send, made: tuple[int, Headers, bytes], span: Span | None
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        span: Span | None,
     ) -> None:
         start = time.perf_counter()
         rid = self._request_id(scope)
-        status, headers, body = made
         sent = LEFT  # as `_answer` counts: the status once the start went out
         try:
             start_message = {"type": "http.response.start", "status": status}
