@@ -46,10 +46,10 @@ class Replay:
 
 
 class Replays:
-    """Recorded answers, at most `max_entries` and `max_bytes` (the oldest goes first). Each
-    recording also looks at the two oldest: one that stopped holding goes, one that holds moves
-    to the back, so an answer whose session ended (and the personal data in it) does not stay
-    for long even if its token is never sent again."""
+    """Recorded answers, at most `max_entries` and `max_bytes` (the first in line goes first).
+    Each recording also looks at the first two in line: one that stopped holding goes, one that
+    holds moves to the back, so an answer whose session ended (and the personal data in it)
+    does not stay for long even if its token is never sent again."""
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 8 * 1024 * 1024):
         self.max_entries, self.max_bytes = max_entries, max_bytes
@@ -117,7 +117,8 @@ class Replays:
 
     @property
     def bytes(self) -> int:
-        """What the recorded keys and bodies hold (their headers are the route's, shared)."""
+        """What the recorded keys and bodies hold (not their headers: a dozen pairs, the
+        security headers' values shared by every answer)."""
         return self._bytes
 
 
