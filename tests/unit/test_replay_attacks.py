@@ -19,7 +19,6 @@ and a replay whose start went out counted with its status):
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -35,16 +34,10 @@ from gatehouse.web.middleware import NO_STORE, SECURITY_HEADERS
 from .api_client import PASSWORD, Api
 from .test_hot_front import Front, seen
 from .test_hot_routes import app_of
-from .test_replays import PROFILE, Cached
+from .test_replays import PROFILE, Cached, cached
 
+__all__ = ["cached"]  # the fixture of test_replays.py, imported for these tests
 BOB = "bob@example.com"
-
-
-@pytest.fixture
-async def cached(api: Api, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cached]:
-    made = Cached(api, monkeypatch)
-    async with made.front.client:
-        yield made
 
 
 async def signed_in(cached: Cached, email: str = "ada@example.com") -> dict[str, Any]:
