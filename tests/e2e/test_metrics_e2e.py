@@ -1,5 +1,6 @@
 """`GET /metrics` of a real `gatehouse api` with two worker processes (SQLite, embedded: no
-service needed): whichever worker answers the scrape, it reports what both did, exactly; a
+service needed): whichever worker answers the scrape, it reports what both did, exactly (once
+the second in which a worker writes its request counts has passed); a
 worker that dies keeps what it counted, and its open sockets stop counting."""
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def test_every_worker_reports_the_sum_of_all_of_them(
         body = {"email": f"nobody-{i}@example.com", "password": "not a password at all"}
         assert httpx.post(f"{url}/api/auth/login", json=body).status_code == 401
     expected = before(REQUESTS, **LIVE) + 60
+    # Each worker writes its requests to its file within a second (FLUSH_SECONDS); from then
+    # on every scrape, whichever worker answers it, reads all of them.
+    wait_for(lambda: scrape(url)(REQUESTS, **LIVE) == expected, 5, f"{expected} requests")
     for _ in range(8):
         now = scrape(url)
         assert now(REQUESTS, **LIVE) == expected
