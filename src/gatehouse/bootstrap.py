@@ -355,7 +355,7 @@ def build(
         settings=settings,
         engine=engine,
         ctx=ctx,
-        outbox_store=SqlOutboxStore(engine, clock),
+        outbox_store=SqlOutboxStore(engine, clock, pg_database),
         publisher=publisher,
         templates=Templates(),
         channels=channels,

@@ -7,7 +7,7 @@ connections cut) are SQL's own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -43,15 +43,21 @@ OutboxStores = Callable[[], OutboxStore]
 
 
 @pytest.fixture
-def outbox_stores(
+async def outbox_stores(
     backend_database: tuple[str, str], request: pytest.FixtureRequest
-) -> OutboxStores:
-    """New relay-side outbox stores over the same data as `units`."""
-    if backend_database[0] == FAKE:
+) -> AsyncIterator[OutboxStores]:
+    """New relay-side outbox stores over the same data as `units` (on "postgres-asyncpg" with
+    the asyncpg pool, as the relay has them there)."""
+    backend, url = backend_database
+    if backend == FAKE:
         database: MemoryDatabase = request.getfixturevalue("fake_database")
-        return lambda: MemoryOutboxStore(database, lambda: NOW)
+        yield lambda: MemoryOutboxStore(database, lambda: NOW)
+        return
     engine: AsyncEngine = request.getfixturevalue("engine")
-    return lambda: SqlOutboxStore(engine, lambda: NOW)
+    pg = PgDatabase(url, pool_size=5) if backend == "postgres-asyncpg" else None
+    yield lambda: SqlOutboxStore(engine, lambda: NOW, pg)
+    if pg is not None:
+        await pg.close()
 
 
 def a_user(n: int = 1, **changes: object) -> User:

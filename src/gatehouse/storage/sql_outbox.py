@@ -14,7 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.ports import Clock, OutboxRecord
+from gatehouse.storage.pg import PgDatabase, PgUnitOfWork
 from gatehouse.storage.schema import outbox
+
+# Whether any row waits, on the (published_at, seq) index: a poll's usual answer is no.
+PEEK = "SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1"
 
 
 class SqlOutboxStore:
@@ -26,13 +30,17 @@ class SqlOutboxStore:
 
     The relay polls many times a second and publishes thousands of rows a second, so its
     statements are built once, PostgreSQL marks a batch with one array parameter instead of
-    one parameter per row, and the payloads are parsed with orjson."""
+    one parameter per row, and the payloads are parsed with orjson. Given the asyncpg pool
+    (`pg`, PostgreSQL), a poll first asks whether any row waits, in one statement on asyncpg
+    (0.13 ms of the relay's CPU): the batch's four round trips on SQLAlchemy cost 0.85 ms even
+    when they find nothing, and an idle relay polls 20 times a second (3.5 % of a core)."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock):
+    def __init__(self, engine: AsyncEngine, clock: Clock, pg: PgDatabase | None = None):
         self._engine = engine
         self._clock = clock
         dialect = engine.dialect.name
         self._postgres = dialect == "postgresql"
+        self._pg = pg if self._postgres else None
         # SQLite has no FOR UPDATE: a (no-op) write takes the database write lock first, so a
         # second relay waits for it instead of reading the same rows.
         self._write_lock = (
@@ -74,6 +82,8 @@ class SqlOutboxStore:
     async def claim(
         self, limit: int, publish: Callable[[Sequence[OutboxRecord]], Awaitable[None]]
     ) -> int:
+        if self._pg is not None and not await self._waiting(self._pg):
+            return 0  # a row committed meanwhile is the next poll's
         async with self._engine.connect() as conn:
             if self._turn is None:
                 return await self._claim(conn, limit, publish)
@@ -92,6 +102,13 @@ class SqlOutboxStore:
                     # Closing the session gives the lock back: never pool a connection that
                     # might still hold it.
                     await conn.invalidate()
+
+    @staticmethod
+    async def _waiting(pg: PgDatabase) -> bool:
+        # A unit without a transaction: one statement, sent again once on a new connection if
+        # the pooled one died idle (the database restarted).
+        async with PgUnitOfWork(pg, read_only=True) as uow:
+            return await uow.run("fetchval", PEEK) is not None
 
     async def _claim(
         self,
