@@ -35,6 +35,30 @@ def service_env(name: str) -> str:
     raise AssertionError("unreachable")
 
 
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command runs `logs.configure`: a handler on the root logger writing to
+    the stream the test captured (closed when it ends: every later line an "I/O operation on
+    closed file" error) and the levels of a process. After each test, that handler goes and the
+    levels are put back (pytest's own capture handlers, of other types, are its to remove)."""
+    root = logging.getLogger()
+    handlers = set(root.handlers)
+    loggers = logging.root.manager.loggerDict
+    levels = {
+        name: logger.level for name, logger in loggers.items() if isinstance(logger, logging.Logger)
+    }
+    root_level, flags = root.level, (logging.logThreads, logging.logProcesses)
+    yield
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler and handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(root_level)
+    for name, logger in list(loggers.items()):
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
+    logging.logThreads, logging.logProcesses = flags
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return service_env("POSTGRES_URL")
