@@ -351,11 +351,13 @@ def build(
 
         channels = {name: TracedChannel(c, tracer) for name, c in channels.items()}
         submitted = TracedJobs(jobs, tracer)
+    # The relay's peek (`SqlOutboxStore`): one connection of its own, opened by its first poll.
+    relay_pool = PgDatabase(settings.database_url, 1) if pg_database is not None else None
     services = Services(
         settings=settings,
         engine=engine,
         ctx=ctx,
-        outbox_store=SqlOutboxStore(engine, clock, pg_database),
+        outbox_store=SqlOutboxStore(engine, clock, relay_pool),
         publisher=publisher,
         templates=Templates(),
         channels=channels,
@@ -379,8 +381,9 @@ def build(
     if settings.kafka_bootstrap_servers:
         services.checks["kafka"] = publisher.ping
     services._closers.append(engine.dispose)
-    if pg_database is not None:
-        services._closers.append(pg_database.close)
+    for pool in (pg_database, relay_pool):
+        if pool is not None:
+            services._closers.append(pool.close)
 
     async def _close_hasher() -> None:
         hasher.close()

@@ -1,7 +1,8 @@
 """`GET /metrics` of a real `gatehouse api` with two worker processes (SQLite, embedded: no
 service needed): whichever worker answers the scrape, it reports what both did, exactly (once
-the second in which a worker writes its request counts has passed); a
-worker that dies keeps what it counted, and its open sockets stop counting."""
+the second in which a worker writes its request counts has passed); a worker that dies keeps
+what it had written (all but at most its last second's requests), and its open sockets stop
+counting."""
 
 from __future__ import annotations
 

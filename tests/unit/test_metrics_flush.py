@@ -127,3 +127,24 @@ asyncio.run(traffic())
     assert samples[("gatehouse_http_requests_total", None)] == 7.0
     assert samples[("gatehouse_http_request_duration_seconds_count", None)] == 7.0
     assert samples[("gatehouse_http_request_duration_seconds_bucket", "0.005")] == 7.0
+
+
+def test_a_timer_lost_with_its_closed_loop_is_set_again_on_the_next() -> None:
+    """Tests and embedded servers run one event loop after another in one process: a timer set
+    on a loop that closed never fires, and the next request sets another."""
+    metrics = PrometheusMetrics()
+    metrics.flush_seconds = 0.3
+    route = f"/t/{uuid.uuid4().hex}"
+
+    async def two() -> None:
+        metrics.http_request("GET", route, 200, 0.01)  # written at once
+        metrics.http_request("GET", route, 200, 0.01)  # waits for this loop's timer
+
+    async def third() -> float:
+        metrics.http_request("GET", route, 200, 0.01)
+        await asyncio.sleep(0.5)
+        return written(metrics, route)
+
+    asyncio.run(two())  # closes with its timer pending
+    assert written(metrics, route) == 1.0
+    assert asyncio.run(third()) == 3.0

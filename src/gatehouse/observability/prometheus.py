@@ -9,8 +9,8 @@ counters and histograms summed, `gatehouse_socketio_connections` summed over the
 (a dead worker's files are marked by the supervisor), the outbox gauges at their largest.
 
 HTTP requests, the one metric written on every request, are counted in the process and written
-to their values once a second (`FLUSH_SECONDS`): a scrape sees its own process's exactly and
-another worker's at most a second late."""
+to their values once a second (`FLUSH_SECONDS`): a scrape sees its own process's and another
+worker's at most a second late, and a worker killed outright loses at most its last second's."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import bisect
 import functools
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from gatehouse.jobs.queues import QUEUES
 
+log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A method outside these is counted as "other": the label's values must stay few, whatever a
 # client sends (a route is a template or `<unmatched>`, a status a number below 600).
@@ -82,7 +84,7 @@ class PrometheusMetrics:
         self._pending_lock = threading.Lock()
         self._waiting: list[_Series] = []
         self._due = 0.0
-        self._armed = False
+        self._armed_on: asyncio.AbstractEventLoop | None = None
         self._served: set[tuple[str, int]] = set()
         r = self.registry
         self.requests = Counter(
@@ -200,31 +202,38 @@ class PrometheusMetrics:
         # the timer (or a scrape of this process, or its exit).
         if time.monotonic() >= self._due:
             self.flush()
-        elif not self._armed:
+        elif self._armed_on is None or self._armed_on.is_closed():
             self._arm()
 
     def _arm(self) -> None:
+        """The timer, on the running loop. One set on a loop that has since closed never fires:
+        the next request sets another (tests and embedded servers run one loop after another)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop to come back: written now
             self.flush()
             return
-        self._armed = True
+        self._armed_on = loop
         loop.call_later(self.flush_seconds, self._timed_flush)
 
     def _timed_flush(self) -> None:
-        self._armed = False
+        self._armed_on = None
         self.flush()
 
     def flush(self) -> None:
         """Write every request counted since the last write to the values (in the api's
-        multi-process mode, to this process's files, where a scrape of any worker reads them)."""
+        multi-process mode, to this process's files, where a scrape of any worker reads them).
+        A series whose write fails (its values are made with it, so nothing should) loses
+        what it held, and the others are written still."""
         with self._pending_lock:
             self._due = time.monotonic() + self.flush_seconds
             waiting, self._waiting = self._waiting, []
             taken = [(series, series.take()) for series in waiting]
         for series, counts in taken:
-            series.write(counts)
+            try:
+                series.write(counts)
+            except Exception:  # never the failure of the request that happened to flush
+                log.warning("metrics: a series' requests were not written", exc_info=True)
 
     def _series(self, key: tuple[str, str, int]) -> _Series:
         method, route, status = key
@@ -311,10 +320,11 @@ class _Series:
     a `PrometheusMetrics.flush_seconds` (`add` under the metrics' pending lock, `write` after
     `take`). In the api's multi-process mode every write to a value is a lock, a pid check and
     a memory-mapped file's write: a request's three were 2.1 of the 7.8 µs a replayed profile
-    read spends in Gatehouse's own code (issue 17; in-process, the least of 100 batches). The values are the library's own, written
-    straight (its `inc` and `observe` check, loop over the buckets and lock once more around
-    each), so what a scrape reads is unchanged; a client version without these attributes gets
-    the public calls instead, made at once."""
+    read spends in Gatehouse's own code (issue 17; in-process, the least of 100 batches).
+
+    The values are the library's own, written straight (its `inc` and `observe` check, loop over
+    the buckets and lock once more around each), so what a scrape reads is unchanged; a client
+    version without these attributes gets the public calls instead, made at once."""
 
     __slots__ = ("_add", "_bounds", "_buckets", "_inc", "hits", "requests", "seconds", "timed")
 
