@@ -40,6 +40,7 @@ BACKENDS = ["sqlite", "postgres", "mariadb", "postgres-asyncpg"]
 # from the real thing; its SQL-only tests (and every other module) run on BACKENDS alone.
 FAKE = "fake"
 Units = Callable[[], UnitOfWork]
+OutboxStores = Callable[[], OutboxStore]
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -159,6 +160,25 @@ def log(backend_database: tuple[str, str], request: pytest.FixtureRequest) -> De
         return MemoryDeliveryLog(database)
     engine: AsyncEngine = request.getfixturevalue("engine")
     return SqlDeliveryLog(engine)
+
+
+@pytest.fixture
+async def outbox_stores(
+    backend_database: tuple[str, str], units: Units, request: pytest.FixtureRequest
+) -> AsyncIterator[OutboxStores]:
+    """New relay-side outbox stores over the same data as `units` (on "postgres-asyncpg" with
+    the asyncpg pool, as the relay has them there). `units` first: it made the engine or the
+    fake, which an async fixture cannot make from inside its event loop."""
+    backend, url = backend_database
+    if backend == FAKE:
+        database: MemoryDatabase = request.getfixturevalue("fake_database")
+        yield lambda: MemoryOutboxStore(database, lambda: NOW)
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    pg = PgDatabase(url, pool_size=5) if backend == "postgres-asyncpg" else None
+    yield lambda: SqlOutboxStore(engine, lambda: NOW, pg)
+    if pg is not None:
+        await pg.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,28 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.domain import events
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.ports import OutboxRecord
+from gatehouse.ports import OutboxRecord, OutboxStore
 from gatehouse.storage import sql
-from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.schema import outbox
-from gatehouse.storage.sql_outbox import SqlOutboxStore
-from tests.integration.conftest import Units
+from tests.integration.conftest import OutboxStores, Units
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
-Stores = Callable[[], SqlOutboxStore]
-
-
-@pytest.fixture
-async def new_store(
-    backend_database: tuple[str, str], engine: AsyncEngine
-) -> AsyncIterator[Stores]:
-    """New relay-side stores on `engine`; on "postgres-asyncpg" with the asyncpg pool as the
-    relay has it there (a poll first asks whether anything waits)."""
-    backend, url = backend_database
-    pg = PgDatabase(url, pool_size=5) if backend == "postgres-asyncpg" else None
-    yield lambda: SqlOutboxStore(engine, lambda: NOW, pg)
-    if pg is not None:
-        await pg.close()
 
 
 async def published_seqs(engine: AsyncEngine) -> tuple[list[int], list[int]]:
@@ -61,10 +45,10 @@ async def write_events(units: Units, count: int, users: int = 1) -> None:
 
 
 async def test_each_batch_marks_exactly_the_rows_it_published(
-    new_store: Stores, engine: AsyncEngine, units: Units
+    outbox_stores: OutboxStores, engine: AsyncEngine, units: Units
 ) -> None:
     await write_events(units, 1_203, users=7)
-    store = new_store()
+    store = outbox_stores()
     batches: list[list[int]] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
@@ -81,7 +65,10 @@ async def test_each_batch_marks_exactly_the_rows_it_published(
 
 
 async def test_a_row_committed_during_a_batch_between_its_rows_is_not_marked(
-    new_store: Stores, backend_database: tuple[str, str], engine: AsyncEngine, units: Units
+    outbox_stores: OutboxStores,
+    backend_database: tuple[str, str],
+    engine: AsyncEngine,
+    units: Units,
 ) -> None:
     """On PostgreSQL a row numbered between a batch's rows can commit while the batch is being
     published: the batch must not mark it (a range of numbers would have, unpublished). InnoDB's
@@ -90,7 +77,7 @@ async def test_a_row_committed_during_a_batch_between_its_rows_is_not_marked(
     backend, _ = backend_database
     if not backend.startswith("postgres"):
         return
-    store = new_store()
+    store = outbox_stores()
     seen: list[str] = []
     async with units() as fast, units() as slow:
         await fast.outbox.add(events.user_event(events.VERIFIED, "u-1", {"n": "first"}, NOW))
@@ -115,7 +102,9 @@ async def test_a_row_committed_during_a_batch_between_its_rows_is_not_marked(
     assert await store.pending_count() == 0
 
 
-async def test_payloads_come_back_as_written(new_store: Stores, engine: AsyncEngine) -> None:
+async def test_payloads_come_back_as_written(
+    outbox_stores: OutboxStores, engine: AsyncEngine
+) -> None:
     payloads = [
         {"name": "Zoë Ångström", "emoji": "🔐", "nested": {"list": [1, 2.5, None, True]}},
         {"big": 2**70, "neg": -(2**63)},  # beyond 64 bits: orjson refuses, json reads it
@@ -125,7 +114,7 @@ async def test_payloads_come_back_as_written(new_store: Stores, engine: AsyncEng
         for i, payload in enumerate(payloads):
             await uow.outbox.add(OutboxMessage(f"m-{i}", "t", "k", payload, NOW))
         await uow.commit()
-    store = new_store()
+    store = outbox_stores()
     got: list[OutboxRecord] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
@@ -144,25 +133,25 @@ async def test_payloads_come_back_as_written(new_store: Stores, engine: AsyncEng
 
 
 async def test_relays_polling_together_publish_each_row_once_in_order(
-    new_store: Stores, engine: AsyncEngine, units: Units
+    outbox_stores: OutboxStores, engine: AsyncEngine, units: Units
 ) -> None:
     """Four relays drain one outbox at once: each row published once, in order, and no batch
     fails on the way. (InnoDB used to deadlock two relays' locking reads and updates, above all
     over rows deleted but not yet purged, as the relay's pruning leaves them.)"""
     await write_events(units, 1_200)
 
-    while await new_store().claim(500, nothing):
+    while await outbox_stores().claim(500, nothing):
         pass
-    assert await new_store().prune(NOW + timedelta(seconds=1)) == 1_200
+    assert await outbox_stores().prune(NOW + timedelta(seconds=1)) == 1_200
     await write_events(units, 600, users=5)
-    stores = [new_store() for _ in range(4)]
+    stores = [outbox_stores() for _ in range(4)]
     published: list[int] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
         await asyncio.sleep(0)
         published.extend(r.message.payload["data"]["n"] for r in records)
 
-    async def drain(store: SqlOutboxStore) -> None:
+    async def drain(store: OutboxStore) -> None:
         while await store.claim(16, collect):
             pass
 
@@ -172,7 +161,7 @@ async def test_relays_polling_together_publish_each_row_once_in_order(
 
 
 async def test_a_failed_batch_leaves_the_next_relay_its_turn(
-    new_store: Stores, engine: AsyncEngine, units: Units
+    outbox_stores: OutboxStores, engine: AsyncEngine, units: Units
 ) -> None:
     """The turn (MariaDB's named lock, PostgreSQL's row locks) ends with a failed batch too: the
     next relay, on another connection, publishes at once what the failed one could not."""
@@ -182,19 +171,19 @@ async def test_a_failed_batch_leaves_the_next_relay_its_turn(
         raise ConnectionError("broker down")
 
     with pytest.raises(ConnectionError):
-        await new_store().claim(10, kafka_down)
+        await outbox_stores().claim(10, kafka_down)
     published: list[int] = []
 
     async def collect(records: Sequence[OutboxRecord]) -> None:
         published.extend(r.message.payload["data"]["n"] for r in records)
 
-    other = new_store()
+    other = outbox_stores()
     assert await asyncio.wait_for(other.claim(10, collect), 5) == 5
     assert published == [0, 1, 2, 3, 4]
 
 
 async def test_a_second_relay_waits_for_the_first_ones_batch(
-    new_store: Stores, engine: AsyncEngine, units: Units
+    outbox_stores: OutboxStores, engine: AsyncEngine, units: Units
 ) -> None:
     await write_events(units, 6)
     batches: list[list[int]] = []
@@ -208,9 +197,9 @@ async def test_a_second_relay_waits_for_the_first_ones_batch(
     async def fast(records: Sequence[OutboxRecord]) -> None:
         batches.append([r.message.payload["data"]["n"] for r in records])
 
-    first = asyncio.create_task(new_store().claim(3, slow))
+    first = asyncio.create_task(outbox_stores().claim(3, slow))
     await first_in_hand.wait()
-    second = asyncio.create_task(new_store().claim(3, fast))
+    second = asyncio.create_task(outbox_stores().claim(3, fast))
     await asyncio.sleep(0.2)  # time for the second to overtake, if it could (not a timing test)
     assert batches == []
     let_go.set()
@@ -223,7 +212,10 @@ async def nothing(records: Sequence[OutboxRecord]) -> None:
 
 
 async def test_an_idle_poll_takes_no_sqlalchemy_connection_on_asyncpg(
-    backend_database: tuple[str, str], new_store: Stores, engine: AsyncEngine, units: Units
+    backend_database: tuple[str, str],
+    outbox_stores: OutboxStores,
+    engine: AsyncEngine,
+    units: Units,
 ) -> None:
     """With the asyncpg pool, a poll that finds nothing is one statement there: no connection
     of the engine's, so no BEGIN, locking read and COMMIT. Rows waiting are claimed as ever."""
@@ -231,7 +223,7 @@ async def test_an_idle_poll_takes_no_sqlalchemy_connection_on_asyncpg(
         return
     taken: list[object] = []
     event.listen(engine.sync_engine.pool, "checkout", lambda *args: taken.append(args))
-    store = new_store()
+    store = outbox_stores()
     for _ in range(5):
         assert await store.claim(10, nothing) == 0
     assert taken == []
@@ -242,13 +234,16 @@ async def test_an_idle_poll_takes_no_sqlalchemy_connection_on_asyncpg(
 
 
 async def test_a_poll_after_the_database_cut_every_connection_publishes(
-    backend_database: tuple[str, str], new_store: Stores, engine: AsyncEngine, units: Units
+    backend_database: tuple[str, str],
+    outbox_stores: OutboxStores,
+    engine: AsyncEngine,
+    units: Units,
 ) -> None:
     """The pooled connection the peek used died (the database restarted, its connections were
     cut): the next poll sends the peek again on a new one, and publishes what waits."""
     if backend_database[0] != "postgres-asyncpg":
         return
-    store = new_store()
+    store = outbox_stores()
     assert await store.claim(10, nothing) == 0  # the pool now holds a connection
     cut = text(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -7,7 +7,7 @@ connections cut) are SQL's own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,11 +24,10 @@ from gatehouse.storage import sql
 from gatehouse.storage.migrate import revisions
 from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.schema import metadata
-from gatehouse.storage.sql_outbox import SqlOutboxStore
-from tests.fakes import MemoryDatabase, MemoryOutboxStore
 from tests.integration.conftest import (
     BACKENDS,
     FAKE,
+    OutboxStores,
     Units,
     create_database,
     drop_database,
@@ -39,25 +38,6 @@ NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
 on_the_fake_too = pytest.mark.parametrize(
     "backend_database", [*BACKENDS, FAKE], indirect=True, scope="session"
 )
-OutboxStores = Callable[[], OutboxStore]
-
-
-@pytest.fixture
-async def outbox_stores(
-    backend_database: tuple[str, str], request: pytest.FixtureRequest
-) -> AsyncIterator[OutboxStores]:
-    """New relay-side outbox stores over the same data as `units` (on "postgres-asyncpg" with
-    the asyncpg pool, as the relay has them there)."""
-    backend, url = backend_database
-    if backend == FAKE:
-        database: MemoryDatabase = request.getfixturevalue("fake_database")
-        yield lambda: MemoryOutboxStore(database, lambda: NOW)
-        return
-    engine: AsyncEngine = request.getfixturevalue("engine")
-    pg = PgDatabase(url, pool_size=5) if backend == "postgres-asyncpg" else None
-    yield lambda: SqlOutboxStore(engine, lambda: NOW, pg)
-    if pg is not None:
-        await pg.close()
 
 
 def a_user(n: int = 1, **changes: object) -> User:

@@ -326,56 +326,51 @@ class _Series:
     the buckets and lock once more around each), so what a scrape reads is unchanged; a client
     version without these attributes gets the public calls instead, made at once."""
 
-    __slots__ = ("_add", "_bounds", "_buckets", "_inc", "hits", "requests", "seconds", "timed")
+    __slots__ = ("_add", "_bounds", "_buckets", "_inc", "_public", "hits", "requests", "seconds")
 
     def __init__(self, counter: Any, histogram: Any):
-        self.requests, self.timed, self.seconds = 0, 0, 0.0
-        self._inc: Callable[[float], None] | None = None
+        self.requests, self.seconds, self.hits = 0, 0.0, [0]
+        self._public: tuple[Any, Any] | None = None  # another client: its calls, at once
         try:
             inc = counter._value.inc
             bounds = list(histogram._upper_bounds)
             buckets = [bucket.inc for bucket in histogram._buckets]
             add = histogram._sum.inc
         except AttributeError:  # pragma: no cover - another prometheus-client
-            self._public(counter, histogram)
+            self._public = (counter, histogram)
             return
         if len(bounds) != len(buckets) or bounds[-1] != float("inf"):  # pragma: no cover
-            self._public(counter, histogram)
+            self._public = (counter, histogram)
             return
         self._inc, self._add, self._buckets, self._bounds = inc, add, buckets, bounds
         self.hits = [0] * len(buckets)
 
-    def _public(self, counter: Any, histogram: Any) -> None:  # pragma: no cover
-        self._add, self._buckets, self._bounds = counter.inc, [histogram.observe], []
-
     def add(self, seconds: float | None) -> bool:
         """Count one request; True when this series had nothing waiting (its first since the
         last write). Called under the pending lock."""
-        if self._inc is None:  # pragma: no cover - the public calls, at once
-            self._add(1.0)
+        if self._public is not None:  # pragma: no cover
+            counter, histogram = self._public
+            counter.inc()
             if seconds is not None:
-                self._buckets[0](seconds)
+                histogram.observe(seconds)
             return False
         first = self.requests == 0
         self.requests += 1
         if seconds is not None:
-            self.timed += 1
             self.seconds += seconds
             self.hits[bisect.bisect_left(self._bounds, seconds)] += 1
         return first
 
-    def take(self) -> tuple[int, int, float, list[int]]:
+    def take(self) -> tuple[int, float, list[int]]:
         """What is waiting, zeroed here (under the pending lock)."""
-        taken = self.requests, self.timed, self.seconds, self.hits
-        self.requests, self.timed, self.seconds = 0, 0, 0.0
-        self.hits = [0] * len(taken[3])
+        taken = self.requests, self.seconds, self.hits
+        self.requests, self.seconds, self.hits = 0, 0.0, [0] * len(self.hits)
         return taken
 
-    def write(self, taken: tuple[int, int, float, list[int]]) -> None:
-        requests, timed, seconds, hits = taken
-        assert self._inc is not None
+    def write(self, taken: tuple[int, float, list[int]]) -> None:
+        requests, seconds, hits = taken
         self._inc(float(requests))
-        if timed:
+        if any(hits):  # some of them were timed (a websocket is counted, not timed)
             self._add(seconds)
             for bucket, n in zip(self._buckets, hits, strict=True):
                 if n:
