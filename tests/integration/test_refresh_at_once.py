@@ -13,16 +13,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gatehouse.domain.events import new_id
+from gatehouse.domain.tokens import hash_refresh_token
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidToken
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.sessions import flow as session
 from gatehouse.selfservice.sessions.flow import Session
-from gatehouse.storage.pg_refresh import PgRotations
+from gatehouse.ports.rotation import Rotation
+from gatehouse.selfservice.audit import audit_entry
+from gatehouse.storage.pg_refresh import ROTATE, PgRotations, arguments
 from tests.integration.at_once import START, Paths, both_paths
 
 pytestmark = pytest.mark.integration
@@ -195,3 +199,48 @@ async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revok
     assert state["sessions"][0]["revoked_reason"] == "refresh_token_reuse"
     with pytest.raises(InvalidToken):
         await session.refresh(paths.at_once, refresh_token=won[0].refresh_token)
+
+
+async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
+    paths: Paths, postgres_database: str
+) -> None:
+    """The statement finds the token by its hash and then its session by its id, whatever the
+    planner guesses: on tables never analysed (a young database), a plan that started from the
+    users probed the token's index once for every live session."""
+    ctx = paths.at_once
+    users = [await account(ctx, n) for n in range(3)]
+    presented = await signed_in(ctx, users[0])
+    for user in users:  # 60 more live sessions, 20 of them the presented token's user's
+        for _ in range(20):
+            await signed_in(ctx, user)
+    conn = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg", "postgresql"))
+    plans = {}
+    try:
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            rotation = Rotation(
+                presented_hash=hash_refresh_token(ctx.secrets.token_key, presented.refresh_token),
+                now=paths.clock.now,
+                replacement_id=new_id(),
+                replacement_hash=new_id(),
+                replacement_expires_at=paths.clock.now + timedelta(days=1),
+                record=audit_entry(ctx, "refresh", factor="refresh_token"),
+            )
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            explained = "EXPLAIN (ANALYZE, FORMAT JSON) " + ROTATE
+            plans[mode] = json.loads(await conn.fetchval(explained, *arguments(rotation)))[0]
+            await tx.rollback()  # the token stays good for the next reading
+    finally:
+        await conn.close()
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    for mode, plan in plans.items():
+        assert plan["Plan"]["Actual Rows"] == 1  # the token was good: it was rotated
+        every = nodes(plan["Plan"])
+        print(f"\n{mode}: {[(n['Node Type'], n.get('Relation Name')) for n in every]}")
+        # No step ran once for each row of another, and none read more than one row.
+        assert max(n["Actual Loops"] for n in every) == 1, mode
+        assert max(n["Actual Rows"] for n in every) == 1, mode
