@@ -20,12 +20,12 @@ from gatehouse.domain.events import new_id
 from gatehouse.domain.tokens import hash_refresh_token
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidToken
+from gatehouse.ports.rotation import Rotation
+from gatehouse.selfservice.audit import audit_entry
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.sessions import flow as session
 from gatehouse.selfservice.sessions.flow import Session
-from gatehouse.ports.rotation import Rotation
-from gatehouse.selfservice.audit import audit_entry
 from gatehouse.storage.pg_refresh import ROTATE, PgRotations, arguments
 from tests.integration.at_once import START, Paths, both_paths
 

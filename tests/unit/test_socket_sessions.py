@@ -31,6 +31,7 @@ from gatehouse.entrypoints.app import create_app
 from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
 from gatehouse.storage.migrate import upgrade
+from gatehouse.web.one_write import OneWriteHttpProtocol
 from tests.conftest import free_port, unique
 
 from .helpers import offline_settings
@@ -155,7 +156,15 @@ async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
     app = sockets.mount(create_app(services, background=[sockets.sockets_role(services)]))
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        # On the api's own protocol (web/one_write.py): its upgrades and long polls too.
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            http=OneWriteHttpProtocol,
+        )
     )
     task = asyncio.ensure_future(server.serve())
     async with asyncio.timeout(30):

@@ -32,6 +32,7 @@ from gatehouse.entrypoints.app import Background, create_app
 from gatehouse.outbox.relay import Relay
 from gatehouse.realtime import sockets
 from gatehouse.web.front import HotFront
+from gatehouse.web.one_write import OneWriteHttpProtocol
 from gatehouse.webhooks.delivery import WebhookDeliverer
 from gatehouse.webhooks.dispatch import Dispatcher
 
@@ -170,6 +171,8 @@ async def serve_http(
         # level, would still build the client address and path of every request for it.
         access_log=False,
         loop="none",
+        # A response's head and body in one write (web/one_write.py).
+        http=OneWriteHttpProtocol,
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
