@@ -120,6 +120,18 @@ class TestIssueAndVerify:
         assert claims["typ"] == ACCESS_TYPE
         assert claims["exp"] - claims["iat"] == TTL.total_seconds()
 
+    def test_a_token_is_byte_for_byte_what_pyjwt_would_sign(
+        self, tokens: AccessTokens, key: SigningKey
+    ) -> None:
+        # issue writes the JWS itself; Ed25519 is deterministic, so PyJWT's encode of the same
+        # claims under the same key and header is the same text.
+        token, _ = tokens.issue("user-1", "family-1", now(), amr=("pwd", "otp"), aal=2)
+        claims = jwt.decode(
+            token, key.private_key.public_key(), algorithms=["EdDSA"], audience="gatehouse"
+        )
+        assert claims["amr"] == ["pwd", "otp"] and claims["aal"] == 2
+        assert token == sign(claims, key)
+
     def test_each_token_has_its_own_jti(self, tokens: AccessTokens) -> None:
         moment = now()
         jtis = {tokens.verify(tokens.issue("u", "s", moment)[0], moment).jti for _ in range(20)}

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash
@@ -78,6 +79,9 @@ class AccessTokens:
         # an authenticated read. Only time is judged again on every use. The keys cannot change
         # under a running process, so a cached answer is the answer a new check would give.
         self._verified: dict[str, tuple[AccessClaims, datetime]] = {}
+        # The signing key's header, encoded once: `issue` signs without PyJWT (see there).
+        header = {"alg": "EdDSA", "kid": self._signing.kid, "typ": "at+jwt"}
+        self._eddsa_header = b64e(orjson.dumps(header)).encode() + b"."
 
     def issue(
         self,
@@ -113,12 +117,12 @@ class AccessTokens:
             assert self._hs256 is not None
             token = jwt.encode(claims, self._hs256, algorithm="HS256", headers={"typ": "at+jwt"})
         else:
-            token = jwt.encode(
-                claims,
-                self._signing.private_key,
-                algorithm="EdDSA",
-                headers={"kid": self._signing.kid, "typ": "at+jwt"},
-            )
+            # The compact JWS (RFC 7515 3.1) written here, byte for byte what PyJWT's encode
+            # writes (Ed25519 signatures are deterministic): 52-60 us where PyJWT took 84, of
+            # which the signature is 45; about 3 % of a refresh's api CPU.
+            signing_input = self._eddsa_header + b64e(orjson.dumps(claims)).encode()
+            signature = self._signing.private_key.sign(signing_input)
+            token = f"{signing_input.decode()}.{b64e(signature)}"
         proved = datetime.fromtimestamp(int(proved.timestamp()), tz=UTC)  # as verify reads it
         return token, AccessClaims(
             user_id, str(claims["jti"]), session_id, exp, proved, tuple(amr), aal
