@@ -132,6 +132,21 @@ class TestIssueAndVerify:
         assert claims["amr"] == ["pwd", "otp"] and claims["aal"] == 2
         assert token == sign(claims, key)
 
+    def test_claims_beyond_ascii_are_read_back_as_written(self, key: SigningKey) -> None:
+        tokens = access_tokens([key], issuer="Gatehouse Zürich ✓", audience="app-日本")
+        moment = now()
+        token, _ = tokens.issue("user-1", "family-1", moment)
+        claims = jwt.decode(
+            token, key.private_key.public_key(), algorithms=["EdDSA"], audience="app-日本"
+        )
+        assert claims["iss"] == "Gatehouse Zürich ✓"
+        assert tokens.verify(token, moment).sub == "user-1"
+
+    def test_an_issuer_that_is_not_unicode_is_refused_at_start(self, key: SigningKey) -> None:
+        # An environment value that is not UTF-8 reaches Python as lone surrogates.
+        with pytest.raises(ValueError, match="valid Unicode"):
+            access_tokens([key], issuer=b"gate\xffhouse".decode("utf-8", "surrogateescape"))
+
     def test_each_token_has_its_own_jti(self, tokens: AccessTokens) -> None:
         moment = now()
         jtis = {tokens.verify(tokens.issue("u", "s", moment)[0], moment).jti for _ in range(20)}

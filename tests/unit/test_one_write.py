@@ -29,6 +29,9 @@ class Recorded:
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, parts: Any) -> None:  # one system call, as uvloop's
+        self.writes.append(b"".join(parts))
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -123,7 +126,13 @@ class Counting(OneWriteHttpProtocol):
             Counting.writes.append(bytes(data))
             real_write(data)
 
+        def writelines(parts: Any) -> None:  # one system call, as on uvloop's transport
+            joined = b"".join(parts)
+            Counting.writes.append(joined)
+            real_write(joined)
+
         transport.write = write  # type: ignore[method-assign]
+        transport.writelines = writelines  # type: ignore[method-assign]
         super().connection_made(transport)
 
 

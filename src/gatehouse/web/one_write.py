@@ -32,7 +32,9 @@ class _OneWrite:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held + data)
+            # One system call for both, without copying the body (uvloop sends a list with one
+            # writev; asyncio's own transport joins it).
+            self._transport.writelines((held, data))
         elif bytes(data[:9]) == _HEAD and bytes(data[-4:]) == b"\r\n\r\n":
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
@@ -43,6 +45,8 @@ class _OneWrite:
         held = self._held
         if held is not None:
             self._held = None
+            # A transport closing on its own (the client went away) sends nothing more: the
+            # head is dropped with it, as a write to it would be.
             if not self._transport.is_closing():
                 self._transport.write(held)
 

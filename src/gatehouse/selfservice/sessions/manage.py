@@ -57,8 +57,10 @@ async def revoke_session(ctx: FlowContext, *, token: str, session_id: str) -> st
         if session is None or session.user_id != user.id or session.revoked_at is not None:
             audit("session.revoke", "failure", factor="access_token", user_id=user.id)
             raise NotFound("No such session")
-        await uow.sessions.revoke(session.id, now, DELETED)
+        # Its tokens, then the session: the order a rotation locks them in (storage/pg_refresh),
+        # so the two never wait on each other in a cycle.
         await uow.refresh_tokens.revoke_family(session.id, now)
+        await uow.sessions.revoke(session.id, now, DELETED)
         await uow.outbox.add(
             events.user_event(
                 events.SESSION_REVOKED, user.id, {"reason": DELETED, "session_id": session.id}, now
