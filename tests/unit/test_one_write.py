@@ -208,3 +208,27 @@ async def test_a_websocket_upgrade_goes_through(server: int) -> None:
         await ws.send("hi")
         assert await ws.recv() == "echo hi"
     assert Counting.writes[0].startswith(b"HTTP/1.1 101")
+
+
+async def test_a_head_request_is_answered_with_its_head_alone(server: int) -> None:
+    seen, _ = await exchange(
+        server, b"HEAD /a HTTP/1.1\r\nhost: a\r\n\r\n", lambda s: b"\r\n\r\n" in s
+    )
+    assert seen.startswith(b"HTTP/1.1 200 OK") and seen.endswith(b"\r\n\r\n")
+    assert Counting.writes == [seen]  # sent at the end of the turn, nothing after it
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(
+    server: int,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(
+        b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hi")
+    answer = await asyncio.wait_for(reader.readuntil(b"got hi"), 5)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    writer.close()
