@@ -80,7 +80,7 @@ class AccessTokens:
         # under a running process, so a cached answer is the answer a new check would give.
         self._verified: dict[str, tuple[AccessClaims, datetime]] = {}
         # The signing key's header, encoded once: `issue` signs without PyJWT (see there).
-        header = {"alg": "EdDSA", "kid": self._signing.kid, "typ": "at+jwt"}
+        header = {"alg": "EdDSA", "kid": self._signing.kid, "typ": ACCESS_TYPE}
         self._eddsa_header = b64e(orjson.dumps(header)).encode() + b"."
         try:  # at start-up, not at the first sign-in: text that is not Unicode (a bad setting)
             orjson.dumps([issuer, audience])

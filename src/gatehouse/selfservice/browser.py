@@ -27,6 +27,7 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.sessions.flow import (
     Session,
     announce_revoked,
+    end_session,
     issue_access,
     open_session,
     revoke_all,
@@ -112,19 +113,9 @@ async def signed_in(ctx: FlowContext, cookie: str | None) -> SignedIn | None:
 
 async def sign_out(ctx: FlowContext, browser: SignedIn) -> None:
     """End the browser's session, as a logout does: its tokens, its sockets, its event."""
-    now, session_id, user_id = ctx.clock(), browser.session.id, browser.user.id
+    session_id, user_id = browser.session.id, browser.user.id
     async with ctx.uow() as uow:
-        tokens = await uow.refresh_tokens.revoke_family(session_id, now)
-        revoked = await uow.sessions.revoke(session_id, now, "logout") or bool(tokens)
-        if revoked:
-            await uow.outbox.add(
-                events.user_event(
-                    events.SESSION_REVOKED,
-                    user_id,
-                    {"reason": "logout", "session_id": session_id},
-                    now,
-                )
-            )
+        revoked = await end_session(ctx, uow, user_id, session_id, "logout")
         record(ctx, uow, "logout", factor="cookie", user_id=user_id)
         await uow.commit()
     if revoked:

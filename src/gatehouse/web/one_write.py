@@ -35,7 +35,7 @@ class _OneWrite:
             # One system call for both, without copying the body (uvloop sends a list with one
             # writev; asyncio's own transport joins it).
             self._transport.writelines((held, data))
-        elif bytes(data[:9]) == _HEAD and bytes(data[-4:]) == b"\r\n\r\n":
+        elif data[:9] == _HEAD and data[-4:] == b"\r\n\r\n":
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
         else:

@@ -185,7 +185,6 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
     """Revoke the session the refresh token belongs to, or with `everywhere` every session of
     its user (a live session proves who asks). Unknown tokens are silently accepted."""
     token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
-    now = ctx.clock()
     async with ctx.uow() as uow:
         stored = await uow.refresh_tokens.get_by_hash(token_hash)
         if stored is None:
@@ -196,21 +195,29 @@ async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = Fal
             await uow.commit()
             await announce_revoked(ctx, stored.user_id, "logout_everywhere")
             return
-        tokens = await uow.refresh_tokens.revoke_family(stored.family_id, now)
-        revoked = await uow.sessions.revoke(stored.family_id, now, "logout") or bool(tokens)
-        if revoked:
-            await uow.outbox.add(
-                events.user_event(
-                    events.SESSION_REVOKED,
-                    stored.user_id,
-                    {"reason": "logout", "session_id": stored.family_id},
-                    now,
-                )
-            )
+        revoked = await end_session(ctx, uow, stored.user_id, stored.family_id, "logout")
         record(ctx, uow, "logout", factor=FACTOR, user_id=stored.user_id)
         await uow.commit()
     if revoked:
         await announce_revoked(ctx, stored.user_id, "logout", stored.family_id)
+
+
+async def end_session(
+    ctx: FlowContext, uow: UnitOfWork, user_id: str, session_id: str, reason: str
+) -> bool:
+    """End one session inside the caller's transaction, with its event if anything of it was
+    live (True then). Its refresh tokens first, then the session: the order a rotation locks
+    them in (storage/pg_refresh.py), so the two never wait on each other in a cycle."""
+    now = ctx.clock()
+    tokens = await uow.refresh_tokens.revoke_family(session_id, now)
+    revoked = await uow.sessions.revoke(session_id, now, reason) or bool(tokens)
+    if revoked:
+        await uow.outbox.add(
+            events.user_event(
+                events.SESSION_REVOKED, user_id, {"reason": reason, "session_id": session_id}, now
+            )
+        )
+    return revoked
 
 
 async def revoke_all(ctx: FlowContext, uow: UnitOfWork, user_id: str, reason: str) -> None:

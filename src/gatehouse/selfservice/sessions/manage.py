@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatehouse.domain import events
 from gatehouse.domain.sessions import SessionRecord, is_alive, is_recent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.tokens import AccessClaims
@@ -14,7 +13,7 @@ from gatehouse.errors import InvalidCredentials, NotFound, ReauthRequired
 from gatehouse.selfservice.audit import audit, proof_action, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import sign_in_throttle
-from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate
+from gatehouse.selfservice.sessions.flow import announce_revoked, authenticate, end_session
 
 DELETED = "session_deleted"  # the revocation reason of DELETE /api/auth/sessions/{id}
 
@@ -50,22 +49,13 @@ async def list_sessions(ctx: FlowContext, *, token: str) -> tuple[str, list[dict
 async def revoke_session(ctx: FlowContext, *, token: str, session_id: str) -> str:
     """End one of the user's sessions (its refresh tokens, then its access tokens and sockets at
     once). Someone else's session and an unknown one are the same 404. Returns the user id."""
-    now = ctx.clock()
     async with ctx.uow() as uow:
         user, _claims = await authenticate(ctx, uow, token)
         session = await uow.sessions.get(session_id)
         if session is None or session.user_id != user.id or session.revoked_at is not None:
             audit("session.revoke", "failure", factor="access_token", user_id=user.id)
             raise NotFound("No such session")
-        # Its tokens, then the session: the order a rotation locks them in (storage/pg_refresh),
-        # so the two never wait on each other in a cycle.
-        await uow.refresh_tokens.revoke_family(session.id, now)
-        await uow.sessions.revoke(session.id, now, DELETED)
-        await uow.outbox.add(
-            events.user_event(
-                events.SESSION_REVOKED, user.id, {"reason": DELETED, "session_id": session.id}, now
-            )
-        )
+        await end_session(ctx, uow, user.id, session.id, DELETED)
         record(ctx, uow, "session.revoke", factor="access_token", user_id=user.id)
         await uow.commit()
     await announce_revoked(ctx, user.id, DELETED, session.id)
