@@ -34,7 +34,7 @@ JOBS = 5
 JOBS_BEFORE_RESTART = 3.0
 KILL_BACKENDS = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-    "WHERE datname = 'gatehouse' AND pid <> pg_backend_pid()"
+    "WHERE datname = 'gatehouse' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 
 

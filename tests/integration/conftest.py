@@ -141,6 +141,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+# Ends every other connection of ours to the test database, as an operator's restart would.
+# Ours only: an autovacuum worker on the same database is a superuser's, and a role that is
+# not one may not end it (CI met one: "must be a superuser to terminate superuser process").
+CUT_OUR_CONNECTIONS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND usename = current_user "
+    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
 # --- the delivery log suites (test_deliveries_sql.py, test_delivery_leases_sql.py) -------------
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)

@@ -26,6 +26,7 @@ from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.schema import metadata
 from tests.integration.conftest import (
     BACKENDS,
+    CUT_OUR_CONNECTIONS,
     FAKE,
     OutboxStores,
     Units,
@@ -374,12 +375,7 @@ async def _cut_connections(url: str) -> int:
     admin = sql.create_engine(url)
     try:
         async with admin.connect() as conn:
-            killed = await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
+            killed = await conn.execute(text(CUT_OUR_CONNECTIONS))
             return int(killed.scalar_one())
     finally:
         await admin.dispose()
