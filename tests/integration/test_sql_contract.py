@@ -7,10 +7,12 @@ connections cut) are SQL's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -350,6 +352,44 @@ async def test_a_connection_cut_while_idle_costs_no_unit_of_work(
         await _cut_while_idle(url, units)
     finally:
         await engine.dispose()
+        await native.close()
+
+
+async def test_many_units_at_once_share_the_pools_connections_and_none_is_lost(
+    postgres_url: str,
+) -> None:
+    """30 units at once on a pool of 2 (storage/pg_pool.py): all finish, some of them failing
+    or cancelled midway, and PostgreSQL never sees more than 2 connections of ours."""
+    native = PgDatabase(postgres_url, pool_size=2)
+    seen: list[int] = []
+    ours = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND usename = current_user AND application_name = 'pool-test'"
+    )
+
+    async def unit(i: int) -> int:
+        async with native.reader() as uow:
+            await uow.run("execute", "SET application_name = 'pool-test'")
+            seen.append(await uow.run("fetchval", ours))
+            if i % 7 == 3:  # a statement that fails: the connection is still good
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await uow.run("execute", "SELECT 1/0")
+            await uow.run("fetchval", "SELECT pg_sleep(0.01)")
+        return i
+
+    try:
+        slow = asyncio.create_task(unit(-1))
+        cancelled = asyncio.create_task(unit(-2))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # while waiting for a connection, or mid-statement
+        done = await asyncio.gather(*(unit(i) for i in range(30)))
+        assert done == list(range(30)) and await slow == -1
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+        assert seen and max(seen) <= 2
+        assert await asyncio.gather(*(unit(i) for i in range(4))) == [0, 1, 2, 3]
+        assert native.pool.open == native.pool.idle <= 2  # every one given back
+    finally:
         await native.close()
 
 

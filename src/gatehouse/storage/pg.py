@@ -9,8 +9,6 @@ per connection by asyncpg); `tests/integration/test_sql_contract.py` runs both a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import fields
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,6 +23,7 @@ from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Unavailable
 from gatehouse.storage.pg_audit import PgAuditTrail
 from gatehouse.storage.pg_factors import PgFactors
+from gatehouse.storage.pg_pool import ConnectionPool
 from gatehouse.storage.pg_sessions import PgSessions
 
 if TYPE_CHECKING:
@@ -109,24 +108,21 @@ USER_UPDATE = "UPDATE users SET {} WHERE id = $1".format(  # noqa: S608 - consta
 )
 
 
-class _Connection(asyncpg.Connection):  # type: ignore[misc]
-    """asyncpg resets every connection given back to the pool with a round trip (unlisten,
-    advisory unlock, RESET ALL, close cursors). Units of work use none of those, and end their
-    transaction before giving the connection back (asyncpg still rolls back an open one
-    without this query): the documented way to skip it is an empty reset query."""
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
 class PgDatabase:
-    """An asyncpg pool, opened on first use (building the services does no I/O)."""
+    """The api's connections (`pg_pool.ConnectionPool`), the first opened on first use (building
+    the services does no I/O)."""
 
     def __init__(self, database_url: str, pool_size: int):
         self._dsn = dsn(database_url)
-        self._size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        self._pool = ConnectionPool(self._connect, pool_size)
+
+    async def _connect(self) -> asyncpg.Connection:
+        connection: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=10)
+        return connection
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
 
     def uow(self) -> PgUnitOfWork:
         return PgUnitOfWork(self)
@@ -135,43 +131,21 @@ class PgDatabase:
         return PgUnitOfWork(self, read_only=True)
 
     async def acquire(self) -> asyncpg.Connection:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    # No floor: asyncpg would log a traceback a second restoring it while
-                    # the database is down; the first units of work open what they need.
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=0,
-                        max_size=self._size,
-                        max_inactive_connection_lifetime=300,
-                        timeout=10,
-                        connection_class=_Connection,
-                    )
-        connection: asyncpg.Connection = await self._pool.acquire(timeout=30)
-        return connection
+        return await self._pool.acquire()
 
-    async def release(self, connection: asyncpg.Connection) -> None:
-        if self._pool is not None:
-            await self._pool.release(connection)
+    def release(self, connection: asyncpg.Connection) -> None:
+        self._pool.release(connection)
 
-    async def expire(self) -> None:
-        if self._pool is not None:
-            await self._pool.expire_connections()
+    def expire(self) -> None:
+        self._pool.expire()
 
-    async def drop(self, connection: asyncpg.Connection) -> None:
-        """Closes a connection in an unknown state and frees its place in the pool. A
-        connection whose socket has already closed was given back by asyncpg itself: both
-        steps then fail, harmlessly."""
-        with contextlib.suppress(Exception):
-            connection.terminate()
-        with contextlib.suppress(Exception):
-            await self.release(connection)
+    def drop(self, connection: asyncpg.Connection) -> None:
+        """Closes a connection in an unknown state and frees its place in the pool."""
+        self._pool.drop(connection)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
+        self._pool = ConnectionPool(self._connect, self._pool.size)
 
 
 class PgUnitOfWork:
@@ -230,9 +204,9 @@ class PgUnitOfWork:
         except Exception as exc:
             if not unavailable(exc):
                 raise
-            await self._db.drop(self._conn)
+            self._db.drop(self._conn)
             self._conn = None
-            await self._db.expire()
+            self._db.expire()
         await self._connect()
         return await run(self._conn)
 
@@ -262,16 +236,15 @@ class PgUnitOfWork:
     ) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and (self._broken or (e is not None and unavailable(e))):
-            await self._db.drop(conn)  # its transaction, if any, dies with it on the server
+            self._db.drop(conn)  # its transaction, if any, dies with it on the server
         elif conn is not None:
             try:
                 if self._tx is not None:  # undone, but for the audit records of refusals
                     await self.audit.rolled_back(self._tx, conn)
             except Exception:
-                await self._db.drop(conn)  # in an unknown state: never back to the pool
+                self._db.drop(conn)  # in an unknown state: never back to the pool
             else:
-                with contextlib.suppress(Exception):
-                    await self._db.release(conn)
+                self._db.release(conn)
         if e is not None and unavailable(e):
             raise Unavailable("Database unavailable") from e
 
