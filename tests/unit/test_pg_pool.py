@@ -59,9 +59,7 @@ def pool(server: Server, size: int = 2, **kw: Any) -> ConnectionPool:
     return ConnectionPool(server.connect, size, **kw)
 
 
-async def test_none_opened_before_the_first_unit_and_the_last_given_back_lent_next() -> (
-    None
-):
+async def test_none_opened_before_the_first_unit_and_the_last_given_back_lent_next() -> None:
     server = Server()
     p = pool(server)
     assert server.opened == [] and p.open == 0
@@ -198,15 +196,78 @@ async def test_dropping_a_connection_closes_it_and_frees_its_slot() -> None:
 
 async def test_a_connection_idle_past_its_lifetime_is_closed_gracefully() -> None:
     server = Server()
-    p = pool(server, size=2, idle_lifetime=0.05)
+    p = pool(server, size=2, idle_lifetime=0.2)
     old, young = await p.acquire(), await p.acquire()
     p.release(old)
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.1)
     p.release(young)
-    await asyncio.sleep(0.04)
+    await asyncio.sleep(0.15)  # old idle 0.25 s, young 0.15 s
     assert old.how == "close" and not young.closed and p.open == 1
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.15)
     assert young.how == "close" and p.open == 0 and p.idle == 0
+
+
+async def test_a_connection_lent_max_uses_times_is_replaced() -> None:
+    server = Server()
+    p = pool(server, size=1, max_uses=3)
+    for _ in range(3):
+        conn = await p.acquire()
+        p.release(conn)
+    await asyncio.sleep(0)
+    assert server.opened[0].how == "close" and p.open == 0
+    assert await p.acquire() is server.opened[1]
+
+
+async def test_a_connection_given_back_twice_is_lent_once() -> None:
+    server = Server()
+    p = pool(server, size=2)
+    conn = await p.acquire()
+    p.release(conn)
+    p.release(conn)
+    assert p.idle == 1
+    assert await p.acquire() is conn and await p.acquire() is not conn
+
+
+async def test_a_unit_cancelled_as_it_was_given_a_free_slot_gives_the_slot_on() -> None:
+    server = Server()
+    p = pool(server, size=1)
+    lent = await p.acquire()
+    first = asyncio.create_task(p.acquire())
+    second = asyncio.create_task(p.acquire())
+    await asyncio.sleep(0.01)
+    p.drop(lent)  # its slot is promised to the first waiter, cancelled before it runs
+    first.cancel()
+    assert await second is server.opened[1] and p.open == 1
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_the_wait_for_a_connection_includes_opening_it() -> None:
+    server = Server()
+    p = pool(server, size=1, wait=0.1)
+    lent = await p.acquire()
+    waiting = asyncio.create_task(p.acquire())
+    await asyncio.sleep(0.05)
+    server.slow.clear()  # the opening in the freed slot hangs past the wait
+    p.drop(lent)
+    with pytest.raises(TimeoutError):
+        await waiting
+    assert p.open == 0
+    server.slow.set()
+    assert await p.acquire() is server.opened[-1] and p.open == 1
+
+
+async def test_a_connection_opened_while_the_pool_closes_is_not_kept() -> None:
+    server = Server()
+    p = pool(server, size=1)
+    server.slow.clear()
+    opening = asyncio.create_task(p.acquire())
+    await asyncio.sleep(0.01)
+    await p.close()
+    server.slow.set()
+    with pytest.raises(asyncpg.InterfaceError):
+        await opening
+    assert server.opened[0].closed and p.open == 0
 
 
 async def test_close_ends_idle_and_waiting_units_and_closes_lent_ones_when_given_back() -> None:

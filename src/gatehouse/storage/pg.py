@@ -243,6 +243,9 @@ class PgUnitOfWork:
                     await self.audit.rolled_back(self._tx, conn)
             except Exception:
                 self._db.drop(conn)  # in an unknown state: never back to the pool
+            except BaseException:  # cancelled midway: dropped too, or its slot is lost
+                self._db.drop(conn)
+                raise
             else:
                 self._db.release(conn)
         if e is not None and unavailable(e):

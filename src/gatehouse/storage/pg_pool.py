@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -30,19 +29,23 @@ class ConnectionPool:
         size: int,
         idle_lifetime: float = 300.0,
         wait: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        max_uses: int = 50_000,
     ):
         self._connect = connect
         self._size = max(1, size)
         self._lifetime = idle_lifetime
-        self._wait = wait  # the longest a unit waits for a connection when all are lent
-        self._clock = clock
+        self._wait = wait  # the longest a unit waits for a connection, its opening included
+        # Lent this often, a connection is closed and replaced (asyncpg's max_queries): the
+        # warmest is lent first, so one server process would otherwise serve for ever.
+        self._max_uses = max_uses
         self._idle: deque[tuple[asyncpg.Connection, float]] = deque()  # last given back last
         self._open = 0  # open, being opened, or a slot promised to a waiter
         # A waiter is given a connection, or None: a free slot, reserved for it to open one.
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._generation = 0
-        self._born: dict[asyncpg.Connection, int] = {}  # lent or idle: its generation
+        self._born: dict[asyncpg.Connection, int] = {}  # open (lent or idle): its generation
+        self._uses: dict[asyncpg.Connection, int] = {}
+        self._lent: set[asyncpg.Connection] = set()  # a second release of one is ignored
         self._sweep: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -65,32 +68,35 @@ class ConnectionPool:
         while self._idle:
             conn, _ = self._idle.pop()  # the warmest
             if not conn.is_closed():
-                return conn
-            self._forget(conn)
+                return self._lend(conn)
+            self.drop(conn)
         if self._open < self._size:
             self._open += 1
             return await self._open_one()
+        async with asyncio.timeout(self._wait):
+            conn = await self._queue()
+            return self._lend(conn) if conn is not None else await self._open_one()
+
+    async def _queue(self) -> asyncpg.Connection | None:
+        """Waits for a connection given back, or for a free slot (None)."""
         waiter: asyncio.Future[asyncpg.Connection | None] = (
             asyncio.get_running_loop().create_future()
         )
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self._wait):
-                conn = await waiter
+            return await waiter
         except BaseException:
+            # Given one as we were cancelled or timed out: passed on, never lost.
             if not waiter.done():
                 waiter.cancel()
-                self._waiters.remove(waiter)
-            elif not waiter.cancelled():  # given to us as we were cancelled: pass it on
-                given = waiter.result()
-                if given is None:
-                    self._forget_slot()
-                else:
-                    self.release(given)
+            if waiter.cancelled() or waiter.exception() is not None:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            elif (given := waiter.result()) is None:
+                self._forget_slot()
+            else:
+                self.release(given)
             raise
-        if conn is None:
-            return await self._open_one()
-        return conn
 
     async def _open_one(self) -> asyncpg.Connection:
         """Opens a connection in a slot already counted as open."""
@@ -104,11 +110,20 @@ class ConnectionPool:
             self._forget_slot()
             raise asyncpg.InterfaceError("the connection pool is closed")
         self._born[conn] = self._generation
+        return self._lend(conn)
+
+    def _lend(self, conn: asyncpg.Connection) -> asyncpg.Connection:
+        self._lent.add(conn)
+        self._uses[conn] = self._uses.get(conn, 0) + 1
         return conn
 
     def release(self, conn: asyncpg.Connection) -> None:
         """Gives a connection back: to the first waiter, else to the idle stack. One that is
-        closed, still in a transaction, or older than the last `expire()` is closed instead."""
+        closed, still in a transaction, or older than the last `expire()` is closed instead;
+        one lent `max_uses` times, gracefully."""
+        if conn not in self._lent:
+            return  # given back already, or not this pool's (one lent before a close)
+        self._lent.discard(conn)
         if (
             self._closed
             or conn.is_closed()
@@ -117,20 +132,26 @@ class ConnectionPool:
         ):
             self.drop(conn)
             return
+        if self._uses.get(conn, 0) >= self._max_uses:
+            self._gracefully(conn)
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._lent.add(conn)
                 waiter.set_result(conn)
                 return
-        self._idle.append((conn, self._clock()))
+        loop = asyncio.get_running_loop()
+        self._idle.append((conn, loop.time()))
         if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_later(self._lifetime, self._swept)
+            self._sweep = loop.call_later(self._lifetime, self._swept)
 
     def drop(self, conn: asyncpg.Connection) -> None:
         """Closes a connection in an unknown state (nothing sent: the server ends its
         transaction, if any) and frees its slot."""
         with contextlib.suppress(Exception):
             conn.terminate()
+        self._lent.discard(conn)
         if conn in self._born:
             self._forget(conn)
 
@@ -158,15 +179,17 @@ class ConnectionPool:
             await asyncio.wait(set(self._closing), timeout=10)
 
     def _swept(self) -> None:
-        """Closes what has been idle for `idle_lifetime` (the oldest are at the left)."""
+        """Closes what has been idle for `idle_lifetime` (the oldest are at the left: the
+        stack grows and is lent from the right)."""
         self._sweep = None
-        now = self._clock()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         while self._idle and now - self._idle[0][1] >= self._lifetime:
             conn, _ = self._idle.popleft()
             self._gracefully(conn)
         if self._idle:
             wait = self._lifetime - (now - self._idle[0][1])
-            self._sweep = asyncio.get_running_loop().call_later(wait, self._swept)
+            self._sweep = loop.call_later(wait, self._swept)
 
     def _gracefully(self, conn: asyncpg.Connection) -> None:
         self._forget(conn)
@@ -183,6 +206,7 @@ class ConnectionPool:
 
     def _forget(self, conn: asyncpg.Connection) -> None:
         self._born.pop(conn, None)
+        self._uses.pop(conn, None)
         self._forget_slot()
 
     def _forget_slot(self) -> None:
