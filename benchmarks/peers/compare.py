@@ -175,9 +175,15 @@ def warm(server: Server, warmup: float, cold: float) -> dict[str, Any]:
     return out
 
 
-def one_round(server: Server, seconds: float) -> dict[str, Any]:
+def one_round(server: Server, seconds: float, peers: list[Server]) -> dict[str, Any]:
     """Login (the raw argon2id rate measured on either side), refresh, read; the server's peak
-    resident memory over the three."""
+    resident memory over the three. It starts once its peers and PostgreSQL have gone quiet:
+    in 6675735's bench, Gatehouse measured right after Keycloak had 0.29-0.33 of a core of other
+    work beside it and spent 0.91-1.00 ms of CPU a refresh, against 0.17 and 0.70 ms when it ran
+    first (a JVM goes on compiling and collecting after its load; autovacuum follows a run's
+    writes); whichever server ran second paid for the first."""
+    quiet = [p for peer in peers for p in peer.pids["server"]] + server.pids.get("postgres", [])
+    waited = settle(quiet)
     before = routes.hash_rate(HASH_SECONDS)
     with routes.RssWatch(server.pid) as login_watch:
         login = server.route("login", seconds)
@@ -191,6 +197,7 @@ def one_round(server: Server, seconds: float) -> dict[str, Any]:
         server.read: read,
         "hash_per_s": round(hashes, 2),
         "rss_mb": max(login_watch.total_max, watch.total_max),
+        "quiet_after_s": waited,
     }
 
 
@@ -235,7 +242,9 @@ def run(
         for n in range(runs):
             order = servers if n % 2 == 0 else servers[::-1]
             print(f"   round {n + 1}: {', '.join(s.name for s in order)}", flush=True)
-            rounds.append({s.name: one_round(s, seconds) for s in order})
+            rounds.append(
+                {s.name: one_round(s, seconds, [o for o in servers if o is not s]) for s in order}
+            )
         phases["rounds"] = time.monotonic() - started - phases["setup"] - phases["warm_up"]
         secrets = keycloak.password_secrets(admin_url)
         own_hash = keycloak.own_hash(admin_url)
