@@ -177,11 +177,10 @@ def warm(server: Server, warmup: float, cold: float) -> dict[str, Any]:
 
 def one_round(server: Server, seconds: float, peers: list[Server]) -> dict[str, Any]:
     """Login (the raw argon2id rate measured on either side), refresh, read; the server's peak
-    resident memory over the three. It starts once its peers and PostgreSQL have gone quiet:
-    in 6675735's bench, Gatehouse measured right after Keycloak had 0.29-0.33 of a core of other
-    work beside it and spent 0.91-1.00 ms of CPU a refresh, against 0.17 and 0.70 ms when it ran
-    first (a JVM goes on compiling and collecting after its load; autovacuum follows a run's
-    writes); whichever server ran second paid for the first."""
+    resident memory over the three. It starts once its peers and PostgreSQL have gone quiet (a
+    JVM goes on compiling and collecting after its load; autovacuum follows a run's writes), so
+    that no server is charged for the last one's leftovers. A precaution: in 0db028b's bench
+    the wait was 0.5-1.0 s and Gatehouse's CPU a refresh the same whichever ran first."""
     quiet = [p for peer in peers for p in peer.pids["server"]] + server.pids.get("postgres", [])
     waited = settle(quiet)
     before = routes.hash_rate(HASH_SECONDS)
