@@ -102,19 +102,26 @@ async def test_a_wait_that_times_out_is_an_error_and_loses_no_slot() -> None:
     assert p.open == 1 and await p.acquire() is lent
 
 
-async def test_a_unit_cancelled_as_it_was_given_a_connection_passes_it_on() -> None:
+@pytest.mark.parametrize("given", ["a connection", "a free slot"])
+async def test_a_unit_cancelled_as_it_was_given_a_connection_or_a_slot_passes_it_on(
+    given: str,
+) -> None:
     server = Server()
     p = pool(server, size=1)
     lent = await p.acquire()
     first = asyncio.create_task(p.acquire())
     second = asyncio.create_task(p.acquire())
     await asyncio.sleep(0.01)
-    p.release(lent)  # handed to the first waiter, whose task is cancelled before it runs
+    # Handed to the first waiter (its slot promised, when dropped), cancelled before it runs.
+    if given == "a connection":
+        p.release(lent)
+    else:
+        p.drop(lent)
     first.cancel()
-    assert await second is lent
+    assert await second is (lent if given == "a connection" else server.opened[1])
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert p.open == 1 and len(server.opened) == 1
+    assert p.open == 1 and len(server.opened) == (1 if given == "a connection" else 2)
 
 
 async def test_a_connection_that_fails_to_open_frees_its_slot_for_the_next_unit() -> None:
@@ -226,20 +233,6 @@ async def test_a_connection_given_back_twice_is_lent_once() -> None:
     p.release(conn)
     assert p.idle == 1
     assert await p.acquire() is conn and await p.acquire() is not conn
-
-
-async def test_a_unit_cancelled_as_it_was_given_a_free_slot_gives_the_slot_on() -> None:
-    server = Server()
-    p = pool(server, size=1)
-    lent = await p.acquire()
-    first = asyncio.create_task(p.acquire())
-    second = asyncio.create_task(p.acquire())
-    await asyncio.sleep(0.01)
-    p.drop(lent)  # its slot is promised to the first waiter, cancelled before it runs
-    first.cancel()
-    assert await second is server.opened[1] and p.open == 1
-    with pytest.raises(asyncio.CancelledError):
-        await first
 
 
 async def test_the_wait_for_a_connection_includes_opening_it() -> None:
