@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from gatehouse.domain.audit import AuditEntry, AuditRecord, waiting
 from gatehouse.domain.events import OutboxMessage
 from gatehouse.domain.factors import Passkey, TotpFactor
-from gatehouse.domain.sessions import SessionRecord
+from gatehouse.domain.sessions import RefreshStep, SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists, Conflict
@@ -221,6 +221,25 @@ class MemorySessions(_Repo):
 
     async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int:
         return await self._revoke(lambda s: s.user_id == user_id, now, reason)
+
+    async def rotate(self, step: RefreshStep) -> bool:
+        session = self._t.sessions.get(step.session_id)
+        if session is None or session.revoked_at is not None:
+            return False
+        if (session.refresh_generation, session.refresh_hash) != (
+            step.generation,
+            step.current_hash,
+        ):
+            return False
+        self._t.sessions[step.session_id] = replace(
+            session,
+            refresh_generation=step.generation + 1,
+            refresh_hash=step.next_hash,
+            refresh_expires_at=step.next_expires_at,
+            expires_at=step.session_end,
+            last_used_at=step.now,
+        )
+        return True
 
 
 class MemoryFactors(_Repo):

@@ -24,7 +24,7 @@ from gatehouse.entrypoints.app import create_app
 from gatehouse.jobs.worker import worker_role
 from gatehouse.realtime import sockets
 from gatehouse.selfservice.login import flow as login_flow
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.storage.migrate import upgrade
 from tests.conftest import free_port
 from tests.e2e.stack import own_redis_db

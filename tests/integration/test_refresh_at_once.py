@@ -1,8 +1,8 @@
 """A refresh in one statement on PostgreSQL (storage/pg_refresh.py) against the ordinary path it is
-derived from (sessions.flow.refresh over the unit of work), on the real database: the same rows
+derived from (sessions.rotation.refresh over the unit of work), on the real database: the same rows
 written for a good token, and for every token that is not good nothing written by it and the
 same answer, records and revocations as the ordinary path; concurrent presentations of one
-token: one new token, then the family revoked as a replay."""
+token: one new token, then the session revoked as a replay."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import asyncpg
 import pytest
 
 from gatehouse.domain.events import new_id
-from gatehouse.domain.tokens import hash_refresh_token
+from gatehouse.domain.tokens import hash_refresh_token, read_session_refresh
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidToken
 from gatehouse.ports.rotation import Rotation
 from gatehouse.selfservice.audit import audit_entry
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.selfservice.sessions.flow import Session
 from gatehouse.storage.pg_refresh import ROTATE, PgRotations, arguments
 from tests.integration.at_once import START, Paths, both_paths
@@ -70,7 +70,8 @@ async def written(paths: Paths, user: User) -> dict[str, Any]:
         u=user.id,
     )
     sessions = await paths.rows(
-        "SELECT last_used_at, auth_time, amr, aal, revoked_at, revoked_reason "
+        "SELECT last_used_at, auth_time, amr, aal, revoked_at, revoked_reason, "
+        "refresh_generation, refresh_expires_at, expires_at, refresh_hash IS NOT NULL AS hashed "
         "FROM sessions WHERE user_id = :u",
         u=user.id,
     )
@@ -124,8 +125,10 @@ async def test_a_good_token_writes_what_the_ordinary_path_writes(paths: Paths) -
         assert again.user["id"] == user.id
         seen.append(await written(paths, user))
     at_once, ordinary = seen
-    print(f"\none refresh leaves, on either path: {ordinary['tokens'][:2]}")
+    print(f"\none refresh leaves, on either path: {ordinary['sessions']}")
     assert at_once == ordinary
+    assert ordinary["tokens"] == []  # the session's row holds its token: no row of its own
+    assert ordinary["sessions"][0]["refresh_generation"] == 3
     assert answers[0] == answers[1]
     assert [r["action"] for r in ordinary["records"]] == ["login", "refresh", "refresh"]
 
@@ -175,9 +178,10 @@ async def test_a_token_that_is_not_good_gets_the_ordinary_answer_and_writes(
         seen.append({"before": before, "after": after})
     at_once, ordinary = seen
     assert at_once == ordinary
-    if case == "replayed":  # the ordinary path's replay detection ran: the family is revoked
-        assert all(t["revoked_at"] is not None for t in ordinary["after"]["tokens"])
+    if case == "replayed":  # the ordinary path's replay detection ran: the session is revoked
         assert ordinary["after"]["sessions"][0]["revoked_reason"] == "refresh_token_reuse"
+    if case != "replayed":  # nothing was rotated by the refused token
+        assert ordinary["after"]["sessions"][0]["refresh_generation"] == 1
 
 
 async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revoked(
@@ -194,9 +198,8 @@ async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revok
     print(f"\n10 at once: {len(won)} rotated, {len(refused)} refused")
     assert len(won) == 1 and len(refused) == 9
     state = await written(paths, user)
-    assert len(state["tokens"]) == 2  # the presented one and its one successor
-    assert all(t["revoked_at"] is not None for t in state["tokens"])  # a replay ends the family
-    assert state["sessions"][0]["revoked_reason"] == "refresh_token_reuse"
+    assert state["sessions"][0]["refresh_generation"] == 2  # rotated once, by one of them
+    assert state["sessions"][0]["revoked_reason"] == "refresh_token_reuse"  # a replay ends it
     with pytest.raises(InvalidToken):
         await session.refresh(paths.at_once, refresh_token=won[0].refresh_token)
 
@@ -204,11 +207,11 @@ async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revok
 async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
     paths: Paths, postgres_database: str
 ) -> None:
-    """The statement finds the token by its hash, then its session and its user by their ids,
-    whatever the planner guesses: on tables never analysed (a young database), a plan that
-    started from the users probed the token's index once for every live session. Read with
-    the values as constants and as the generic plan asyncpg's cached statement runs."""
-    tables = ("users", "sessions", "refresh_tokens")
+    """The statement finds the session by its id, then its user by theirs, whatever the
+    planner guesses: on tables never analysed (a young database), a plan that started from the
+    users probed another table's index once for every live session. Read with the values as
+    constants and as the generic plan asyncpg's cached statement runs."""
+    tables = ("users", "sessions")
     conn = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg", "postgresql"))
     try:
         for table in tables:  # never analysed while the test runs: the young database's case
@@ -225,10 +228,13 @@ async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
             list(tables),
         )
         assert analysed == 0
+        token = read_session_refresh(ctx.secrets.token_key, presented.refresh_token)
+        assert token is not None
         rotation = Rotation(
+            session_id=token.session_id,
+            generation=token.generation,
             presented_hash=hash_refresh_token(ctx.secrets.token_key, presented.refresh_token),
             now=paths.clock.now,
-            replacement_id=new_id(),
             replacement_hash=new_id(),
             replacement_expires_at=paths.clock.now + timedelta(days=1),
             record=audit_entry(ctx, "refresh", factor="refresh_token"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gatehouse.domain.sessions import SessionRecord
+from gatehouse.domain.sessions import RefreshStep, SessionRecord
 from gatehouse.storage import sql
 from gatehouse.storage.migrate import upgrade
 from tests.integration.conftest import BACKENDS, FAKE, Units, create_database, drop_database
@@ -112,6 +112,52 @@ async def test_revoking_is_once_per_session_and_for_every_session_of_a_user(
         first, second = await uow.sessions.get("s-1"), await uow.sessions.get("s-2")
     assert first is not None and first.revoked_reason == "logout"  # the first reason stays
     assert second is not None and second.revoked_reason == "password_changed"
+
+
+def a_step(generation: int, current: str | None, following: str, n: int = 1) -> RefreshStep:
+    return RefreshStep(
+        session_id=f"s-{n}",
+        generation=generation,
+        current_hash=current,
+        next_hash=following,
+        next_expires_at=NOW + timedelta(days=30),
+        session_end=NOW + timedelta(days=90),
+        now=NOW + timedelta(minutes=generation),
+    )
+
+
+@on_the_fake_too
+async def test_rotate_moves_the_token_on_only_from_the_row_s_current_one(units: Units) -> None:
+    """The ordinary path's rotation, on every database: from the generation and hash the row
+    holds (a session from before 0009: generation 0, no hash), never from another, and never
+    on a revoked session."""
+    h1, h2, h3 = "a" * 64, "b" * 64, "c" * 64
+    async with units() as uow:
+        await uow.sessions.add(a_session(1, "u-1"))  # opened before 0009: its token a row
+        await uow.sessions.add(a_session(2, "u-1", refresh_generation=1, refresh_hash=h1))
+        await uow.commit()
+    async with units() as uow:
+        assert await uow.sessions.rotate(a_step(0, h1, h2)) is False  # the row has no hash
+        assert await uow.sessions.rotate(a_step(0, None, h2)) is True
+        assert await uow.sessions.rotate(a_step(0, None, h3)) is False  # already moved on
+        assert await uow.sessions.rotate(a_step(1, h3, h3)) is False  # not its current hash
+        assert await uow.sessions.rotate(a_step(2, h2, h3)) is False  # not its generation
+        assert await uow.sessions.rotate(a_step(1, h1, h3, n=2)) is True
+        assert await uow.sessions.rotate(a_step(1, h2, h3, n=404)) is False
+        await uow.commit()
+    async with units() as uow:
+        moved = await uow.sessions.get("s-1")
+        assert await uow.sessions.revoke("s-2", NOW, "logout") is True
+        assert await uow.sessions.rotate(a_step(2, h3, h1, n=2)) is False  # revoked
+        await uow.commit()
+    assert moved is not None
+    assert (moved.refresh_generation, moved.refresh_hash) == (1, h2)
+    assert moved.refresh_expires_at == NOW + timedelta(days=30)
+    assert moved.expires_at == NOW + timedelta(days=90)
+    assert moved.last_used_at == NOW
+    async with units() as uow:
+        other = await uow.sessions.get("s-2")
+    assert other is not None and (other.refresh_generation, other.refresh_hash) == (2, h3)
 
 
 @on_the_fake_too

@@ -19,7 +19,7 @@ from gatehouse.selfservice.login import second
 from gatehouse.selfservice.passkeys import flow as passkeys
 from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.recovery import flow as recovery
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.selfservice.sessions.flow import Session
 from tests.fakes import MemoryDatabase, MemoryNotifier
 from tests.fakes_audit import MemoryUserDirectory

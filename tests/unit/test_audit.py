@@ -14,7 +14,7 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.registration import flow as registration
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from tests.fakes import MemoryDatabase
 
 from .helpers import last_code, other_code

@@ -12,7 +12,7 @@ from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.profile import phone as phone_flow
 from gatehouse.selfservice.recovery import flow as recovery
 from gatehouse.selfservice.registration import flow as registration
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from tests.fakes import MemoryDatabase, MemoryNotifier
 
 from .helpers import FaultyUow, code_in, deliveries, last_code, other_code, user_events

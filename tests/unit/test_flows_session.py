@@ -11,14 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatehouse.domain import events
 from gatehouse.domain.crypto import SigningKey
-from gatehouse.domain.tokens import AccessTokens, RefreshToken, hash_refresh_token
+from gatehouse.domain.sessions import SessionRecord
+from gatehouse.domain.tokens import AccessTokens, hash_refresh_token, read_session_refresh
 from gatehouse.errors import InvalidCredentials, InvalidToken
 from gatehouse.security.hashing import Argon2Hasher
 from gatehouse.selfservice.context import FlowContext, Policy
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.registration import flow as registration
-from gatehouse.selfservice.sessions import flow as session
+from gatehouse.selfservice.sessions import rotation as session
 from tests.fakes import MemoryDatabase
 
 from .helpers import FakeClock, last_code, outbox_messages, user_events
@@ -47,9 +48,11 @@ async def account(ctx: FlowContext, db: MemoryDatabase) -> Account:
     return await make_account(ctx, db)
 
 
-def stored(db: MemoryDatabase, ctx: FlowContext, refresh_token: str) -> RefreshToken:
-    token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
-    return next(t for t in db.tables.tokens.values() if t.token_hash == token_hash)
+def stored(db: MemoryDatabase, ctx: FlowContext, refresh_token: str) -> SessionRecord:
+    """The session row a refresh token names (whichever of its generations it is)."""
+    token = read_session_refresh(ctx.secrets.token_key, refresh_token)
+    assert token is not None, "not a token of this service"
+    return db.tables.sessions[token.session_id]
 
 
 class TestLogin:
@@ -69,15 +72,17 @@ class TestLogin:
         assert data["refresh_token"] == opened.refresh_token
         assert data["user"] == opened.user
 
-        assert opened.refresh_token.startswith("rt_")
+        assert opened.refresh_token.startswith("rs_")
         row = stored(db, ctx, opened.refresh_token)
         assert row.user_id == account.id
-        assert row.family_id == claims.sid
-        assert opened.refresh_token not in row.token_hash
-        assert row.expires_at == clock.now + ctx.policy.refresh_ttl
-        assert row.family_expires_at == clock.now + ctx.policy.refresh_family_max
-        assert row.used_at is None
+        assert row.id == claims.sid
+        assert row.refresh_generation == 1
+        assert row.refresh_hash == hash_refresh_token(ctx.secrets.token_key, opened.refresh_token)
+        assert opened.refresh_token not in str(row)  # kept hashed, never as given
+        assert row.refresh_expires_at == clock.now + ctx.policy.refresh_ttl
+        assert row.expires_at == clock.now + ctx.policy.refresh_family_max
         assert row.revoked_at is None
+        assert db.tables.tokens == {}  # no row of the old kind
 
         new_rows = outbox_messages(db)[before:]
         assert [m.payload["type"] for m in new_rows] == [events.LOGGED_IN]
@@ -166,22 +171,24 @@ class TestRefresh:
 
         assert second.refresh_token != first.refresh_token
         assert second.token != first.token
-        old, new = stored(db, ctx, first.refresh_token), stored(db, ctx, second.refresh_token)
-        assert old.used_at == clock.now
-        assert new.used_at is None
-        assert new.family_id == old.family_id
-        assert new.family_expires_at == old.family_expires_at
+        row = stored(db, ctx, second.refresh_token)
+        assert stored(db, ctx, first.refresh_token) is row  # one session, one row
+        assert row.refresh_generation == 2
+        assert row.refresh_hash == hash_refresh_token(ctx.secrets.token_key, second.refresh_token)
+        assert row.last_used_at == clock.now
+        assert row.expires_at == clock.now + ctx.policy.refresh_family_max  # never moves
         claims = ctx.tokens.verify(second.token, clock.now)
-        assert (claims.sub, claims.sid) == (account.id, old.family_id)
+        assert (claims.sub, claims.sid) == (account.id, row.id)
         third = await session.refresh(ctx, refresh_token=second.refresh_token)
         assert ctx.tokens.verify(third.token, clock.now).sub == account.id
+        assert stored(db, ctx, third.refresh_token).refresh_generation == 3
 
     async def test_reuse_revokes_the_whole_family(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
     ) -> None:
         first = await login_flow.login(ctx, email=EMAIL, password=PASSWORD)
         second = await session.refresh(ctx, refresh_token=first.refresh_token)
-        family = stored(db, ctx, first.refresh_token).family_id
+        family = stored(db, ctx, first.refresh_token).id
         before = len(outbox_messages(db))
 
         with pytest.raises(InvalidToken):
@@ -189,9 +196,8 @@ class TestRefresh:
 
         with pytest.raises(InvalidToken):
             await session.refresh(ctx, refresh_token=second.refresh_token)
-        for token in db.tables.tokens.values():
-            assert token.family_id == family
-            assert token.revoked_at == clock.now
+        row = db.tables.sessions[family]
+        assert (row.revoked_at, row.revoked_reason) == (clock.now, "refresh_token_reuse")
         revoked = [m for m in outbox_messages(db)[before:]]
         assert [m.payload["type"] for m in revoked] == [events.SESSION_REVOKED]
         assert revoked[0].key == account.id
@@ -222,7 +228,7 @@ class TestRefresh:
         clock.advance(5 * 60)
         with pytest.raises(InvalidToken):
             await session.refresh(short, refresh_token=opened.refresh_token)
-        assert stored(db, ctx, opened.refresh_token).used_at is None  # rolled back
+        assert stored(db, ctx, opened.refresh_token).refresh_generation == 1  # rolled back
 
     async def test_family_lifetime_caps_every_rotation(
         self, ctx: FlowContext, db: MemoryDatabase, account: Account, clock: FakeClock
@@ -234,10 +240,10 @@ class TestRefresh:
             ),
         )
         opened = await login_flow.login(capped, email=EMAIL, password=PASSWORD)
-        family_end = stored(db, ctx, opened.refresh_token).family_expires_at
+        family_end = stored(db, ctx, opened.refresh_token).expires_at
         clock.advance(4 * 60)
         rotated = await session.refresh(capped, refresh_token=opened.refresh_token)
-        assert stored(db, ctx, rotated.refresh_token).expires_at == family_end
+        assert stored(db, ctx, rotated.refresh_token).refresh_expires_at == family_end
         clock.advance(2 * 60)
         with pytest.raises(InvalidToken):
             await session.refresh(capped, refresh_token=rotated.refresh_token)
@@ -264,6 +270,7 @@ class TestLogout:
         await session.logout(ctx, refresh_token=opened.refresh_token)
 
         assert stored(db, ctx, opened.refresh_token).revoked_at == clock.now
+        assert stored(db, ctx, opened.refresh_token).revoked_reason == "logout"
         with pytest.raises(InvalidToken):
             await session.refresh(ctx, refresh_token=opened.refresh_token)
         [event] = outbox_messages(db)[before:]

@@ -23,8 +23,8 @@ from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.mfa import proof
 from gatehouse.selfservice.profile import flow as profile
 from gatehouse.selfservice.recovery import flow as recovery
-from gatehouse.selfservice.sessions import flow as session
 from gatehouse.selfservice.sessions import manage
+from gatehouse.selfservice.sessions import rotation as session
 from tests.fakes import MemoryDatabase, MemoryNotifier
 
 from .helpers import FakeClock, code_in, deliveries, user_events

@@ -18,8 +18,8 @@ from gatehouse.errors import InvalidToken, Unavailable
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.profile import flow as profile
-from gatehouse.selfservice.sessions import flow as session
 from gatehouse.selfservice.sessions import manage
+from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.selfservice.sessions.cache import SignedInCache, session_key, user_key
 from gatehouse.selfservice.sessions.flow import Session
 from gatehouse.selfservice.sessions.invalidating import invalidating_units

@@ -26,6 +26,29 @@ class SessionRecord:
     aal: int = AAL1
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
+    # Its refresh token (`tokens.SessionRefresh`, migration 0009): the current generation, its
+    # keyed hash and expiry, and the session's own end (the family's, which no rotation moves).
+    # Generation 0 without a hash: a session opened before, whose tokens are refresh_tokens rows.
+    refresh_generation: int = 0
+    refresh_hash: str | None = None
+    refresh_expires_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStep:
+    """A session's refresh token moved on by one generation: from `generation`, whose hash the
+    row keeps as `current_hash` (None while the session's token is still a refresh_tokens row),
+    to the next one, `next_hash`, expiring at `next_expires_at`; `session_end` is the session's
+    own end, and `now` when it was used."""
+
+    session_id: str
+    generation: int
+    current_hash: str | None
+    next_hash: str
+    next_expires_at: datetime
+    session_end: datetime
+    now: datetime
 
 
 def clip_user_agent(value: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,12 +13,14 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash
+from gatehouse.domain.crypto import SigningKey, b64e, keyed_hash, same
 from gatehouse.errors import TokenError
 
 ACCESS_TYPE = "at+jwt"
 CLOCK_SKEW = timedelta(seconds=5)
-REFRESH_PREFIX = "rt_"
+REFRESH_PREFIX = "rt_"  # a token stored as a row of its own (refresh_tokens), before 0009
+SESSION_REFRESH_PREFIX = "rs_"  # a token of its session's row: `SessionRefresh` below
+_TAG_CHARS = 32  # hex: the tag's 128 bits
 # Headers that would let a token name its own verification key: never honoured.
 FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c"})
 VERIFIED_CACHE_SIZE = 4096  # about 1 MB of checked tokens per process
@@ -215,9 +217,65 @@ class AccessTokens:
 
 
 def new_refresh_token(token_key: bytes) -> tuple[str, str]:
-    """A 256-bit opaque token and the keyed hash that is stored instead of it."""
+    """A 256-bit opaque token and the keyed hash that is stored instead of it (a row of
+    refresh_tokens: how tokens were kept before migration 0009; tests make them still)."""
     plaintext = REFRESH_PREFIX + secrets.token_urlsafe(32)
     return plaintext, hash_refresh_token(token_key, plaintext)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRefresh:
+    """A refresh token kept in its session's row: the session's id and the token's generation
+    (1 for the sign-in's, one more at every rotation) beside 256 random bits, and a tag, a MAC
+    of the three under the token key.
+
+    The row keeps the current generation and the keyed hash of its whole token, so a session
+    holds one token's state however often it is refreshed (a row per rotation grew without end,
+    and made each refresh write a row and four index entries). A token of an earlier
+    generation is one already used: presented again, it revokes the session (reuse). The tag
+    proves such a token was issued by this service without keeping it, so knowing a session's
+    id (an access token's `sid`) is not enough to have the session revoked; and the hash, not
+    the tag, admits the current one, so the key alone takes no session over (it can end one,
+    and what it makes is recorded as `unissued_token`)."""
+
+    session_id: str
+    generation: int
+    plaintext: str = field(repr=False)  # a secret: never in a log line or a traceback
+
+
+def _tag(token_key: bytes, session_id: str, generation: int, nonce: str) -> str:
+    return keyed_hash(token_key, "refresh-tag", session_id, str(generation), nonce)[:_TAG_CHARS]
+
+
+def new_session_refresh(
+    token_key: bytes, session_id: str, generation: int
+) -> tuple[SessionRefresh, str]:
+    """Generation `generation` of the session's refresh token, and the hash its row keeps."""
+    nonce = secrets.token_urlsafe(32)
+    tag = _tag(token_key, session_id, generation, nonce)
+    plaintext = f"{SESSION_REFRESH_PREFIX}{session_id}.{generation}.{nonce}.{tag}"
+    token = SessionRefresh(session_id, generation, plaintext)
+    return token, hash_refresh_token(token_key, plaintext)
+
+
+def read_session_refresh(token_key: bytes, plaintext: str) -> SessionRefresh | None:
+    """The session and generation a token of `new_session_refresh` names, if its tag is this
+    service's; None for anything else (a token of the older kind among them)."""
+    if not plaintext.startswith(SESSION_REFRESH_PREFIX) or len(plaintext) > 200:
+        return None
+    parts = plaintext[len(SESSION_REFRESH_PREFIX) :].split(".")
+    if len(parts) != 4:
+        return None
+    session_id, generation, nonce, tag = parts
+    if not (generation.isascii() and generation.isdigit() and len(generation) <= 18):
+        return None
+    if generation != str(int(generation)):  # one spelling a generation: "01" is not "1"
+        return None
+    if not session_id or not nonce:
+        return None
+    if not same(tag, _tag(token_key, session_id, int(generation), nonce)):
+        return None
+    return SessionRefresh(session_id, int(generation), plaintext)
 
 
 def hash_refresh_token(token_key: bytes, plaintext: str) -> str:

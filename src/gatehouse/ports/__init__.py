@@ -13,7 +13,7 @@ from gatehouse.domain.codes import CodeCheck
 from gatehouse.domain.deliveries import FINAL as FINAL  # re-exported: the delivery log's records
 from gatehouse.domain.deliveries import Status as Status
 from gatehouse.domain.events import OutboxMessage
-from gatehouse.domain.sessions import SessionRecord
+from gatehouse.domain.sessions import RefreshStep, SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.ports.audit import AuditTrail
@@ -80,6 +80,10 @@ class Sessions(Protocol):
     ) -> tuple[SessionRecord, User] | None: ...
     async def revoke(self, session_id: str, now: datetime, reason: str) -> bool: ...
     async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int: ...
+    async def rotate(self, step: RefreshStep) -> bool:
+        """The live session's refresh token moved on (`RefreshStep`), only if the row still
+        holds the step's current token: False when it does not, or the session is revoked
+        (another rotation or a logout went first)."""
 
 
 class Outbox(Protocol):

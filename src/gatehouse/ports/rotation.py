@@ -14,14 +14,16 @@ from gatehouse.domain.users import User
 
 @dataclass(frozen=True)
 class Rotation:
-    """What `sessions.flow.refresh` writes when the presented token is good: that token marked
-    used at `now`, its session touched, a new token of its family (`replacement_*`; it expires
-    at `replacement_expires_at` or the family's end, whichever is first), and `record`, whose
-    user and actor are the token's user."""
+    """What `sessions.rotation.refresh` writes when the presented token is good (generation
+    `generation` of session `session_id`'s token, whose keyed hash is `presented_hash`): the
+    session's token moved to the next generation (`replacement_hash`, expiring at
+    `replacement_expires_at` or the session's end, whichever is first), the session touched at
+    `now`, and `record`, whose user and actor are the session's user."""
 
+    session_id: str
+    generation: int
     presented_hash: str
     now: datetime
-    replacement_id: str
     replacement_hash: str
     replacement_expires_at: datetime
     record: AuditEntry
@@ -29,6 +31,7 @@ class Rotation:
 
 class Rotations(Protocol):
     async def rotate(self, rotation: Rotation) -> tuple[SessionRecord, User] | None:
-        """All of it at once, if the presented token is unused, unrevoked and unexpired, its
-        session live and its user enabled: the session (touched) and its user. Otherwise None
-        and nothing written: the ordinary path then tells the cases apart."""
+        """All of it at once, if the presented token is the session's current one and
+        unexpired, the session live and unexpired, and its user enabled: the session (touched)
+        and its user. Otherwise None and nothing written: the ordinary path then tells the
+        cases apart."""

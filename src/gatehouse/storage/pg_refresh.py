@@ -1,20 +1,18 @@
 """A refresh's ordinary outcome in one statement on PostgreSQL (`ports.rotation`): one round trip
-where the ordinary path (`sessions.flow.refresh` over the unit of work) needs seven (BEGIN, the
-token, its mark, the session, the new token, the audit record, COMMIT), and the largest share
-of a refresh's cost, on both sides of the connection.
+where the ordinary path (`sessions.rotation.refresh` over the unit of work) needs six (BEGIN, the
+session, its rotation, its touch with the user, the audit record, COMMIT), and the largest
+share of a refresh's cost, on both sides of the connection.
 
-The candidate row is chosen with every condition of the ordinary path at once (token unused,
-unrevoked, unexpired; its session live; its user enabled) and locked with its session, so a
-concurrent refresh of the same token or a concurrent logout either went first (the candidate
-is gone: nothing is written, the ordinary path answers) or waits for this one. Every write
-hangs off the candidate: without one, the statement changes nothing.
+The session's user is read first, by the id in the session's row, then the row is updated only
+under every condition of the ordinary path at once (the presented token its current generation,
+by hash; unexpired; the session live and unexpired; that user enabled): each step keyed by an
+id, so the plan never depends on the planner's guesses (as one join, tables never analysed got
+a plan that scanned the users). A concurrent refresh of the same token or a concurrent logout
+either went first (the row no longer matches: nothing is written, the ordinary path answers)
+or waits for this one. The audit record hangs off the update: without it, nothing changes.
 
-The token is found first, by its hash, then its session by its id, then its user by theirs:
-each a step of its own (materialised), keyed by the one before, so the plan never depends on
-the planner's guesses. As one join, a young database's tables (never analysed, every count
-guessed at 1) got a plan that started from the users and probed the token's index once for
-every live session: PostgreSQL's CPU a refresh grew with the sessions, 1.1 to 1.8 ms at 64 to
-192 of them, 0.44 to 0.6 ms now."""
+Since migration 0009 a refresh updates its session's row and reads its user: a token row and
+its four index entries are no longer written at every rotation, nor the spent one marked."""
 
 from __future__ import annotations
 
@@ -32,42 +30,25 @@ from gatehouse.storage.pg_sessions import _aware, _record
 
 _USER_NAMES = tuple(f.name for f in fields(User))
 _AUDIT = tuple(f.name for f in fields(AuditEntry))
-# The record's own values are parameters $6...; its user and actor come from the candidate.
-_FROM_CANDIDATE = ("user_id", "actor_id")
-_GIVEN = [name for name in _AUDIT if name not in _FROM_CANDIDATE]
+# The record's own values are parameters $7...; its user and actor come from the session.
+_FROM_SESSION = ("user_id", "actor_id")
+_GIVEN = [name for name in _AUDIT if name not in _FROM_SESSION]
 _AUDIT_VALUES = ", ".join(
-    "cand.user_id" if name in _FROM_CANDIDATE else f"${6 + _GIVEN.index(name)}" for name in _AUDIT
+    "touched.user_id" if name in _FROM_SESSION else f"${7 + _GIVEN.index(name)}" for name in _AUDIT
 )
 ROTATE = f"""
-WITH tok AS MATERIALIZED (
-    SELECT t.id AS token_id, t.family_id, t.family_expires_at
-    FROM refresh_tokens t
-    WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.revoked_at IS NULL
-      AND t.expires_at > $2 AND t.family_expires_at > $2
-    FOR UPDATE
-), ses AS MATERIALIZED (
-    SELECT s.id, s.user_id FROM sessions s
-    WHERE s.id = (SELECT family_id FROM tok) AND s.revoked_at IS NULL
-    FOR UPDATE
-), usr AS MATERIALIZED (
+WITH usr AS MATERIALIZED (
     SELECT {", ".join(f"u.{n}" for n in _USER_NAMES)} FROM users u
-    WHERE u.id = (SELECT user_id FROM ses) AND u.disabled_at IS NULL
-), cand AS MATERIALIZED (
-    SELECT tok.token_id, tok.family_id, tok.family_expires_at, usr.id AS user_id
-    FROM tok, ses, usr
-), used AS (
-    UPDATE refresh_tokens r SET used_at = $2 FROM cand WHERE r.id = cand.token_id RETURNING r.id
+    WHERE u.id = (SELECT user_id FROM sessions WHERE id = $1) AND u.disabled_at IS NULL
 ), touched AS (
-    UPDATE sessions SET last_used_at = $2 FROM cand WHERE sessions.id = cand.family_id
-    RETURNING sessions.*
-), added AS (
-    INSERT INTO refresh_tokens
-        (id, family_id, user_id, token_hash, created_at, expires_at, family_expires_at)
-    SELECT $3, cand.family_id, cand.user_id, $4, $2, LEAST($5, cand.family_expires_at),
-        cand.family_expires_at
-    FROM cand RETURNING id
+    UPDATE sessions s SET refresh_generation = $2 + 1, refresh_hash = $5,
+        refresh_expires_at = LEAST($6, s.expires_at), last_used_at = $4
+    WHERE s.id = $1 AND s.refresh_generation = $2 AND s.refresh_hash = $3
+      AND s.revoked_at IS NULL AND s.refresh_expires_at > $4 AND s.expires_at > $4
+      AND EXISTS (SELECT 1 FROM usr)
+    RETURNING {", ".join(f"s.{n}" for n in SESSION_NAMES)}
 ), recorded AS (
-    INSERT INTO audit_log ({", ".join(_AUDIT)}) SELECT {_AUDIT_VALUES} FROM cand RETURNING id
+    INSERT INTO audit_log ({", ".join(_AUDIT)}) SELECT {_AUDIT_VALUES} FROM touched RETURNING id
 )
 SELECT {", ".join([f"touched.{n}" for n in SESSION_NAMES] + [f"usr.{n}" for n in _USER_NAMES])}
 FROM touched, usr
@@ -82,9 +63,10 @@ def arguments(rotation: Rotation) -> list[Any]:
     """ROTATE's parameters for `rotation`, in order."""
     record = [_naive(getattr(rotation.record, name)) for name in _GIVEN]
     return [
+        rotation.session_id,
+        rotation.generation,
         rotation.presented_hash,
         _naive(rotation.now),
-        rotation.replacement_id,
         rotation.replacement_hash,
         _naive(rotation.replacement_expires_at),
         *record,

@@ -10,7 +10,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gatehouse.domain.sessions import SessionRecord, decode_amr, encode_amr
+from gatehouse.domain.sessions import RefreshStep, SessionRecord, decode_amr, encode_amr
 from gatehouse.domain.users import User
 
 if TYPE_CHECKING:
@@ -31,6 +31,11 @@ _TOUCH = (
     "SELECT {}, {} FROM s JOIN users u ON u.id = s.user_id AND u.disabled_at IS NULL".format(
         ", ".join(f"s.{n}" for n in NAMES), ", ".join(f"u.{n}" for n in _USER_NAMES)
     )
+)
+_ROTATE = (
+    "UPDATE sessions SET refresh_generation = $2 + 1, refresh_hash = $4, "
+    "refresh_expires_at = $5, expires_at = $6, last_used_at = $7 WHERE id = $1 "
+    "AND refresh_generation = $2 AND refresh_hash IS NOT DISTINCT FROM $3 AND revoked_at IS NULL"
 )
 _REVOKE = (
     "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL"
@@ -110,3 +115,8 @@ class PgSessions:
         query = _REVOKE.format(column)
         status = await self._uow.run("execute", query, value, _naive(now), reason)
         return int(str(status).rsplit(" ", 1)[-1])
+
+    async def rotate(self, step: RefreshStep) -> bool:
+        times = (_naive(step.next_expires_at), _naive(step.session_end), _naive(step.now))
+        args = (step.session_id, step.generation, step.current_hash, step.next_hash, *times)
+        return str(await self._uow.run("execute", _ROTATE, *args)) == "UPDATE 1"

@@ -122,6 +122,12 @@ sessions = Table(
     Column("aal", Integer, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revoked_reason", String(64), nullable=True),
+    # Its refresh token (migration 0009, `domain.tokens.SessionRefresh`): one row's worth of
+    # state however often the session is refreshed.
+    Column("refresh_generation", BigInteger, nullable=False, server_default="0"),
+    Column("refresh_hash", String(64), nullable=True),
+    Column("refresh_expires_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
 )
 
 outbox = Table(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, exists, insert, select, update
 
-from gatehouse.domain.sessions import SessionRecord, decode_amr, encode_amr
+from gatehouse.domain.sessions import RefreshStep, SessionRecord, decode_amr, encode_amr
 from gatehouse.domain.users import User
 from gatehouse.storage.schema import sessions, users
 
@@ -92,3 +92,22 @@ class SqlSessions:
             update(sessions).where(where, _LIVE).values(revoked_at=now, revoked_reason=reason)
         )
         return int(result.rowcount)
+
+    async def rotate(self, step: RefreshStep) -> bool:
+        result = await self._conn.execute(
+            update(sessions)
+            .where(
+                sessions.c.id == step.session_id,
+                sessions.c.refresh_generation == step.generation,
+                sessions.c.refresh_hash.is_not_distinct_from(step.current_hash),
+                _LIVE,
+            )
+            .values(
+                refresh_generation=step.generation + 1,
+                refresh_hash=step.next_hash,
+                refresh_expires_at=step.next_expires_at,
+                expires_at=step.session_end,
+                last_used_at=step.now,
+            )
+        )
+        return int(result.rowcount) == 1

@@ -1,5 +1,5 @@
-"""Sessions: opened at sign-in, refresh-token rotation with reuse detection, logout, token
-authentication."""
+"""Sessions: opened at sign-in, ended (one, or every one of a user), and access-token
+authentication against them. Refresh-token rotation and logout are `rotation.py`'s."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from gatehouse.domain import events
 from gatehouse.domain.sessions import AAL1, PWD, SessionRecord, clip_user_agent
 from gatehouse.domain.tokens import (
     AccessClaims,
-    RefreshToken,
-    hash_refresh_token,
-    new_refresh_token,
+    new_session_refresh,
 )
 from gatehouse.domain.users import User, public_view
 from gatehouse.errors import InvalidToken, TokenError
 from gatehouse.ports import Clock, UnitOfWork
-from gatehouse.ports.rotation import Rotation, Rotations
-from gatehouse.selfservice.audit import audit, audit_entry, record, refused
+from gatehouse.selfservice.audit import audit
 from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.sessions.cache import SignedInCache
 
@@ -110,98 +107,6 @@ async def signed_in(ctx: FlowContext, token: str) -> tuple[User, Held | None]:
     return held, Held(cache, ctx.clock, claims, held)
 
 
-async def refresh(ctx: FlowContext, *, refresh_token: str) -> Session:
-    """Rotate: the presented token is spent and a new one of the same family is returned. A token
-    presented twice means it was stolen or replayed, so the whole family is revoked."""
-    token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
-    if ctx.rotations is not None:
-        rotated = await _rotate_at_once(ctx, ctx.rotations, token_hash)
-        if rotated is not None:
-            return rotated
-    now = ctx.clock()
-    async with ctx.uow() as uow:
-        stored = await uow.refresh_tokens.get_by_hash(token_hash)
-        if stored is None:
-            raise InvalidToken()  # names no account: a log line at most (the door's)
-        if stored.revoked_at is not None:
-            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason="revoked")
-            raise InvalidToken()
-        if stored.used_at is not None or not await uow.refresh_tokens.mark_used(stored.id, now):
-            await uow.refresh_tokens.revoke_family(stored.family_id, now)
-            await uow.sessions.revoke(stored.family_id, now, "refresh_token_reuse")
-            await uow.outbox.add(
-                events.user_event(
-                    events.SESSION_REVOKED,
-                    stored.user_id,
-                    {"reason": "refresh_token_reuse", "session_id": stored.family_id},
-                    now,
-                )
-            )
-            reason = "reuse_detected_family_revoked"
-            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason=reason)
-            await uow.commit()
-            await announce_revoked(ctx, stored.user_id, "refresh_token_reuse", stored.family_id)
-            raise InvalidToken()
-        if stored.expires_at <= now or stored.family_expires_at <= now:
-            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason="expired")
-            raise InvalidToken()
-        # The session's row, marked used, with its user: one statement where the database allows.
-        signed_in = await uow.sessions.touch(stored.family_id, now)
-        if signed_in is None:  # the session ended, or its account was disabled or deleted
-            reason = "session_ended"
-            refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason=reason)
-            raise InvalidToken()
-        live, user = signed_in
-        session = await _issue(ctx, uow, user, live, stored.family_expires_at)
-        record(ctx, uow, "refresh", factor=FACTOR, user_id=user.id)
-        await uow.commit()
-    return session
-
-
-async def _rotate_at_once(
-    ctx: FlowContext, rotations: Rotations, token_hash: str
-) -> Session | None:
-    """The path below when all is well, in one step where the database allows it (the same
-    rows written: `ports.rotation`); None when anything is not, and then nothing was written."""
-    now = ctx.clock()
-    plaintext, replacement_hash = new_refresh_token(ctx.secrets.token_key)
-    rotation = Rotation(
-        presented_hash=token_hash,
-        now=now,
-        replacement_id=events.new_id(),
-        replacement_hash=replacement_hash,
-        replacement_expires_at=now + ctx.policy.refresh_ttl,
-        record=audit_entry(ctx, "refresh", factor=FACTOR),
-    )
-    rotated = await rotations.rotate(rotation)
-    if rotated is None:
-        return None
-    live, user = rotated
-    audit("refresh", "success", factor=FACTOR, user_id=user.id)
-    return _session(ctx, user, live, plaintext, now)
-
-
-async def logout(ctx: FlowContext, *, refresh_token: str, everywhere: bool = False) -> None:
-    """Revoke the session the refresh token belongs to, or with `everywhere` every session of
-    its user (a live session proves who asks). Unknown tokens are silently accepted."""
-    token_hash = hash_refresh_token(ctx.secrets.token_key, refresh_token)
-    async with ctx.uow() as uow:
-        stored = await uow.refresh_tokens.get_by_hash(token_hash)
-        if stored is None:
-            return
-        if everywhere and stored.revoked_at is None:
-            await revoke_all(ctx, uow, stored.user_id, "logout_everywhere")
-            record(ctx, uow, "logout_everywhere", factor=FACTOR, user_id=stored.user_id)
-            await uow.commit()
-            await announce_revoked(ctx, stored.user_id, "logout_everywhere")
-            return
-        revoked = await end_session(ctx, uow, stored.user_id, stored.family_id, "logout")
-        record(ctx, uow, "logout", factor=FACTOR, user_id=stored.user_id)
-        await uow.commit()
-    if revoked:
-        await announce_revoked(ctx, stored.user_id, "logout", stored.family_id)
-
-
 async def end_session(
     ctx: FlowContext, uow: UnitOfWork, user_id: str, session_id: str, reason: str
 ) -> bool:
@@ -258,9 +163,11 @@ async def open_session(
     amr: tuple[str, ...] = (PWD,),
     aal: int = AAL1,
 ) -> Session:
-    """A new session for a user who just proved `amr` (a password by default): its row and its
-    first refresh token, in the caller's transaction."""
+    """A new session for a user who just proved `amr` (a password by default), its row holding
+    its first refresh token, in the caller's transaction."""
     now = ctx.clock()
+    end = family_expires or now + ctx.policy.refresh_family_max
+    token, token_hash = new_session_refresh(ctx.secrets.token_key, family_id, 1)
     opened = SessionRecord(
         id=family_id,
         user_id=user.id,
@@ -270,11 +177,13 @@ async def open_session(
         user_agent=clip_user_agent(user_agent),
         amr=amr,
         aal=aal,
+        refresh_generation=token.generation,
+        refresh_hash=token_hash,
+        refresh_expires_at=min(now + ctx.policy.refresh_ttl, end),
+        expires_at=end,
     )
     await uow.sessions.add(opened)
-    return await _issue(
-        ctx, uow, user, opened, family_expires or now + ctx.policy.refresh_family_max
-    )
+    return session_of(ctx, user, opened, token.plaintext, now)
 
 
 def issue_access(
@@ -291,27 +200,7 @@ def issue_access(
     )
 
 
-async def _issue(
-    ctx: FlowContext, uow: UnitOfWork, user: User, session: SessionRecord, family_expires: datetime
-) -> Session:
-    """A new refresh token of the session (in the caller's transaction) and an access token."""
-    now = ctx.clock()
-    plaintext, token_hash = new_refresh_token(ctx.secrets.token_key)
-    await uow.refresh_tokens.add(
-        RefreshToken(
-            id=events.new_id(),
-            family_id=session.id,
-            user_id=user.id,
-            token_hash=token_hash,
-            created_at=now,
-            expires_at=min(now + ctx.policy.refresh_ttl, family_expires),
-            family_expires_at=family_expires,
-        )
-    )
-    return _session(ctx, user, session, plaintext, now)
-
-
-def _session(
+def session_of(
     ctx: FlowContext, user: User, session: SessionRecord, refresh_token: str, now: datetime
 ) -> Session:
     access, claims = issue_access(ctx, session, now)

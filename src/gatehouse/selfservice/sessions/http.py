@@ -8,8 +8,7 @@ from fastapi import APIRouter, Path, Request
 
 from gatehouse.selfservice.login.schemas import LoginData
 from gatehouse.selfservice.mfa import proof
-from gatehouse.selfservice.sessions import flow as sessions
-from gatehouse.selfservice.sessions import manage
+from gatehouse.selfservice.sessions import manage, rotation
 from gatehouse.selfservice.sessions.schemas import (
     LogoutIn,
     ReauthData,
@@ -34,14 +33,14 @@ router = APIRouter(prefix="/api/auth", tags=["sessions"])
 @hot
 async def refresh(body: RefreshIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "refresh")
-    opened = await sessions.refresh(c, refresh_token=body.refresh_token)
+    opened = await rotation.refresh(c, refresh_token=body.refresh_token)
     return success("Session refreshed", opened.as_data())
 
 
 # An unknown or spent refresh token logs out as well: no 401 to learn from.
 @router.post("/logout", response_model=Envelope[NoData], responses=error_answers(*BODY_ERRORS, 503))
 async def logout(body: LogoutIn, c: Ctx) -> JSON:
-    await sessions.logout(c, refresh_token=body.refresh_token, everywhere=body.everywhere)
+    await rotation.logout(c, refresh_token=body.refresh_token, everywhere=body.everywhere)
     return success("Logged out everywhere" if body.everywhere else "Logged out")
 
 
