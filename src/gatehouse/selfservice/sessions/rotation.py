@@ -173,13 +173,12 @@ async def _refresh_row(ctx: FlowContext, token_hash: str) -> Session:
             refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason="expired")
             raise InvalidToken()
         row = await uow.sessions.get(stored.family_id)
-        if row is not None:
-            token, step = _next(ctx, row, stored.family_expires_at)
-        if row is None or not await uow.sessions.rotate(step):
+        moved = None if row is None else _next(ctx, row, stored.family_expires_at)
+        if moved is None or not await uow.sessions.rotate(moved[1]):
             reason = "session_ended"
             refused(ctx, uow, "refresh", factor=FACTOR, user_id=stored.user_id, reason=reason)
             raise InvalidToken()
-        session = await _touch(ctx, uow, stored.user_id, token)
+        session = await _touch(ctx, uow, stored.user_id, moved[0])
         await uow.commit()
     return session
 
