@@ -7,6 +7,7 @@ token: one new token, then the session revoked as a replay."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -26,7 +27,7 @@ from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.selfservice.sessions.flow import Session
-from gatehouse.storage.pg_refresh import ROTATE, PgRotations, arguments
+from gatehouse.storage.pg_refresh import PgRotations, arguments, rotate_statement
 from tests.integration.at_once import START, Paths, both_paths
 
 pytestmark = pytest.mark.integration
@@ -204,13 +205,31 @@ async def test_one_token_presented_at_once_many_times_is_rotated_once_then_revok
         await session.refresh(paths.at_once, refresh_token=won[0].refresh_token)
 
 
+def rotation_of(paths: Paths, opened: Session) -> Rotation:
+    """What the at-once path asks to write for `opened`'s refresh token, now."""
+    key = paths.at_once.secrets.token_key
+    token = read_session_refresh(key, opened.refresh_token)
+    assert token is not None
+    return Rotation(
+        session_id=token.session_id,
+        generation=token.generation,
+        presented_hash=hash_refresh_token(key, opened.refresh_token),
+        now=paths.clock.now,
+        replacement_hash=new_id(),
+        replacement_expires_at=paths.clock.now + timedelta(days=1),
+        record=audit_entry(paths.at_once, "refresh", factor="refresh_token"),
+    )
+
+
+@pytest.mark.parametrize("count", [1, 3])
 async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
-    paths: Paths, postgres_database: str
+    paths: Paths, postgres_database: str, count: int
 ) -> None:
-    """The statement finds the session by its id, then its user by theirs, whatever the
+    """The statement finds each session by its id, then its user by theirs, whatever the
     planner guesses: on tables never analysed (a young database), a plan that started from the
     users probed another table's index once for every live session. Read with the values as
-    constants and as the generic plan asyncpg's cached statement runs."""
+    constants and as the generic plan asyncpg's cached statement runs; for one rotation and
+    for a batch of them (`count`, each another user's)."""
     tables = ("users", "sessions")
     conn = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg", "postgresql"))
     try:
@@ -218,8 +237,8 @@ async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
             await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         ctx = paths.at_once
         users = [await account(ctx, n) for n in range(3)]
-        presented = await signed_in(ctx, users[0])
-        for user in users:  # 60 more live sessions, 20 of them the presented token's user's
+        presented = [await signed_in(ctx, user) for user in users[:count]]
+        for user in users:  # 60 more live sessions, 20 of each user's
             for _ in range(20):
                 await signed_in(ctx, user)
         analysed = await conn.fetchval(
@@ -228,26 +247,16 @@ async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
             list(tables),
         )
         assert analysed == 0
-        token = read_session_refresh(ctx.secrets.token_key, presented.refresh_token)
-        assert token is not None
-        rotation = Rotation(
-            session_id=token.session_id,
-            generation=token.generation,
-            presented_hash=hash_refresh_token(ctx.secrets.token_key, presented.refresh_token),
-            now=paths.clock.now,
-            replacement_hash=new_id(),
-            replacement_expires_at=paths.clock.now + timedelta(days=1),
-            record=audit_entry(ctx, "refresh", factor="refresh_token"),
-        )
-        values = arguments(rotation)
+        rotations = [rotation_of(paths, opened) for opened in presented]
+        statement, values = rotate_statement(count), arguments(rotations)
         # EXECUTE takes no protocol parameters: the values written out as literals.
         literals = ", ".join(
             "NULL" if v is None else "'" + str(v).replace("'", "''") + "'" for v in values
         )
-        await conn.execute("PREPARE rotate AS " + ROTATE)
+        await conn.execute("PREPARE rotate AS " + statement)
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         readings = {
-            "constants": ("EXPLAIN (ANALYZE, FORMAT JSON) " + ROTATE, values),
+            "constants": ("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, values),
             "generic": (f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE rotate({literals})", []),
         }
         plans = {}
@@ -263,10 +272,93 @@ async def test_a_rotation_reads_one_row_a_step_however_many_sessions_there_are(
         return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
 
     for name, plan in plans.items():
-        assert plan["Plan"]["Actual Rows"] == 1, name  # the token was good: it was rotated
+        # Each token was good: each session was rotated.
+        assert plan["Plan"]["Actual Rows"] == count, name
         every = nodes(plan["Plan"])
+        steps = every[1:] if count > 1 else every  # below the answers' union, if a batch
         # No step ran once for each row of another, and none read a row it did not keep.
         assert max(n["Actual Loops"] for n in every) == 1, name
-        assert max(n["Actual Rows"] for n in every) == 1, name
+        assert max(n["Actual Rows"] for n in steps) == 1, name
         assert not any(n.get("Rows Removed by Filter") for n in every), name
         assert not any(n["Node Type"] == "Seq Scan" for n in every), name
+
+
+async def test_refreshes_of_many_sessions_at_once_share_statements_and_each_gets_its_own(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent refreshes go to PostgreSQL in batches (storage/pg_batch.py): fewer statements
+    than refreshes, and each answered with its own session and user, rotated once, recorded
+    once as that user's; tokens that are not good, in the same batches, get the answer they
+    get alone (a replay revokes its session; a disabled user's token is refused)."""
+    rotations = paths.at_once.rotations
+    assert isinstance(rotations, PgRotations)
+    sizes: list[int] = []
+    rotate_all = rotations._batches._run
+
+    async def counted(batch: list[Rotation]) -> Any:
+        sizes.append(len(batch))
+        return await rotate_all(batch)
+
+    monkeypatch.setattr(rotations._batches, "_run", counted)
+    ctx = paths.at_once
+    users = [await account(ctx, n) for n in range(24)]
+    opened = [await signed_in(ctx, user) for user in users]
+    replayed, disabled = users[0], users[1]
+    await session.refresh(paths.ordinary, refresh_token=opened[0].refresh_token)  # spent now
+    async with ctx.uow() as uow:
+        await uow.users.update(disabled.with_changes(disabled_at=paths.clock.now))
+        await uow.commit()
+    paths.clock.now = START + timedelta(minutes=1)
+    results = await asyncio.gather(
+        *(session.refresh(ctx, refresh_token=o.refresh_token) for o in opened),
+        return_exceptions=True,
+    )
+    print(f"\n{len(opened)} refreshes at once went as batches of {sizes}")
+    assert isinstance(results[0], InvalidToken) and isinstance(results[1], InvalidToken)
+    assert len(sizes) < len(opened) and max(sizes) > 1
+    for user, before, after in zip(users[2:], opened[2:], results[2:], strict=True):
+        assert isinstance(after, Session), after
+        assert after.user["id"] == user.id and after.user["email"] == user.email
+        claims = ctx.tokens.verify(after.token, paths.clock.now)
+        assert claims.sub == user.id and claims.sid == ctx.tokens.verify(before.token, START).sid
+        state = await written(paths, user)
+        assert state["sessions"][0]["refresh_generation"] == 2
+        assert state["sessions"][0]["revoked_at"] is None
+        assert [(r["action"], r["outcome"], r["by_the_user"]) for r in state["records"]] == [
+            ("login", "success", True),
+            ("refresh", "success", True),
+        ]
+        again = await session.refresh(ctx, refresh_token=after.refresh_token)  # the new one works
+        assert again.user["id"] == user.id
+    assert (await written(paths, replayed))["sessions"][0]["revoked_reason"] == (
+        "refresh_token_reuse"
+    )
+    disabled_state = await written(paths, disabled)
+    assert disabled_state["sessions"][0]["refresh_generation"] == 1  # not rotated
+    assert [r["action"] for r in disabled_state["records"]] == ["login", "refresh"]
+    assert disabled_state["records"][-1]["outcome"] != "success"
+
+
+async def test_a_rotation_the_database_refuses_fails_alone_not_its_whole_batch(
+    paths: Paths,
+) -> None:
+    """A batch is one statement: a value the database refuses in one rotation would fail the
+    others beside it. The batch is run again a rotation at a time: only that one fails."""
+    rotations = paths.at_once.rotations
+    assert isinstance(rotations, PgRotations)
+    users = [await account(paths.at_once, n) for n in range(4)]
+    asked = [rotation_of(paths, await signed_in(paths.at_once, user)) for user in users]
+    # Longer than its column (the door cuts client addresses to 64 characters).
+    record = dataclasses.replace(asked[1].record, client_address="9" * 100)
+    asked[1] = dataclasses.replace(asked[1], record=record)
+    results = await asyncio.gather(*(rotations.rotate(r) for r in asked), return_exceptions=True)
+    assert isinstance(results[1], asyncpg.StringDataRightTruncationError)
+    for user, result in zip(users, results, strict=True):
+        if user is users[1]:
+            continue
+        assert isinstance(result, tuple), result
+        assert result[1].id == user.id
+        assert (await written(paths, user))["sessions"][0]["refresh_generation"] == 2
+    refused = await written(paths, users[1])
+    assert refused["sessions"][0]["refresh_generation"] == 1
+    assert [r["action"] for r in refused["records"]] == ["login"]

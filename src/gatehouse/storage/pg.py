@@ -117,7 +117,13 @@ class PgDatabase:
         self._pool = ConnectionPool(self._connect, pool_size)
 
     async def _connect(self) -> asyncpg.Connection:
-        connection: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=10)
+        connection: asyncpg.Connection = await asyncpg.connect(
+            self._dsn,
+            timeout=10,
+            # A batch of refreshes is one statement of up to 29 KB (pg_refresh.py); above
+            # asyncpg's 15 KiB default it would be parsed and planned again at every use.
+            max_cacheable_statement_size=64 * 1024,
+        )
         return connection
 
     @property

@@ -1,0 +1,141 @@
+"""Concurrent one-row writes gathered into one statement: `Batches`.
+
+On PostgreSQL the fixed cost of a statement (its round trip, its executor, its commit) is most of
+a small write's cost, on both sides of the connection: here a one-row insert cost 187 µs of the
+server's CPU and a four-row one 293 µs (pgbench, 8 clients). So under load, the calls made while
+earlier batches are in flight wait for the next one together, and one statement answers them
+all. Unloaded, a call goes at once, alone: batching adds no wait of its own, only the time a
+call spends behind a batch already in flight, which it would have spent queueing for the
+database anyway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batches(Generic[Item, Result]):
+    """`await batches(item)` is `run([item, ...])[i]` for the batch `item` went in.
+
+    At most `lanes` batches are in flight at once, each of at most `most` items. `run` answers
+    one result for each item, in order; if it raises, every call of that batch raises it. Items
+    of one `key` go in separate batches, in the order they came: each batch then does what
+    the same calls one after the other would. A batch failing with an error `alone_after`
+    accepts (one its items' values may cause) is run again an item at a time, so that no call
+    fails for another's item."""
+
+    def __init__(
+        self,
+        run: Callable[[list[Item]], Awaitable[list[Result]]],
+        *,
+        lanes: int = 2,
+        most: int = 64,
+        key: Callable[[Item], Hashable] | None = None,
+        alone_after: Callable[[Exception], bool] | None = None,
+    ):
+        self._run = run
+        self._key = key
+        self._alone_after = alone_after
+        self._lanes = lanes
+        self._most = most
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._busy = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._waiting.append((item, future))
+        self._kick(loop)
+        return await future  # cancelled: its batch, if it started, answers nobody for it
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A batch starts on the loop's next pass, not now: the calls made by the requests the
+        # loop is running in this pass (their reads arrived together) go with it.
+        if self._busy < self._lanes and self._waiting and not self._scheduled:
+            self._scheduled = True
+            # A context of its own: the batch is no single request's (its log fields, its span).
+            loop.call_soon(self._start, loop, context=contextvars.Context())
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        while self._busy < self._lanes and self._waiting:
+            batch = self._take()
+            if not batch:
+                continue
+            self._busy += 1
+            task = loop.create_task(self._answer(loop, batch))
+            self._tasks.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        """The next batch: the first `most` waiting, less the cancelled and every later one of
+        a key already in it (they stay, first in line for the next)."""
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        left: list[tuple[Item, asyncio.Future[Result]]] = []
+        keys: set[Hashable] = set()
+        for waiting in self._waiting:
+            if waiting[1].done():
+                continue
+            key = None if self._key is None else self._key(waiting[0])
+            if len(batch) == self._most or (key is not None and key in keys):
+                left.append(waiting)
+                continue
+            keys.add(key)
+            batch.append(waiting)
+        self._waiting = left
+        return batch
+
+    async def _answer(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Item, asyncio.Future[Result]]]
+    ) -> None:
+        try:
+            try:
+                results = await self._results(batch)
+            except Exception as exc:
+                if len(batch) == 1 or self._alone_after is None or not self._alone_after(exc):
+                    raise
+                for single in batch:
+                    if not single[1].done():
+                        await self._answer_alone(single)
+                return
+        except BaseException as exc:
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):  # cancelled (shutting down) or exiting
+                raise
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._busy -= 1
+            self._kick(loop)
+
+    async def _results(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> list[Result]:
+        results = await self._run([item for item, _ in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"a batch of {len(batch)} answered {len(results)} results")
+        return results
+
+    async def _answer_alone(self, single: tuple[Item, asyncio.Future[Result]]) -> None:
+        future = single[1]
+        try:
+            (result,) = await self._results([single])
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
