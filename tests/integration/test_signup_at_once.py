@@ -228,3 +228,56 @@ async def test_guessing_spends_the_code_on_either_path(paths: Paths) -> None:
             await registration.verify_sign_up(ctx, email=pending.email, otp=CODE)
         state = await written(paths, pending)
         assert state["users"] == [] and state["events"] == [] and len(state["pending"]) == 1
+
+
+async def test_sign_ups_finished_at_once_share_statements_and_each_gets_its_own(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent verifies go to PostgreSQL in batches (storage/pg_batch.py): fewer statements
+    than sign-ups, each answered with its own account; one whose address became an account
+    meanwhile fails alone (its batch is run again one at a time), the others are made."""
+    finishes = paths.at_once.sign_ups
+    assert isinstance(finishes, PgSignUpFinishes)
+    sizes: list[int] = []
+    finish_all = finishes._batches._run
+
+    async def counted(batch: list[Any]) -> Any:
+        sizes.append(len(batch))
+        return await finish_all(batch)
+
+    monkeypatch.setattr(finishes._batches, "_run", counted)
+    ctx = paths.at_once
+    waiting = [await signed_up(ctx, n) for n in range(20)]
+    taken = waiting[3]
+    async with ctx.uow() as uow:  # the address becomes an account by another door meanwhile
+        await uow.users.add(
+            User(
+                id=new_id(),
+                email=taken.email,
+                name="Other",
+                password_hash=taken.password_hash,
+                created_at=START,
+                updated_at=START,
+            )
+        )
+        await uow.commit()
+    results = await asyncio.gather(
+        *(registration.verify_sign_up(ctx, email=p.email, otp=CODE) for p in waiting),
+        return_exceptions=True,
+    )
+    print(f"\n{len(waiting)} verifies at once went as batches of {sizes}")
+    assert isinstance(results[3], AccountExists)
+    assert max(sizes) > 1 and sum(1 for size in sizes if size > 1) < len(waiting)
+    for pending, result in zip(waiting, results, strict=True):
+        state = await written(paths, pending)
+        if pending is taken:
+            assert [u["name"] for u in state["users"]] == ["Other"]
+            assert state["events"] == [] and state["records"] == [] and len(state["pending"]) == 1
+            continue
+        assert isinstance(result, SignedUp), result
+        assert result.user["id"] == pending.id and result.user["email"] == pending.email
+        assert len(state["users"]) == 1 and state["users"][0]["same_id"]
+        assert len(state["events"]) == 1 and state["pending"] == []
+        assert [(r["action"], r["outcome"]) for r in state["records"]] == [
+            ("account.create", "success")
+        ]

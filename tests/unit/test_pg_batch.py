@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gatehouse.storage.pg_batch import Batches
+from gatehouse.storage.pg_batch import Batches, statement_size
 
 
 class Runs:
@@ -160,3 +160,7 @@ async def test_an_error_alone_after_does_not_accept_fails_the_whole_batch() -> N
         with pytest.raises(ValueError):
             await call
     assert runs.batches == [["first"], ["x", "bad"]]
+
+
+def test_a_statement_carries_the_next_power_of_two_items() -> None:
+    assert [statement_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16)] == [1, 2, 4, 4, 8, 8, 16, 16]

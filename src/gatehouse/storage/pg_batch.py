@@ -15,6 +15,34 @@ import contextvars
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+import asyncpg
+
+
+def not_for_all(exc: Exception) -> bool:
+    """An error of a batched statement that need not be every item's: a value of one that
+    asyncpg cannot encode or the database refuses (a unique address taken meanwhile), or a
+    deadlock with another transaction holding some of the batch's rows. Each is run again
+    alone (`Batches`' `alone_after`), so that a call fails only for its own reason."""
+    return isinstance(
+        exc,
+        ValueError
+        | asyncpg.DataError
+        | asyncpg.IntegrityConstraintViolationError
+        | asyncpg.TransactionRollbackError,
+    )
+
+
+def statement_size(count: int) -> int:
+    """The size of the statement that carries `count` items: the next power of two, the rest
+    filled with items that match no row. PostgreSQL plans each statement's first five uses on
+    each connection anew before it keeps a generic plan: with a statement for every size, most
+    batches of a ten-second run were planned from scratch; with five sizes, hardly any."""
+    size = 1
+    while size < count:
+        size *= 2
+    return size
+
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

@@ -22,20 +22,19 @@ its four index entries are no longer written at every rotation, nor the spent on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import asyncpg
-
 from gatehouse.domain.audit import AuditEntry
 from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.users import User
 from gatehouse.ports.rotation import Rotation
 from gatehouse.storage.pg import PgDatabase, PgUnitOfWork
-from gatehouse.storage.pg_batch import Batches
+from gatehouse.storage.pg_batch import Batches, not_for_all, statement_size
 from gatehouse.storage.pg_sessions import NAMES as SESSION_NAMES
 from gatehouse.storage.pg_sessions import _aware, _record
 
@@ -106,20 +105,6 @@ def arguments(rotations: Sequence[Rotation]) -> list[Any]:
 Rotated = tuple[SessionRecord, User] | None
 
 
-def _not_for_all(exc: Exception) -> bool:
-    """An error that need not be every rotation's of its batch: a value of one that asyncpg
-    cannot encode or the database refuses, or a deadlock with another transaction holding
-    some of the batch's sessions (a logout everywhere). The batch is run again a rotation at a
-    time, so that a refresh fails only for its own reason."""
-    return isinstance(
-        exc,
-        ValueError
-        | asyncpg.DataError
-        | asyncpg.IntegrityConstraintViolationError
-        | asyncpg.TransactionRollbackError,
-    )
-
-
 class PgRotations:
     def __init__(self, db: PgDatabase, *, lanes: int = 2):
         self._db = db
@@ -128,7 +113,7 @@ class PgRotations:
             lanes=lanes,
             most=MOST,
             key=lambda rotation: rotation.session_id,
-            alone_after=_not_for_all,
+            alone_after=not_for_all,
         )
 
     async def rotate(self, rotation: Rotation) -> Rotated:
@@ -140,9 +125,11 @@ class PgRotations:
         order = sorted(range(len(rotations)), key=lambda n: rotations[n].session_id)
         # One statement is atomic on its own: a unit without a transaction (no BEGIN, no
         # COMMIT), for its handling of a pooled connection that died idle.
+        given = [rotations[n] for n in order]
+        size = statement_size(len(given))
+        given += [dataclasses.replace(given[-1], session_id="")] * (size - len(given))  # no row
         async with PgUnitOfWork(self._db, read_only=True) as uow:
-            statement = rotate_statement(len(rotations))
-            rows = await uow.run("fetch", statement, *arguments([rotations[n] for n in order]))
+            rows = await uow.run("fetch", rotate_statement(size), *arguments(given))
         found: list[Rotated] = [None] * len(rotations)
         split = 1 + len(SESSION_NAMES)
         for row in rows:
