@@ -362,3 +362,25 @@ async def test_a_rotation_the_database_refuses_fails_alone_not_its_whole_batch(
     refused = await written(paths, users[1])
     assert refused["sessions"][0]["refresh_generation"] == 1
     assert [r["action"] for r in refused["records"]] == ["login"]
+
+
+async def test_a_logout_everywhere_beside_a_batch_of_its_users_sessions_never_deadlocks(
+    paths: Paths,
+) -> None:
+    """A batch locks its sessions in id order, and a logout everywhere locks the user's in the
+    same order (pg_sessions.py): the two never wait on each other in a cycle, so the logout
+    (a security action, never retried) always goes through, each time."""
+    ctx = paths.at_once
+    for n in range(8):
+        user = await account(ctx, n)
+        refreshing = [await signed_in(ctx, user) for _ in range(4)]
+        leaving = await signed_in(ctx, user)
+        results = await asyncio.gather(
+            *(session.refresh(ctx, refresh_token=o.refresh_token) for o in refreshing),
+            session.logout(ctx, refresh_token=leaving.refresh_token, everywhere=True),
+            return_exceptions=True,
+        )
+        assert results[-1] is None, results[-1]  # the logout went through
+        assert all(isinstance(r, Session | InvalidToken) for r in results[:-1]), results
+        state = await written(paths, user)
+        assert all(s["revoked_at"] is not None for s in state["sessions"])  # all ended

@@ -164,3 +164,18 @@ async def test_an_error_alone_after_does_not_accept_fails_the_whole_batch() -> N
 
 def test_a_statement_carries_the_next_power_of_two_items() -> None:
     assert [statement_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16)] == [1, 2, 4, 4, 8, 8, 16, 16]
+
+
+async def test_a_key_in_flight_waits_for_its_batch_to_end_whatever_lane_is_free() -> None:
+    runs = Runs()
+    batches: Batches[str, object] = Batches(runs, lanes=2, key=lambda item: item[0])
+    first = asyncio.ensure_future(batches("a1"))
+    await settle()
+    later = [asyncio.ensure_future(batches(item)) for item in ("a2", "b1")]
+    await settle()
+    # The free lane takes b1 only: a2 waits for a1's batch, never runs beside it.
+    assert runs.batches == [["a1"], ["b1"]]
+    runs.release.set()
+    await asyncio.gather(first, *later)
+    assert runs.batches == [["a1"], ["b1"], ["a2"]]
+    assert batches._running == set()

@@ -73,6 +73,7 @@ class Batches(Generic[Item, Result]):
         self._most = most
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._busy = 0
+        self._running: set[Hashable] = set()  # the keys of the batches in flight
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -95,8 +96,8 @@ class Batches(Generic[Item, Result]):
         self._scheduled = False
         while self._busy < self._lanes and self._waiting:
             batch = self._take()
-            if not batch:
-                continue
+            if not batch:  # none, or each of a key in flight: the batch ending kicks again
+                break
             self._busy += 1
             task = loop.create_task(self._answer(loop, batch))
             self._tasks.add(task)  # held until done: the loop keeps only weak references
@@ -104,7 +105,7 @@ class Batches(Generic[Item, Result]):
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         """The next batch: the first `most` waiting, less the cancelled and every later one of
-        a key already in it (they stay, first in line for the next)."""
+        a key already in it or in a batch in flight (they stay, first in line for the next)."""
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         left: list[tuple[Item, asyncio.Future[Result]]] = []
         keys: set[Hashable] = set()
@@ -112,12 +113,15 @@ class Batches(Generic[Item, Result]):
             if waiting[1].done():
                 continue
             key = None if self._key is None else self._key(waiting[0])
-            if len(batch) == self._most or (key is not None and key in keys):
+            taken = key is not None and (key in keys or key in self._running)
+            if len(batch) == self._most or taken:
                 left.append(waiting)
                 continue
-            keys.add(key)
+            if key is not None:
+                keys.add(key)
             batch.append(waiting)
         self._waiting = left
+        self._running |= keys
         return batch
 
     async def _answer(
@@ -149,6 +153,8 @@ class Batches(Generic[Item, Result]):
                     future.set_result(result)
         finally:
             self._busy -= 1
+            if self._key is not None:
+                self._running -= {self._key(item) for item, _ in batch}
             self._kick(loop)
 
     async def _results(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> list[Result]:

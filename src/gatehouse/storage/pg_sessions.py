@@ -40,6 +40,16 @@ _ROTATE = (
 _REVOKE = (
     "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL"
 )
+# Every live session of a user, locked in the order of their ids first: the order batched
+# refreshes lock theirs in (pg_refresh.py), so that the two never wait on each other in a cycle
+# (a deadlock that would fail a logout everywhere or a password change).
+_REVOKE_USER = """
+WITH locked AS (
+    SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id FOR UPDATE
+)
+UPDATE sessions s SET revoked_at = $2, revoked_reason = $3
+FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL
+"""
 
 
 def _naive(value: Any) -> Any:
@@ -106,13 +116,12 @@ class PgSessions:
         return _record(values[:split]), user
 
     async def revoke(self, session_id: str, now: datetime, reason: str) -> bool:
-        return await self._revoke("id", session_id, now, reason) == 1
+        return await self._revoke(_REVOKE.format("id"), session_id, now, reason) == 1
 
     async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int:
-        return await self._revoke("user_id", user_id, now, reason)
+        return await self._revoke(_REVOKE_USER, user_id, now, reason)
 
-    async def _revoke(self, column: str, value: str, now: datetime, reason: str) -> int:
-        query = _REVOKE.format(column)
+    async def _revoke(self, query: str, value: str, now: datetime, reason: str) -> int:
         status = await self._uow.run("execute", query, value, _naive(now), reason)
         return int(str(status).rsplit(" ", 1)[-1])
 
