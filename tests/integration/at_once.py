@@ -69,3 +69,16 @@ async def both_paths(
         yield Paths(services, clock, services.ctx, ordinary)
     finally:
         await services.aclose()
+
+
+def batch_sizes(monkeypatch: Any, batches: Any) -> list[int]:
+    """The size of each batch `batches` (a `storage.pg_batch.Batches`) runs from now on."""
+    sizes: list[int] = []
+    run = batches._run
+
+    async def counted(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await run(items)
+
+    monkeypatch.setattr(batches, "_run", counted)
+    return sizes

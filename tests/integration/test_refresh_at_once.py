@@ -28,7 +28,7 @@ from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.sessions import rotation as session
 from gatehouse.selfservice.sessions.flow import Session
 from gatehouse.storage.pg_refresh import PgRotations, arguments, rotate_statement
-from tests.integration.at_once import START, Paths, both_paths
+from tests.integration.at_once import START, Paths, batch_sizes, both_paths
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
@@ -292,14 +292,7 @@ async def test_refreshes_of_many_sessions_at_once_share_statements_and_each_gets
     get alone (a replay revokes its session; a disabled user's token is refused)."""
     rotations = paths.at_once.rotations
     assert isinstance(rotations, PgRotations)
-    sizes: list[int] = []
-    rotate_all = rotations._batches._run
-
-    async def counted(batch: list[Rotation]) -> Any:
-        sizes.append(len(batch))
-        return await rotate_all(batch)
-
-    monkeypatch.setattr(rotations._batches, "_run", counted)
+    sizes = batch_sizes(monkeypatch, rotations._batches)
     ctx = paths.at_once
     users = [await account(ctx, n) for n in range(24)]
     opened = [await signed_in(ctx, user) for user in users]
