@@ -179,3 +179,19 @@ async def test_a_key_in_flight_waits_for_its_batch_to_end_whatever_lane_is_free(
     await asyncio.gather(first, *later)
     assert runs.batches == [["a1"], ["b1"], ["a2"]]
     assert batches._running == set()
+
+
+async def test_a_batch_goes_in_key_order_filled_to_its_statement_size_and_fillers_are_dropped() -> (
+    None
+):
+    runs = Runs()
+    batches: Batches[str, object] = Batches(
+        runs, lanes=1, key=lambda item: item, fill=lambda item: "~" + item
+    )
+    held = asyncio.ensure_future(batches("m"))
+    await settle()
+    calls = [asyncio.ensure_future(batches(item)) for item in ("c", "a", "b")]
+    runs.release.set()
+    assert await held == ("done", "m")
+    assert await asyncio.gather(*calls) == [("done", "c"), ("done", "a"), ("done", "b")]
+    assert runs.batches == [["m"], ["a", "b", "c", "~c"]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -34,9 +34,10 @@ def not_for_all(exc: Exception) -> bool:
 
 def statement_size(count: int) -> int:
     """The size of the statement that carries `count` items: the next power of two, the rest
-    filled with items that match no row. PostgreSQL plans each statement's first five uses on
-    each connection anew before it keeps a generic plan: with a statement for every size, most
-    batches of a ten-second run were planned from scratch; with five sizes, hardly any."""
+    filled (`Batches`' `fill`) with items that match no row. PostgreSQL plans each statement's
+    first five uses on each connection anew before it keeps a generic plan: with a statement
+    for every size, most batches of a ten-second run were planned from scratch; with five
+    sizes, hardly any."""
     size = 1
     while size < count:
         size *= 2
@@ -53,27 +54,32 @@ class Batches(Generic[Item, Result]):
     At most `lanes` batches are in flight at once, each of at most `most` items. `run` answers
     one result for each item, in order; if it raises, every call of that batch raises it. Items
     of one `key` go in separate batches, in the order they came: each batch then does what
-    the same calls one after the other would. A batch failing with an error `alone_after`
-    accepts (one its items' values may cause) is run again an item at a time, so that no call
-    fails for another's item."""
+    the same calls one after the other would; a batch goes to `run` in the order of its keys
+    (the order its statement locks rows in, so that two batches never wait on each other in a
+    cycle). With `fill`, a batch goes padded to `statement_size` with `fill(last item)`, whose
+    results are dropped. A batch failing with an error `alone_after` accepts (one its items'
+    values may cause) is run again an item at a time, so that no call fails for another's
+    item."""
 
     def __init__(
         self,
         run: Callable[[list[Item]], Awaitable[list[Result]]],
         *,
         lanes: int = 2,
-        most: int = 64,
-        key: Callable[[Item], Hashable] | None = None,
+        most: int = 16,
+        key: Callable[[Item], str] | None = None,
+        fill: Callable[[Item], Item] | None = None,
         alone_after: Callable[[Exception], bool] | None = None,
     ):
         self._run = run
         self._key = key
+        self._fill = fill
         self._alone_after = alone_after
         self._lanes = lanes
         self._most = most
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._busy = 0
-        self._running: set[Hashable] = set()  # the keys of the batches in flight
+        self._running: set[str] = set()  # the keys of the batches in flight
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -108,7 +114,7 @@ class Batches(Generic[Item, Result]):
         a key already in it or in a batch in flight (they stay, first in line for the next)."""
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         left: list[tuple[Item, asyncio.Future[Result]]] = []
-        keys: set[Hashable] = set()
+        keys: set[str] = set()
         for waiting in self._waiting:
             if waiting[1].done():
                 continue
@@ -122,6 +128,9 @@ class Batches(Generic[Item, Result]):
             batch.append(waiting)
         self._waiting = left
         self._running |= keys
+        if self._key is not None:
+            key_of = self._key
+            batch.sort(key=lambda waiting: key_of(waiting[0]))
         return batch
 
     async def _answer(
@@ -158,10 +167,13 @@ class Batches(Generic[Item, Result]):
             self._kick(loop)
 
     async def _results(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> list[Result]:
-        results = await self._run([item for item, _ in batch])
-        if len(results) != len(batch):
-            raise RuntimeError(f"a batch of {len(batch)} answered {len(results)} results")
-        return results
+        items = [item for item, _ in batch]
+        if self._fill is not None:
+            items += [self._fill(items[-1])] * (statement_size(len(items)) - len(items))
+        results = await self._run(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"a batch of {len(items)} answered {len(results)} results")
+        return results[: len(batch)]
 
     async def _answer_alone(self, single: tuple[Item, asyncio.Future[Result]]) -> None:
         future = single[1]

@@ -11,11 +11,12 @@ a plan that scanned the users). A concurrent refresh of the same token or a conc
 either went first (the row no longer matches: nothing is written, the ordinary path answers)
 or waits for this one. The audit record hangs off the update: without it, nothing changes.
 
-Concurrent refreshes share a statement (`pg_batch.Batches`, up to MOST of them, each of another
-session): one chain of the steps above for each, side by side, so each keeps its own plan of
-id lookups. A statement's fixed cost (its round trip, its executor, its commit) is then paid
-once for the batch: under load PostgreSQL spent a third less CPU a refresh. A batch is one
-transaction; what is written is what the same refreshes one after the other would write.
+Concurrent refreshes share a statement (`pg_batch.Batches`, up to 16 of them, each of another
+session, in the order of their ids): one chain of the steps above for each, side by side, so
+each keeps its own plan of id lookups. A statement's fixed cost (its round trip, its executor,
+its commit) is then paid once for the batch: under load PostgreSQL spent a third less CPU a
+refresh. A batch is one transaction; what is written is what the same refreshes one after the
+other would write, and its filler rotations (session id "") match no row.
 
 Since migration 0009 a refresh updates its session's row and reads its user: a token row and
 its four index entries are no longer written at every rotation, nor the spent one marked."""
@@ -34,7 +35,7 @@ from gatehouse.domain.sessions import SessionRecord
 from gatehouse.domain.users import User
 from gatehouse.ports.rotation import Rotation
 from gatehouse.storage.pg import PgDatabase, PgUnitOfWork
-from gatehouse.storage.pg_batch import Batches, not_for_all, statement_size
+from gatehouse.storage.pg_batch import Batches, not_for_all
 from gatehouse.storage.pg_sessions import NAMES as SESSION_NAMES
 from gatehouse.storage.pg_sessions import _aware, _record
 
@@ -44,7 +45,6 @@ _AUDIT = tuple(f.name for f in fields(AuditEntry))
 _FROM_SESSION = ("user_id", "actor_id")
 _GIVEN = [name for name in _AUDIT if name not in _FROM_SESSION]
 _EACH = 6 + len(_GIVEN)  # parameters a rotation
-MOST = 16  # rotations a statement
 
 
 def _chain(n: int) -> str:
@@ -111,8 +111,8 @@ class PgRotations:
         self._batches: Batches[Rotation, Rotated] = Batches(
             self._rotate_all,
             lanes=lanes,
-            most=MOST,
             key=lambda rotation: rotation.session_id,
+            fill=lambda rotation: dataclasses.replace(rotation, session_id=""),  # no session
             alone_after=not_for_all,
         )
 
@@ -120,20 +120,15 @@ class PgRotations:
         return await self._batches(rotation)
 
     async def _rotate_all(self, rotations: list[Rotation]) -> list[Rotated]:
-        # In the order of their ids: every batch locks its sessions in one order, so that two
-        # batches never wait on each other in a cycle (a deadlock is still run again alone).
-        order = sorted(range(len(rotations)), key=lambda n: rotations[n].session_id)
         # One statement is atomic on its own: a unit without a transaction (no BEGIN, no
         # COMMIT), for its handling of a pooled connection that died idle.
-        given = [rotations[n] for n in order]
-        size = statement_size(len(given))
-        given += [dataclasses.replace(given[-1], session_id="")] * (size - len(given))  # no row
         async with PgUnitOfWork(self._db, read_only=True) as uow:
-            rows = await uow.run("fetch", rotate_statement(size), *arguments(given))
+            statement = rotate_statement(len(rotations))
+            rows = await uow.run("fetch", statement, *arguments(rotations))
         found: list[Rotated] = [None] * len(rotations)
         split = 1 + len(SESSION_NAMES)
         for row in rows:
             values = list(row.values())
             user = User(**dict(zip(_USER_NAMES, _aware(values[split:]), strict=True)))
-            found[order[values[0]]] = (_record(values[1:split]), user)
+            found[values[0]] = (_record(values[1:split]), user)
         return found

@@ -38,7 +38,7 @@ _ROTATE = (
     "AND refresh_generation = $2 AND refresh_hash IS NOT DISTINCT FROM $3 AND revoked_at IS NULL"
 )
 _REVOKE = (
-    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE {} = $1 AND revoked_at IS NULL"
+    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL"
 )
 # Every live session of a user, locked in the order of their ids first: the order batched
 # refreshes lock theirs in (pg_refresh.py), so that the two never wait on each other in a cycle
@@ -116,7 +116,7 @@ class PgSessions:
         return _record(values[:split]), user
 
     async def revoke(self, session_id: str, now: datetime, reason: str) -> bool:
-        return await self._revoke(_REVOKE.format("id"), session_id, now, reason) == 1
+        return await self._revoke(_REVOKE, session_id, now, reason) == 1
 
     async def revoke_user(self, user_id: str, now: datetime, reason: str) -> int:
         return await self._revoke(_REVOKE_USER, user_id, now, reason)

@@ -27,13 +27,12 @@ from gatehouse.ports.signup import SignUpFinish
 from gatehouse.storage.pg import PgDatabase, PgUnitOfWork, _aware, _naive
 from gatehouse.storage.pg_audit import NAMES as _AUDIT
 from gatehouse.storage.pg_audit import record_args
-from gatehouse.storage.pg_batch import Batches, not_for_all, statement_size
+from gatehouse.storage.pg_batch import Batches, not_for_all
 
 _USER = tuple(f.name for f in fields(User))
 _KEPT = frozenset(f.name for f in fields(PendingRegistration)) & frozenset(_USER)
 _AT_NOW = frozenset(("created_at", "updated_at", "email_verified_at"))
 _EACH = 7 + len(_AUDIT)  # parameters a sign-up: its id, now, the event's five, the record's
-MOST = 16  # sign-ups a statement
 
 
 def _chain(n: int) -> str:
@@ -92,8 +91,8 @@ class PgSignUpFinishes:
         self._batches: Batches[SignUpFinish, User | None] = Batches(
             self._finish_all,
             lanes=lanes,
-            most=MOST,
             key=lambda done: done.pending_id,
+            fill=lambda done: dataclasses.replace(done, pending_id=""),  # no sign-up
             alone_after=not_for_all,
         )
 
@@ -104,18 +103,14 @@ class PgSignUpFinishes:
             raise AccountExists() from exc
 
     async def _finish_all(self, finishes: list[SignUpFinish]) -> list[User | None]:
-        # In the order of their ids: every batch locks its rows in one order (pg_refresh.py).
-        order = sorted(range(len(finishes)), key=lambda n: finishes[n].pending_id)
         # One statement is atomic on its own: a unit without a transaction (no BEGIN, no
         # COMMIT), for its handling of a pooled connection that died idle.
-        given = [finishes[n] for n in order]
-        size = statement_size(len(given))
-        given += [dataclasses.replace(given[-1], pending_id="")] * (size - len(given))  # no row
         async with PgUnitOfWork(self._db, read_only=True) as uow:
-            rows = await uow.run("fetch", finish_statement(size), *arguments(given))
+            statement = finish_statement(len(finishes))
+            rows = await uow.run("fetch", statement, *arguments(finishes))
         found: list[User | None] = [None] * len(finishes)
         for row in rows:
             values = _aware(row)
             n = values.pop("finished")
-            found[order[n]] = User(**values)
+            found[n] = User(**values)
         return found
