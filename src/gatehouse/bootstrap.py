@@ -61,6 +61,7 @@ from gatehouse.storage import sql
 from gatehouse.storage.migrate import SqlSchema
 from gatehouse.storage.pg import PgDatabase
 from gatehouse.storage.pg_refresh import PgRotations
+from gatehouse.storage.pg_signin import PgSessionOpenings
 from gatehouse.storage.pg_signup import PgSignUpFinishes
 from gatehouse.storage.sql_audit import SqlAuditStore, SqlUserDirectory
 from gatehouse.storage.sql_deliveries import SqlDeliveryLog
@@ -326,6 +327,7 @@ def build(
         signed_in=invalidations.cache if invalidations and settings.session_cache_seconds else None,
         rotations=PgRotations(pg_database) if pg_database is not None else None,
         sign_ups=PgSignUpFinishes(pg_database) if pg_database is not None else None,
+        sign_ins=PgSessionOpenings(pg_database) if pg_database is not None else None,
         relying_party=RelyingParty(
             id=settings.webauthn_rp_id,
             name=settings.webauthn_rp_name,

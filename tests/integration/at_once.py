@@ -41,6 +41,14 @@ class Paths:
             result = await conn.execute(text(sql), params)
             return [dict(row._mapping) for row in result]
 
+    async def records(self, user_id: str) -> list[dict[str, Any]]:
+        """`user_id`'s audit records in order, without ids or the chain's links."""
+        return await self.rows(
+            "SELECT at, actor, action, outcome, actor_id = user_id AS by_the_user, factor, "
+            "detail, client_address FROM audit_log WHERE user_id = :u ORDER BY id",
+            u=user_id,
+        )
+
 
 @asynccontextmanager
 async def both_paths(

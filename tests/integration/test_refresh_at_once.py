@@ -76,11 +76,7 @@ async def written(paths: Paths, user: User) -> dict[str, Any]:
         "FROM sessions WHERE user_id = :u",
         u=user.id,
     )
-    records = await paths.rows(
-        "SELECT at, actor, action, outcome, actor_id = user_id AS by_the_user, factor, detail, "
-        "client_address FROM audit_log WHERE user_id = :u ORDER BY id",
-        u=user.id,
-    )
+    records = await paths.records(user.id)
     events = await paths.rows(
         "SELECT payload FROM outbox WHERE message_key = :u ORDER BY created_at", u=user.id
     )

@@ -69,11 +69,7 @@ async def written(paths: Paths, pending: PendingRegistration) -> dict[str, Any]:
     left = await paths.rows(
         "SELECT name, expires_at FROM pending_registrations WHERE id = :i", i=pending.id
     )
-    records = await paths.rows(
-        "SELECT at, actor, action, outcome, actor_id = user_id AS by_the_user, factor, detail, "
-        "client_address FROM audit_log WHERE user_id = :u ORDER BY id",
-        u=pending.id,
-    )
+    records = await paths.records(pending.id)
     events = await paths.rows(
         "SELECT topic, payload, created_at FROM outbox WHERE message_key = :u", u=pending.id
     )

@@ -105,6 +105,15 @@ VERIFY_CASES: list[dict[str, Any]] = [
     {"json": {"email": "nobody@example.com", "otp": 123456}},
     {"content": b"null", "headers": JSON_TYPE},
 ]
+LOGIN_CASES: list[dict[str, Any]] = [
+    {"json": {"email": "nobody@example.com", "password": "wrong password"}},
+    {"json": {"email": EMAIL, "password": "wrong password"}},
+    {"json": {"email": "not-an-email", "password": "x"}},
+    {"json": {"email": "nobody@example.com"}},
+    {"json": {"email": "nobody@example.com", "password": 5}},
+    {"json": {"email": "nobody@example.com", "password": "x" * 5000}},
+    {"content": b"[]", "headers": JSON_TYPE},
+]
 PROFILE_HEADERS: list[dict[str, str]] = [
     {},
     {"authorization": "Bearer "},
@@ -116,7 +125,8 @@ PROFILE_HEADERS: list[dict[str, str]] = [
 @pytest.mark.parametrize(
     ("path", "case"),
     [("/api/auth/refresh", case) for case in REFRESH_CASES]
-    + [("/api/auth/verify-otp", case) for case in VERIFY_CASES],
+    + [("/api/auth/verify-otp", case) for case in VERIFY_CASES]
+    + [("/api/auth/login", case) for case in LOGIN_CASES],
 )
 async def test_refusals_answer_as_the_router_does(
     api: Api, monkeypatch: pytest.MonkeyPatch, path: str, case: dict[str, Any]
@@ -154,15 +164,15 @@ async def test_a_signed_in_profile_reads_the_same_both_ways(
 async def test_well_formed_requests_never_reach_the_router(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sign-up verification, refresh and profile read succeed with FastAPI's router refusing
-    every request; a malformed one still reaches it (and gets its answer)."""
+    """Sign-up verification, sign-in, refresh and profile read succeed with FastAPI's router
+    refusing every request; a malformed one still reaches it (and gets its answer)."""
     await api.post("/api/auth/register", {"name": "Ada", "email": EMAIL, "password": PASSWORD})
     [code] = await api.sent_codes(EMAIL)
     router_calls = count_router_calls(hot_layer(api), monkeypatch)
     verified = await api.post("/api/auth/verify-otp", {"email": EMAIL, "otp": code})
     assert verified.status_code == 201, verified.text
     session = await api.logged_in()
-    assert router_calls == ["/api/auth/login"]
+    assert router_calls == []
     refreshed = await api.post("/api/auth/refresh", {"refresh_token": session["refresh_token"]})
     assert refreshed.status_code == 200, refreshed.text
     token = refreshed.json()["data"]["token"]
@@ -170,19 +180,20 @@ async def test_well_formed_requests_never_reach_the_router(
         "/api/auth/profile", headers={"authorization": f"Bearer {token}"}
     )
     assert profile.status_code == 200, profile.text
-    assert router_calls == ["/api/auth/login"]
+    assert router_calls == []
 
     malformed = await api.post("/api/auth/refresh", {"refresh_token": ""})
     assert malformed.status_code == 422
-    assert router_calls == ["/api/auth/login", "/api/auth/refresh"]
+    assert router_calls == ["/api/auth/refresh"]
 
 
 async def test_the_table_is_the_routers_marked_routes(api: Api) -> None:
-    """Exactly the three marked routes, with the router's paths, methods and endpoints, each
+    """Exactly the marked routes, with the router's paths, methods and endpoints, each
     called with the body, the flow context and the token the router's dependant names."""
     layer = hot_layer(api)
     assert set(layer.routes) == {
         ("GET", "/api/auth/profile"),
+        ("POST", "/api/auth/login"),
         ("POST", "/api/auth/refresh"),
         ("POST", "/api/auth/verify-otp"),
         ("POST", "/api/auth/passkeys/login/options"),

@@ -20,6 +20,7 @@ from gatehouse.ports import (
     UnitOfWork,
 )
 from gatehouse.ports.rotation import Rotations
+from gatehouse.ports.signin import SessionOpenings
 from gatehouse.ports.signup import SignUpFinishes
 from gatehouse.selfservice.sessions.cache import SignedInCache
 
@@ -75,6 +76,8 @@ class FlowContext:
     rotations: Rotations | None = None
     # A verified sign-up written in one step where the database allows it (ports/signup.py).
     sign_ups: SignUpFinishes | None = None
+    # A plain password sign-in written in one step where the database allows it (ports/signin.py).
+    sign_ins: SessionOpenings | None = None
 
     def reader(self) -> UnitOfWork:
         """A unit of work for a flow that reads and never commits."""

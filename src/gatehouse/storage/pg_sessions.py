@@ -78,14 +78,19 @@ SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND last_used_at >= $3)
 """
 
 
+def row_values(session: SessionRecord) -> list[Any]:
+    """The session's columns (NAMES), as stored."""
+    values = [_naive(getattr(session, name)) for name in NAMES]
+    values[NAMES.index("amr")] = encode_amr(session.amr)
+    return values
+
+
 class PgSessions:
     def __init__(self, uow: PgUnitOfWork):
         self._uow = uow
 
     async def add(self, session: SessionRecord) -> None:
-        values = [_naive(getattr(session, name)) for name in NAMES]
-        values[NAMES.index("amr")] = encode_amr(session.amr)
-        await self._uow.run("execute", _INSERT, *values)
+        await self._uow.run("execute", _INSERT, *row_values(session))
 
     async def get(self, session_id: str) -> SessionRecord | None:
         row = await self._uow.run("fetchrow", _SELECT + "id = $1", session_id)

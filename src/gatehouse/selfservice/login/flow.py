@@ -3,17 +3,20 @@ a session opened."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from gatehouse.domain import events
 from gatehouse.domain.sessions import clip_user_agent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
-from gatehouse.domain.users import normalize_email
+from gatehouse.domain.users import User, normalize_email
 from gatehouse.errors import InvalidCredentials
-from gatehouse.selfservice.audit import record, record_alone
+from gatehouse.ports.signin import SessionOpening, SessionOpenings
+from gatehouse.selfservice.audit import audit, audit_entry, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account, sign_in_throttle
 from gatehouse.selfservice.login.second import FINISHING, MfaChallenge, challenge
-from gatehouse.selfservice.notices import is_new_device, push_notice, write_notice
-from gatehouse.selfservice.sessions.flow import Session, open_session
+from gatehouse.selfservice.notices import DEVICE_MEMORY, is_new_device, push_notice, write_notice
+from gatehouse.selfservice.sessions.flow import Session, new_session, open_session, session_of
 
 
 async def login(
@@ -45,6 +48,12 @@ async def login(
         raise InvalidCredentials()
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
+    if ok and not needs_rehash and ctx.sign_ins is not None:
+        opened = await _open_at_once(ctx, ctx.sign_ins, user, user_agent, now)
+        if opened is not None:
+            if failures:
+                await ctx.failures.clear(throttle_key)
+            return opened
     if not ok:
         await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
     async with ctx.uow() as uow:
@@ -85,3 +94,27 @@ async def login(
     if new_device:
         await push_notice(ctx, user.id, "new_device", now)
     return session
+
+
+async def _open_at_once(
+    ctx: FlowContext,
+    openings: SessionOpenings,
+    user: User,
+    user_agent: str | None,
+    now: datetime,
+) -> Session | None:
+    """The plain outcome of `login` (a session, its event and record) in one step where the
+    database allows it (`ports.signin`); None, nothing written, when another outcome is due: a
+    second factor, a new device (the ordinary path then works it out and writes it)."""
+    session, refresh_token = new_session(ctx, user, now, events.new_id(), user_agent=user_agent)
+    opening = SessionOpening(
+        session=session,
+        device=session.user_agent,
+        since=now - DEVICE_MEMORY,
+        event=events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now),
+        record=audit_entry(ctx, "login", factor="password", user_id=user.id),
+    )
+    if not await openings.open(opening):
+        return None
+    audit("login", "success", factor="password", user_id=user.id)
+    return session_of(ctx, user, session, refresh_token, now)

@@ -8,6 +8,7 @@ from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.login import second
 from gatehouse.selfservice.login.schemas import LoginData, LoginIn, MfaRequiredData, SecondFactorIn
 from gatehouse.web.deps import Ctx
+from gatehouse.web.hot import hot
 from gatehouse.web.limits import guard
 from gatehouse.web.responses import JSON, success
 from gatehouse.web.schemas import BODY_ERRORS, Envelope, error_answers
@@ -21,6 +22,7 @@ SECOND_FACTOR = "Second factor required"
     response_model=Envelope[LoginData | MfaRequiredData],
     responses=error_answers(*BODY_ERRORS, 401, 429, 503),
 )
+@hot
 async def login(body: LoginIn, c: Ctx, request: Request) -> JSON:
     await guard(request, "login")  # `login_account` is counted by the flow, for every door
     opened = await login_flow.login(

@@ -166,6 +166,32 @@ async def open_session(
     """A new session for a user who just proved `amr` (a password by default), its row holding
     its first refresh token, in the caller's transaction."""
     now = ctx.clock()
+    opened, refresh_token = new_session(
+        ctx,
+        user,
+        now,
+        family_id,
+        family_expires=family_expires,
+        user_agent=user_agent,
+        amr=amr,
+        aal=aal,
+    )
+    await uow.sessions.add(opened)
+    return session_of(ctx, user, opened, refresh_token, now)
+
+
+def new_session(
+    ctx: FlowContext,
+    user: User,
+    now: datetime,
+    family_id: str,
+    *,
+    family_expires: datetime | None = None,
+    user_agent: str | None = None,
+    amr: tuple[str, ...] = (PWD,),
+    aal: int = AAL1,
+) -> tuple[SessionRecord, str]:
+    """The row of a session opened at `now` and its first refresh token, not yet stored."""
     end = family_expires or now + ctx.policy.refresh_family_max
     token, token_hash = new_session_refresh(ctx.secrets.token_key, family_id, 1)
     opened = SessionRecord(
@@ -182,8 +208,7 @@ async def open_session(
         refresh_expires_at=min(now + ctx.policy.refresh_ttl, end),
         expires_at=end,
     )
-    await uow.sessions.add(opened)
-    return session_of(ctx, user, opened, token.plaintext, now)
+    return opened, token.plaintext
 
 
 def issue_access(

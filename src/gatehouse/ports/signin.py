@@ -1,0 +1,36 @@
+"""A password sign-in's ordinary outcome written in one step, as a port (DESIGN 2: a path around
+the ordinary one, derived from it, as `ports.rotation` and `ports.signup`): `storage/pg_signin.py`
+on PostgreSQL, none elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gatehouse.domain.audit import AuditEntry
+from gatehouse.domain.events import OutboxMessage
+from gatehouse.domain.sessions import SessionRecord
+
+
+@dataclass(frozen=True)
+class SessionOpening:
+    """What `login.flow.login` writes once the password is right, when nothing else is asked:
+    `session` added, `event` to the outbox, `record` to the audit trail. Only when, at the
+    write, the session's user is still enabled, has no factor that finishes a sign-in (a
+    confirmed TOTP, a passkey) and signs in from a known device: one whose user agent (`device`,
+    as stored) a session of the account used since `since`, or any device of an account made
+    since then that no session has used yet (`notices.is_new_device`'s rule)."""
+
+    session: SessionRecord
+    device: str | None
+    since: datetime
+    event: OutboxMessage
+    record: AuditEntry
+
+
+class SessionOpenings(Protocol):
+    async def open(self, opening: SessionOpening) -> bool:
+        """All of it at once when every condition holds: True. Otherwise False and nothing
+        written: the flow takes its ordinary path, which asks for the second factor or tells
+        of the new device."""
