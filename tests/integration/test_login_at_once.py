@@ -1,29 +1,34 @@
 """A password sign-in in one statement on PostgreSQL (storage/pg_signin.py) against the ordinary
 path it is derived from (login.flow.login over the unit of work), on the real database: for the
 plain outcome (a known device, or an account's first sign-in) the same session, event and record,
-written by the one statement; for every other outcome (a second factor, a device new to an old
-account, an account disabled after its read) the statement writes nothing and the ordinary path
-answers as it always did."""
+written by the one statement; for every other outcome (a second factor, a device new to the
+account) the statement writes nothing and the ordinary path answers as it always did; an account
+disabled while its password was checked is refused, with nothing written but the refusal."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from gatehouse.domain.events import LOGGED_IN, new_id
 from gatehouse.domain.factors import Passkey, TotpFactor
 from gatehouse.domain.users import User
-from gatehouse.ports.signin import SessionOpening
+from gatehouse.errors import InvalidCredentials
+from gatehouse.ports.signin import Opened, SessionOpening
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
+from gatehouse.selfservice.login import second
 from gatehouse.selfservice.login.second import MfaChallenge
 from gatehouse.selfservice.notices import TEMPLATE
 from gatehouse.selfservice.sessions.flow import Session
+from gatehouse.storage import pg_signin
 from gatehouse.storage.pg_signin import PgSessionOpenings
 from tests.integration.at_once import START, Paths, both_paths
 
@@ -41,14 +46,14 @@ async def paths(postgres_database: str, tmp_path: Path) -> AsyncIterator[Paths]:
 
 
 @pytest.fixture
-def answers(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def answers(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> list[Opened]:
     """What the one statement answered, each time the flow asked it."""
-    seen: list[bool] = []
+    seen: list[Opened] = []
     openings = paths.at_once.sign_ins
     assert openings is not None
     opened = openings.open
 
-    async def counted(opening: SessionOpening) -> bool:
+    async def counted(opening: SessionOpening) -> Opened:
         seen.append(await opened(opening))
         return seen[-1]
 
@@ -106,38 +111,79 @@ def same_answer(opened: Session | MfaChallenge) -> Any:
     return {**opened.as_data(), "token": None, "refresh_token": None, "user": None}
 
 
-@pytest.mark.parametrize("case", ["known device", "first sign-in", "recent account"])
-async def test_the_plain_outcome_is_written_at_once_as_the_ordinary_path_writes_it(
-    paths: Paths, answers: list[bool], case: str
-) -> None:
-    seen, replies = [], []
+@dataclass(frozen=True)
+class Setting:
+    """An account made `made` days before START, its earlier sign-ins (days before START, user
+    agent) on the ordinary path, the factor it has, and the sign-in's user agent."""
+
+    made: int
+    earlier: tuple[tuple[int, str | None], ...] = ()
+    factor: str | None = None
+    agent: str | None = PHONE_UA
+
+
+PLAIN = {
+    "known device": Setting(400, earlier=((1, PHONE_UA),)),
+    "first sign-in": Setting(3),
+    "recent account, same device": Setting(3, earlier=((1, PHONE_UA),)),
+    "no user agent, as before": Setting(400, earlier=((1, None),), agent=None),
+}
+OTHERS = {
+    # A device new to the account: the ordinary path writes a notice.
+    "new device": Setting(400, earlier=((1, LAPTOP_UA),)),
+    "old account, no session": Setting(400),
+    "recent account, another device": Setting(3, earlier=((1, LAPTOP_UA),)),
+    "same device, long ago": Setting(400, earlier=((100, PHONE_UA),)),
+    "no user agent, a named one before": Setting(400, earlier=((1, LAPTOP_UA),), agent=None),
+    # A second factor: the challenge.
+    "totp": Setting(400, earlier=((1, LAPTOP_UA),), factor="totp", agent=LAPTOP_UA),
+    "passkey": Setting(400, earlier=((1, LAPTOP_UA),), factor="passkey", agent=LAPTOP_UA),
+}
+
+
+async def both_ways(paths: Paths, setting: Setting) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The sign-in of `setting` on each path, each on an account of its own: the answers (their
+    secrets left out) and what each left written."""
+    replies, seen = [], []
     for n, ctx in enumerate((paths.at_once, paths.ordinary)):
+        user = await account(ctx, n, made=timedelta(days=setting.made))
+        for days, agent in setting.earlier:
+            paths.clock.now = START - timedelta(days=days)
+            assert isinstance(await sign_in(paths.ordinary, user, agent), Session)
+        if setting.factor:
+            await second_factor(ctx, user, setting.factor)
         paths.clock.now = START
-        made = timedelta(days=3) if case != "known device" else timedelta(days=400)
-        user = await account(ctx, n, made=made)
-        if case != "first sign-in":
-            # An earlier sign-in from the same device (the ordinary path: the case's setting).
-            paths.clock.now = START - timedelta(days=1)
-            earlier = await sign_in(paths.ordinary, user, PHONE_UA)
-            assert isinstance(earlier, Session)
-        paths.clock.now = START
-        opened = await sign_in(ctx, user, PHONE_UA)
-        assert isinstance(opened, Session)
-        # The answer's tokens are good: the access token names the session written.
-        claims = ctx.tokens.verify(opened.token, START)
-        rows = await paths.rows("SELECT id FROM sessions WHERE id = :s", s=claims.sid)
-        assert rows == [{"id": claims.sid}] and opened.user["id"] == user.id
+        opened = await sign_in(ctx, user, setting.agent)
+        assert isinstance(opened, MfaChallenge) == (setting.factor is not None)
+        if isinstance(opened, Session):
+            # The answer's tokens are good: the access token names the session written.
+            claims = ctx.tokens.verify(opened.token, START)
+            rows = await paths.rows("SELECT id FROM sessions WHERE id = :s", s=claims.sid)
+            assert rows == [{"id": claims.sid}] and opened.user["id"] == user.id
         replies.append(same_answer(opened))
         seen.append(await written(paths, user))
-    assert answers == [True]  # the at-once context's sign-in, in one statement
-    at_once, ordinary = seen
+    return replies, seen
+
+
+def notices_now(written: dict[str, Any]) -> int:
+    """The notices of the sign-in at START (an earlier one's, from a device new then, is the
+    setting's)."""
+    return sum(1 for e in written["events"] if str(e[1]).startswith(TEMPLATE) and e[3] == START_AT)
+
+
+@pytest.mark.parametrize("case", PLAIN)
+async def test_the_plain_outcome_is_written_at_once_as_the_ordinary_path_writes_it(
+    paths: Paths, answers: list[Opened], case: str
+) -> None:
+    setting = PLAIN[case]
+    replies, (at_once, ordinary) = await both_ways(paths, setting)
+    assert answers == [Opened.OPENED]  # the at-once context's sign-in, in one statement
     assert at_once == ordinary
     assert replies[0] == replies[1]
     assert ordinary["records"][-1]["action"] == "login"
     assert ordinary["records"][-1]["outcome"] == "success"
-    assert [e[1] for e in ordinary["events"]].count(LOGGED_IN) == (
-        1 if case == "first sign-in" else 2
-    )
+    assert [e[1] for e in ordinary["events"]].count(LOGGED_IN) == len(setting.earlier) + 1
+    assert notices_now(ordinary) == 0
 
 
 async def second_factor(ctx: FlowContext, user: User, kind: str) -> None:
@@ -151,33 +197,85 @@ async def second_factor(ctx: FlowContext, user: User, kind: str) -> None:
         await uow.commit()
 
 
-@pytest.mark.parametrize("case", ["new device", "old account, no session", "totp", "passkey"])
+@pytest.mark.parametrize("case", OTHERS)
 async def test_every_other_outcome_is_the_ordinary_paths_and_the_statement_writes_nothing(
-    paths: Paths, answers: list[bool], case: str
+    paths: Paths, answers: list[Opened], case: str
 ) -> None:
-    seen, replies = [], []
-    for n, ctx in enumerate((paths.at_once, paths.ordinary)):
-        user = await account(ctx, n)
-        if case in ("new device", "totp", "passkey"):
-            paths.clock.now = START - timedelta(days=1)
-            assert isinstance(await sign_in(paths.ordinary, user, LAPTOP_UA), Session)
-        if case in ("totp", "passkey"):
-            await second_factor(ctx, user, case)
-        paths.clock.now = START
-        agent = LAPTOP_UA if case in ("totp", "passkey") else PHONE_UA
-        opened = await sign_in(ctx, user, agent)
-        assert isinstance(opened, MfaChallenge) == (case in ("totp", "passkey"))
-        replies.append(same_answer(opened))
-        seen.append(await written(paths, user))
-    assert answers == [False]  # asked, wrote nothing: the ordinary path wrote what is seen
-    assert seen[0] == seen[1]
+    setting = OTHERS[case]
+    replies, (at_once, ordinary) = await both_ways(paths, setting)
+    assert answers == [Opened.OTHER]  # asked, wrote nothing: the ordinary path wrote the rest
+    assert at_once == ordinary
     assert replies[0] == replies[1]
-    # This sign-in's notice (the earlier one's, from a device new then, is the setting's).
-    notices = [e for e in seen[1]["events"] if str(e[1]).startswith(TEMPLATE) and e[3] == START_AT]
-    assert len(notices) == (1 if case in ("new device", "old account, no session") else 0), seen
+    assert notices_now(ordinary) == (0 if setting.factor else 1), ordinary
 
 
-async def test_an_account_disabled_after_its_read_gets_no_session(paths: Paths) -> None:
+def test_the_statement_knows_the_flows_finishing_factors() -> None:
+    # The statement writes login.second.FINISHING in SQL: a factor added there must be here.
+    assert pg_signin.FINISHING == second.FINISHING
+
+
+async def test_a_hash_to_renew_takes_the_ordinary_path(paths: Paths, answers: list[Opened]) -> None:
+    ctx = paths.at_once
+    paths.clock.now = START
+    user = await account(ctx, 0, made=timedelta(days=3))
+    older = PasswordHasher(memory_cost=512, time_cost=1, parallelism=1).hash(PASSWORD)
+    async with ctx.uow() as uow:
+        await uow.users.update(user.with_changes(password_hash=older))
+        await uow.commit()
+    assert isinstance(await sign_in(ctx, user, PHONE_UA), Session)
+    assert answers == []  # never asked: it does not write users
+    [row] = await paths.rows("SELECT password_hash FROM users WHERE id = :u", u=user.id)
+    assert row["password_hash"] != older and "m=1024" in row["password_hash"]
+
+
+async def test_a_sign_in_at_once_clears_the_failure_count(
+    paths: Paths, answers: list[Opened]
+) -> None:
+    ctx = paths.at_once
+    paths.clock.now = START
+    user = await account(ctx, 0, made=timedelta(days=3))
+    with pytest.raises(InvalidCredentials):
+        await login_flow.login(ctx, email=user.email, password="not the password")
+    key = ctx.blind_index("login", user.email)
+    assert (await ctx.failures.get(key, START.timestamp()))[0] == 1
+    assert isinstance(await sign_in(ctx, user, PHONE_UA), Session)
+    assert answers == [Opened.OPENED]
+    assert (await ctx.failures.get(key, START.timestamp()))[0] == 0
+
+
+async def disable(ctx: FlowContext, user: User, when: datetime | None) -> None:
+    async with ctx.uow() as uow:
+        await uow.users.update(user.with_changes(disabled_at=when))
+        await uow.commit()
+
+
+async def test_an_account_disabled_while_its_password_is_checked_is_refused(
+    paths: Paths, answers: list[Opened], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = paths.at_once
+    paths.clock.now = START
+    user = await account(ctx, 0, made=timedelta(days=3))  # a first sign-in: plain
+    verify = ctx.hasher.verify
+
+    async def verify_then_disable(stored: str, password: str) -> tuple[bool, bool]:
+        checked = await verify(stored, password)
+        await disable(ctx, user, START)  # an operator, meanwhile
+        return checked
+
+    monkeypatch.setattr(ctx.hasher, "verify", verify_then_disable)
+    with pytest.raises(InvalidCredentials):
+        await sign_in(ctx, user, PHONE_UA)
+    assert answers == [Opened.DISABLED]
+    left = await written(paths, user)
+    assert left["sessions"] == [] and left["events"] == []
+    assert [(r["action"], r["outcome"], r["detail"]) for r in left["records"]] == [
+        ("login", "failure", "disabled")
+    ]
+    key = ctx.blind_index("login", user.email)
+    assert (await ctx.failures.get(key, START.timestamp()))[0] == 1
+
+
+async def test_the_statement_writes_nothing_for_a_disabled_account(paths: Paths) -> None:
     ctx = paths.at_once
     paths.clock.now = START
     user = await account(ctx, 0, made=timedelta(days=1))  # a first sign-in: plain
@@ -187,20 +285,16 @@ async def test_an_account_disabled_after_its_read_gets_no_session(paths: Paths) 
     captured: list[SessionOpening] = []
 
     class Capture:
-        async def open(self, opening: SessionOpening) -> bool:
+        async def open(self, opening: SessionOpening) -> Opened:
             captured.append(opening)
-            return False
+            return Opened.OTHER
 
-    assert await login_flow._open_at_once(ctx, Capture(), user, PHONE_UA, START) is None
+    assert await login_flow._open_at_once(ctx, Capture(), user, PHONE_UA, START) is Opened.OTHER
     # ...reaching the database after an operator disabled it.
-    async with ctx.uow() as uow:
-        await uow.users.update(user.with_changes(disabled_at=START))
-        await uow.commit()
-    assert await openings.open(captured[0]) is False
+    await disable(ctx, user, START)
+    assert await openings.open(captured[0]) is Opened.DISABLED
     assert (await written(paths, user)) == {"sessions": [], "records": [], "events": []}
     # The same opening for the account enabled again is written: the refusal was the disable.
-    async with ctx.uow() as uow:
-        await uow.users.update(user.with_changes(disabled_at=None))
-        await uow.commit()
-    assert await openings.open(captured[0]) is True
+    await disable(ctx, user, None)
+    assert await openings.open(captured[0]) is Opened.OPENED
     assert len((await written(paths, user))["sessions"]) == 1

@@ -84,6 +84,7 @@ async def both_ways(
 
 
 JSON_TYPE = {"content-type": "application/json"}
+LOGIN = "/api/auth/login"
 REFRESH_CASES: list[dict[str, Any]] = [
     {"json": {"refresh_token": "not-a-token"}},
     {"json": {"refresh_token": ""}},
@@ -107,7 +108,6 @@ VERIFY_CASES: list[dict[str, Any]] = [
 ]
 LOGIN_CASES: list[dict[str, Any]] = [
     {"json": {"email": "nobody@example.com", "password": "wrong password"}},
-    {"json": {"email": EMAIL, "password": "wrong password"}},
     {"json": {"email": "not-an-email", "password": "x"}},
     {"json": {"email": "nobody@example.com"}},
     {"json": {"email": "nobody@example.com", "password": 5}},
@@ -145,6 +145,30 @@ async def test_profile_refusals_answer_as_the_router_does(
     )
     assert hot_answer.status_code == 401
     assert answer(hot_answer) == answer(router_answer)
+
+
+async def test_a_sign_in_answers_the_same_both_ways(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing account's wrong password (a failure written) and right one (a session)."""
+    await api.signed_up()
+    wrong = {"json": {"email": EMAIL, "password": "not the password"}}
+    hot_answer, router_answer = await both_ways(
+        api, monkeypatch, "POST", "/api/auth/login", **wrong
+    )
+    assert hot_answer.status_code == 401
+    assert answer(hot_answer) == answer(router_answer)
+    right = {"json": {"email": EMAIL, "password": PASSWORD}}
+    hot_answer, router_answer = await both_ways(
+        api, monkeypatch, "POST", "/api/auth/login", **right
+    )
+    assert hot_answer.status_code == router_answer.status_code == 200
+
+    def secrets_out(response: httpx.Response) -> Any:
+        data = response.json()["data"]
+        return {**response.json(), "data": {**data, "token": None, "refresh_token": None}}
+
+    assert secrets_out(hot_answer) == secrets_out(router_answer)
 
 
 async def test_a_signed_in_profile_reads_the_same_both_ways(

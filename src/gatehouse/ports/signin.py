@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 from gatehouse.domain.audit import AuditEntry
@@ -18,19 +19,25 @@ class SessionOpening:
     """What `login.flow.login` writes once the password is right, when nothing else is asked:
     `session` added, `event` to the outbox, `record` to the audit trail. Only when, at the
     write, the session's user is still enabled, has no factor that finishes a sign-in (a
-    confirmed TOTP, a passkey) and signs in from a known device: one whose user agent (`device`,
-    as stored) a session of the account used since `since`, or any device of an account made
-    since then that no session has used yet (`notices.is_new_device`'s rule)."""
+    confirmed TOTP, a passkey: `login.second.FINISHING`) and signs in from a known device: one
+    whose user agent (the session's, as stored) a session of the account used since `since`,
+    or any device of an account made since then that no session has used yet
+    (`notices.is_new_device`'s rule)."""
 
     session: SessionRecord
-    device: str | None
     since: datetime
     event: OutboxMessage
     record: AuditEntry
 
 
+class Opened(Enum):
+    OPENED = "opened"  # all of it written
+    DISABLED = "disabled"  # the account was disabled (or deleted) since it was read: nothing
+    OTHER = "other"  # another outcome is due (a second factor, a new device): nothing
+
+
 class SessionOpenings(Protocol):
-    async def open(self, opening: SessionOpening) -> bool:
-        """All of it at once when every condition holds: True. Otherwise False and nothing
-        written: the flow takes its ordinary path, which asks for the second factor or tells
-        of the new device."""
+    async def open(self, opening: SessionOpening) -> Opened:
+        """All of it at once when every condition holds. Otherwise nothing written, and why:
+        the flow refuses a disabled account, and takes its ordinary path for any other outcome
+        (it asks for the second factor, or tells of the new device)."""

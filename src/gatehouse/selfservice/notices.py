@@ -86,7 +86,9 @@ async def is_new_device(
 ) -> bool:
     """Whether a sign-in with `user_agent` (already clipped as stored; None when the client sent
     none, itself a device of its own) comes from a device the account has not used in 90 days.
-    The first sign-in of an account made in that time is not one: there is nothing to compare."""
+    The first sign-in of an account made in that time is not one: there is nothing to compare.
+    storage/pg_signin.py writes the same rule in SQL (tests/integration/test_login_at_once.py
+    holds the two to the same outcomes)."""
     since = now - DEVICE_MEMORY
     any_device, this_device = await uow.sessions.seen_since(user.id, user_agent, since)
     if not any_device:

@@ -60,6 +60,23 @@ def unavailable(exc: BaseException) -> bool:
     )
 
 
+OUTBOX_COLUMNS = ("id", "topic", "message_key", "payload", "created_at")
+_OUTBOX_INSERT = "INSERT INTO outbox ({}) VALUES ($1, $2, $3, $4, $5)".format(  # noqa: S608
+    ", ".join(OUTBOX_COLUMNS)
+)
+
+
+def outbox_values(message: OutboxMessage) -> list[Any]:
+    """An outbox row's values (OUTBOX_COLUMNS), as stored."""
+    return [
+        message.id,
+        message.topic,
+        message.key,
+        message.payload_text(),
+        _naive(message.created_at),
+    ]
+
+
 def _naive(value: datetime | None) -> datetime | None:
     """Times are stored as naive UTC (as the SQLAlchemy adapter stores them)."""
     if value is None:
@@ -371,11 +388,6 @@ class PgOutbox(_Repo[OutboxMessage]):
     async def add(self, message: OutboxMessage) -> None:
         await self._uow.run(
             "execute",
-            "INSERT INTO outbox (id, topic, message_key, payload, created_at) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            message.id,
-            message.topic,
-            message.key,
-            message.payload_text(),
-            _naive(message.created_at),
+            _OUTBOX_INSERT,
+            *outbox_values(message),
         )

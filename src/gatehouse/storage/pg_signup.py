@@ -24,7 +24,14 @@ import asyncpg
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.errors import AccountExists
 from gatehouse.ports.signup import SignUpFinish
-from gatehouse.storage.pg import PgDatabase, PgUnitOfWork, _aware, _naive
+from gatehouse.storage.pg import (
+    OUTBOX_COLUMNS,
+    PgDatabase,
+    PgUnitOfWork,
+    _aware,
+    _naive,
+    outbox_values,
+)
 from gatehouse.storage.pg_audit import NAMES as _AUDIT
 from gatehouse.storage.pg_audit import record_args
 from gatehouse.storage.pg_batch import Batches, not_for_all
@@ -32,13 +39,15 @@ from gatehouse.storage.pg_batch import Batches, not_for_all
 _USER = tuple(f.name for f in fields(User))
 _KEPT = frozenset(f.name for f in fields(PendingRegistration)) & frozenset(_USER)
 _AT_NOW = frozenset(("created_at", "updated_at", "email_verified_at"))
-_EACH = 7 + len(_AUDIT)  # parameters a sign-up: its id, now, the event's five, the record's
+# Parameters a sign-up: its id, now, the event's, the record's.
+_EACH = 2 + len(OUTBOX_COLUMNS) + len(_AUDIT)
 
 
 def _chain(n: int) -> str:
     """The CTEs finishing the statement's `n`th sign-up (from 0): `u{n}` is its user."""
     p = [f"${n * _EACH + i}" for i in range(1, _EACH + 1)]
-    pending_id, now, event, record = p[0], p[1], p[2:7], p[7:]
+    event_end = 2 + len(OUTBOX_COLUMNS)
+    pending_id, now, event, record = p[0], p[1], p[2:event_end], p[event_end:]
     values = ", ".join(
         f"p{n}.{c}" if c in _KEPT and c not in _AT_NOW else now if c in _AT_NOW else "NULL"
         for c in _USER
@@ -49,8 +58,8 @@ p{n} AS (
 ), u{n} AS (
     INSERT INTO users ({", ".join(_USER)}) SELECT {values} FROM p{n} RETURNING *
 ), told{n} AS (
-    INSERT INTO outbox (id, topic, message_key, payload, created_at)
-    SELECT {", ".join(event)} FROM u{n} RETURNING id
+    INSERT INTO outbox ({", ".join(OUTBOX_COLUMNS)}) SELECT {", ".join(event)} FROM u{n}
+    RETURNING id
 ), recorded{n} AS (
     INSERT INTO audit_log ({", ".join(_AUDIT)}) SELECT {", ".join(record)} FROM u{n} RETURNING id
 )"""  # noqa: S608 - constants only
@@ -71,15 +80,10 @@ def arguments(finishes: Sequence[SignUpFinish]) -> list[Any]:
     """finish_statement(len(finishes))'s parameters, in order."""
     values: list[Any] = []
     for done in finishes:
-        event = done.event
         values += (
             done.pending_id,
             _naive(done.now),
-            event.id,
-            event.topic,
-            event.key,
-            event.payload_text(),
-            _naive(event.created_at),
+            *outbox_values(done.event),
             *record_args([done.record]),
         )
     return values

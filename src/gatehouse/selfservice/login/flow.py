@@ -3,20 +3,23 @@ a session opened."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from gatehouse.domain import events
 from gatehouse.domain.sessions import clip_user_agent
 from gatehouse.domain.throttle import FAILURE_WINDOW_SECONDS
 from gatehouse.domain.users import User, normalize_email
-from gatehouse.errors import InvalidCredentials
-from gatehouse.ports.signin import SessionOpening, SessionOpenings
+from gatehouse.errors import InvalidCredentials, Unavailable
+from gatehouse.ports.signin import Opened, SessionOpening, SessionOpenings
 from gatehouse.selfservice.audit import audit, audit_entry, record, record_alone
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.limits import limit_account, sign_in_throttle
 from gatehouse.selfservice.login.second import FINISHING, MfaChallenge, challenge
 from gatehouse.selfservice.notices import DEVICE_MEMORY, is_new_device, push_notice, write_notice
 from gatehouse.selfservice.sessions.flow import Session, new_session, open_session, session_of
+
+log = logging.getLogger(__name__)
 
 
 async def login(
@@ -37,22 +40,17 @@ async def login(
         # A disabled account is refused as an unknown one is: the same answer, the same work
         # (a hash burnt, a failure counted, the refusal recorded in a transaction of its own).
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
-        await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
-        await record_alone(
-            ctx,
-            "login",
-            factor="password",
-            user_id=None if user is None else user.id,
-            reason="unknown_account" if user is None else "disabled",
-        )
-        raise InvalidCredentials()
+        raise await _refused(ctx, throttle_key, user)
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
+    # A hash to renew is written by the ordinary path: the one statement never updates a user.
     if ok and not needs_rehash and ctx.sign_ins is not None:
         opened = await _open_at_once(ctx, ctx.sign_ins, user, user_agent, now)
-        if opened is not None:
+        if opened is Opened.DISABLED:  # disabled while its password was being checked
+            raise await _refused(ctx, throttle_key, user)
+        if isinstance(opened, Session):
             if failures:
-                await ctx.failures.clear(throttle_key)
+                await _clear_after(ctx, throttle_key)
             return opened
     if not ok:
         await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
@@ -96,25 +94,51 @@ async def login(
     return session
 
 
+async def _refused(ctx: FlowContext, throttle_key: str, user: User | None) -> InvalidCredentials:
+    """An unknown or disabled account's refusal: a failure counted, the refusal recorded in a
+    transaction of its own; the error to raise."""
+    await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
+    await record_alone(
+        ctx,
+        "login",
+        factor="password",
+        user_id=None if user is None else user.id,
+        reason="unknown_account" if user is None else "disabled",
+    )
+    return InvalidCredentials()
+
+
 async def _open_at_once(
     ctx: FlowContext,
     openings: SessionOpenings,
     user: User,
     user_agent: str | None,
     now: datetime,
-) -> Session | None:
+) -> Session | Opened:
     """The plain outcome of `login` (a session, its event and record) in one step where the
-    database allows it (`ports.signin`); None, nothing written, when another outcome is due: a
-    second factor, a new device (the ordinary path then works it out and writes it)."""
+    database allows it (`ports.signin`); else, nothing written, why not: the account disabled
+    since it was read, or another outcome due (a second factor, a new device: the ordinary
+    path then works it out and writes it)."""
     session, refresh_token = new_session(ctx, user, now, events.new_id(), user_agent=user_agent)
     opening = SessionOpening(
         session=session,
-        device=session.user_agent,
         since=now - DEVICE_MEMORY,
         event=events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now),
         record=audit_entry(ctx, "login", factor="password", user_id=user.id),
     )
-    if not await openings.open(opening):
-        return None
+    opened = await openings.open(opening)
+    if opened is not Opened.OPENED:
+        return opened
     audit("login", "success", factor="password", user_id=user.id)
     return session_of(ctx, user, session, refresh_token, now)
+
+
+async def _clear_after(ctx: FlowContext, throttle_key: str) -> None:
+    """The failure count cleared once the session is written. The ordinary path clears it
+    inside its transaction, so a store that cannot be reached fails the sign-in there; here the
+    sign-in is already written and answered, and a count left behind only slows the account's
+    next wrong passwords down, as an unfinished count would."""
+    try:
+        await ctx.failures.clear(throttle_key)
+    except Unavailable:
+        log.warning("login: the failure count could not be cleared (its store is unavailable)")

@@ -37,7 +37,9 @@ from gatehouse.selfservice.sessions.flow import Session, open_session
 MFA_TTL = timedelta(minutes=5)
 MFA_TRIES = 5
 PURPOSE = "mfa-login"
-FINISHING = ("totp", "passkey")  # a recovery code alone never asks for a second step
+# A recovery code alone never asks for a second step. storage/pg_signin.py writes this rule in
+# SQL (its FINISHING, which a test holds equal to this one).
+FINISHING = ("totp", "passkey")
 
 
 @dataclass(frozen=True)
