@@ -37,7 +37,7 @@ import routes
 import seed
 
 from peers import keycloak
-from peers.load import CONNECTIONS, THREADS, measure, settle
+from peers.load import CONNECTIONS, THREADS, measure
 
 USERS = 200
 LOGIN_USERS = 16  # the login runs cycle over 16 accounts, as routes' login.lua
@@ -66,11 +66,11 @@ class Server:
 
     def route(self, which: str, seconds: float) -> dict[str, Any]:
         """One run of a route; after a login run, the server is left to finish the logins wrk
-        left in flight before anything else runs (`load.settle`)."""
+        left in flight before anything else runs (`harness.settle`)."""
         script, env = {"login": self.login, "refresh": self.refresh, self.read: self.reads}[which]
         result = measure(self.url, script, env(), seconds, self.pids)
         if which == "login":
-            result["settled_s"] = settle(self.pids["server"])
+            result["settled_s"] = harness.settle(self.pids["server"])
         return result
 
 
@@ -182,7 +182,7 @@ def one_round(server: Server, seconds: float, peers: list[Server]) -> dict[str, 
     that no server is charged for the last one's leftovers. A precaution: in 0db028b's bench
     the wait was 0.5-1.0 s and Gatehouse's CPU a refresh the same whichever ran first."""
     quiet = [p for peer in peers for p in peer.pids["server"]] + server.pids.get("postgres", [])
-    waited = settle(quiet)
+    waited = harness.settle(quiet)
     before = routes.hash_rate(HASH_SECONDS)
     with routes.RssWatch(server.pid) as login_watch:
         login = server.route("login", seconds)
