@@ -223,6 +223,7 @@ def run(
         verified += int(detail["otp_verify"][-1]["requests"]) + CONNECTIONS
         if verified > pending_count:
             raise SystemExit("not enough pending sign-ups seeded for the verify runs")
+        harness.settle(stack, timeout=60)
         figures.setdefault("register_verify_per_s", []).append(
             asyncio.run(register_verify(api.url, bench.sink, seconds))
         )

@@ -3,10 +3,7 @@ CPU each process tree spent on the requests of a run."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import factors
@@ -14,17 +11,6 @@ import harness
 
 THREADS = 2  # wrk threads
 CONNECTIONS = 32  # wrk connections, every route and server alike
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process, its live children, and the children it has reaped (the root's
-    cutime and cstime): PostgreSQL's backends end when a client's pool closes a connection, and
-    without those a run's reading could even go down."""
-    spent = harness.cpu_seconds(pid)
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        spent += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    return spent
 
 
 class Meters:
@@ -36,7 +22,7 @@ class Meters:
         self.start = self.read()
 
     def read(self) -> dict[str, float]:
-        spent = {k: sum(tree_cpu_seconds(p) for p in v) for k, v in self.pids.items()}
+        spent = {k: sum(harness.tree_cpu_seconds(p) for p in v) for k, v in self.pids.items()}
         return {"wall": time.perf_counter(), **spent, "machine": factors.machine_busy()}
 
     def end(self, count: int) -> dict[str, float]:

@@ -7,6 +7,7 @@ disabled while its password was checked is refused, with nothing written but the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
@@ -249,30 +251,105 @@ async def disable(ctx: FlowContext, user: User, when: datetime | None) -> None:
         await uow.commit()
 
 
-async def test_an_account_disabled_while_its_password_is_checked_is_refused(
-    paths: Paths, answers: list[Opened], monkeypatch: pytest.MonkeyPatch
+CHANGES = {
+    "disabled": ("disabled", Opened.DISABLED),
+    "deleted": ("disabled", Opened.DISABLED),
+    "new password": ("password_changed", Opened.CHANGED),
+    "new password, old hash to renew": ("password_changed", None),
+}
+
+
+@pytest.mark.parametrize("path", ["at once", "ordinary"])
+@pytest.mark.parametrize("change", CHANGES)
+async def test_an_account_changed_while_its_password_is_checked_is_refused(
+    paths: Paths, answers: list[Opened], monkeypatch: pytest.MonkeyPatch, path: str, change: str
 ) -> None:
-    ctx = paths.at_once
+    """Disabled, deleted or given a new password (a reset) by someone else between the read
+    and the write: refused as a wrong password is, nothing written but the refusal, and the
+    change not undone (a renewed hash once wrote the whole row read before it back)."""
+    ctx = paths.at_once if path == "at once" else paths.ordinary
     paths.clock.now = START
     user = await account(ctx, 0, made=timedelta(days=3))  # a first sign-in: plain
+    if change.endswith("to renew"):
+        older = PasswordHasher(memory_cost=512, time_cost=1, parallelism=1).hash(PASSWORD)
+        user = user.with_changes(password_hash=older)
+        async with ctx.uow() as uow:
+            await uow.users.update(user)
+            await uow.commit()
+    reset = await ctx.hasher.hash("a new password, chosen meanwhile")
     verify = ctx.hasher.verify
 
-    async def verify_then_disable(stored: str, password: str) -> tuple[bool, bool]:
+    async def verify_then_change(stored: str, password: str) -> tuple[bool, bool]:
         checked = await verify(stored, password)
-        await disable(ctx, user, START)  # an operator, meanwhile
+        async with ctx.uow() as uow:  # an operator, or the owner's reset, meanwhile
+            if change == "deleted":
+                await uow.users.delete(user.id)
+            elif change == "disabled":
+                await uow.users.update(user.with_changes(disabled_at=START))
+            else:
+                await uow.users.update(user.with_changes(password_hash=reset))
+            await uow.commit()
         return checked
 
-    monkeypatch.setattr(ctx.hasher, "verify", verify_then_disable)
+    monkeypatch.setattr(ctx.hasher, "verify", verify_then_change)
     with pytest.raises(InvalidCredentials):
         await sign_in(ctx, user, PHONE_UA)
-    assert answers == [Opened.DISABLED]
+    reason, answered = CHANGES[change]
+    assert answers == ([answered] if path == "at once" and answered else [])
     left = await written(paths, user)
     assert left["sessions"] == [] and left["events"] == []
     assert [(r["action"], r["outcome"], r["detail"]) for r in left["records"]] == [
-        ("login", "failure", "disabled")
+        ("login", "failure", reason)
     ]
     key = ctx.blind_index("login", user.email)
     assert (await ctx.failures.get(key, START.timestamp()))[0] == 1
+    rows = await paths.rows("SELECT password_hash, disabled_at FROM users WHERE id = :u", u=user.id)
+    if change == "deleted":
+        assert rows == []
+    elif change == "disabled":
+        assert rows == [{"password_hash": user.password_hash, "disabled_at": START_AT}]
+    else:
+        assert rows == [{"password_hash": reset, "disabled_at": None}]
+
+
+async def test_a_disable_committing_during_the_statement_is_waited_for(paths: Paths) -> None:
+    """The user's row is read FOR SHARE: a disable holding it makes the sign-in wait, then
+    refuse (without the lock, the statement would read the row as it was and open a session
+    the disable's ending of every session never saw)."""
+    ctx = paths.at_once
+    paths.clock.now = START
+    user = await account(ctx, 0, made=timedelta(days=1))  # a first sign-in: plain
+    openings = ctx.sign_ins
+    assert openings is not None
+    captured: list[SessionOpening] = []
+
+    class Capture:
+        async def open(self, opening: SessionOpening) -> Opened:
+            captured.append(opening)
+            return Opened.OTHER
+
+    await login_flow._open_at_once(ctx, Capture(), user, PHONE_UA, START)
+    url = paths.services.settings.database_url.replace("postgresql+asyncpg", "postgresql")
+    operator = await asyncpg.connect(url)
+    try:
+        disabling = operator.transaction()
+        await disabling.start()
+        await operator.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
+        opening = asyncio.create_task(openings.open(captured[0]))
+        for _ in range(200):  # until the statement waits on the row's lock
+            waiting = await operator.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%FOR SHARE%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting == 1 and not opening.done()
+        await disabling.commit()
+        assert await asyncio.wait_for(opening, 10) is Opened.DISABLED
+    finally:
+        await operator.close()
+    assert (await written(paths, user))["sessions"] == []
 
 
 async def test_the_statement_writes_nothing_for_a_disabled_account(paths: Paths) -> None:

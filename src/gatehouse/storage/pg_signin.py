@@ -10,7 +10,8 @@ each condition of the ordinary path's plain outcome: enabled, no factor finishin
 nothing and says which: the flow refuses a disabled account and takes its ordinary path for
 the rest (the challenge, the new-device notice).
 
-The user's row is read FOR SHARE: a disable committing meanwhile either went first (seen: the
+The user's row is read FOR SHARE, and must still hold the hash the password was checked against:
+a disable, a deletion or a new password committing meanwhile either went first (seen: the
 sign-in refused) or waits for this statement, so its ending of every session sees this one."""
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ from gatehouse.storage.pg_audit import record_args
 from gatehouse.storage.pg_sessions import NAMES as _SESSION
 from gatehouse.storage.pg_sessions import row_values
 
-# The rule this statement writes in SQL; a new finishing factor must be added to it too.
-FINISHING = ("totp", "passkey")
+# Each factor that finishes a sign-in (`login.second.FINISHING`, held equal by a test): the
+# account has one when its query finds a row.
+_FACTOR_ROWS = {
+    "totp": "SELECT 1 FROM totp_factors t WHERE t.user_id = {user} AND t.confirmed_at IS NOT NULL",
+    "passkey": "SELECT 1 FROM passkeys k WHERE k.user_id = {user}",
+}
+FINISHING = tuple(_FACTOR_ROWS)
 
 
 @cache
@@ -35,19 +41,22 @@ def open_statement() -> str:
     """The statement; its parameters are `arguments`'s, in that order."""
     numbers = (f"${n}" for n in count(1))
     session = {name: next(numbers) for name in _SESSION}
-    since = next(numbers)
+    password_hash, since = next(numbers), next(numbers)
     event = [next(numbers) for _ in OUTBOX_COLUMNS]
     record = [next(numbers) for _ in _AUDIT]
     user, device = session["user_id"], session["user_agent"]
+    factors = " AND ".join(
+        f"NOT EXISTS ({rows.format(user=user)})" for rows in _FACTOR_ROWS.values()
+    )
     return f"""
 WITH me AS MATERIALIZED (
-    SELECT id, created_at, disabled_at FROM users WHERE id = {user} FOR SHARE
+    SELECT id, created_at, disabled_at,
+        password_hash IS NOT DISTINCT FROM {password_hash}::text AS same_password
+    FROM users WHERE id = {user} FOR SHARE
 ), usr AS MATERIALIZED (
     SELECT me.id FROM me
-    WHERE me.disabled_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM totp_factors t
-          WHERE t.user_id = {user} AND t.confirmed_at IS NOT NULL)
-      AND NOT EXISTS (SELECT 1 FROM passkeys k WHERE k.user_id = {user})
+    WHERE me.disabled_at IS NULL AND me.same_password
+      AND {factors}
       AND (EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = {user}
               AND s.last_used_at >= {since}
               AND s.user_agent IS NOT DISTINCT FROM {device}::text)
@@ -64,13 +73,15 @@ WITH me AS MATERIALIZED (
     RETURNING id
 )
 SELECT EXISTS (SELECT 1 FROM opened) AS opened,
-    EXISTS (SELECT 1 FROM me WHERE me.disabled_at IS NULL) AS enabled"""  # noqa: S608
+    EXISTS (SELECT 1 FROM me WHERE me.disabled_at IS NULL) AS enabled,
+    EXISTS (SELECT 1 FROM me WHERE me.same_password) AS same_password"""  # noqa: S608
 
 
 def arguments(opening: SessionOpening) -> list[Any]:
     """open_statement()'s parameters, in order."""
     return [
         *row_values(opening.session),
+        opening.password_hash,
         _naive(opening.since),
         *outbox_values(opening.event),
         *record_args([opening.record]),
@@ -88,4 +99,6 @@ class PgSessionOpenings:
             row = await uow.run("fetchrow", open_statement(), *arguments(opening))
         if row["opened"]:
             return Opened.OPENED
-        return Opened.OTHER if row["enabled"] else Opened.DISABLED
+        if not row["enabled"]:
+            return Opened.DISABLED
+        return Opened.OTHER if row["same_password"] else Opened.CHANGED

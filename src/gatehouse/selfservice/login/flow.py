@@ -40,14 +40,16 @@ async def login(
         # A disabled account is refused as an unknown one is: the same answer, the same work
         # (a hash burnt, a failure counted, the refusal recorded in a transaction of its own).
         await ctx.hasher.burn(password)  # same cost as a real check: no account enumeration
-        raise await _refused(ctx, throttle_key, user)
+        raise await _refused(
+            ctx, throttle_key, user, "unknown_account" if user is None else DISABLED
+        )
     ok, needs_rehash = await ctx.hasher.verify(user.password_hash, password)
     now = ctx.clock()
     # A hash to renew is written by the ordinary path: the one statement never updates a user.
     if ok and not needs_rehash and ctx.sign_ins is not None:
         opened = await _open_at_once(ctx, ctx.sign_ins, user, user_agent, now)
-        if opened is Opened.DISABLED:  # disabled while its password was being checked
-            raise await _refused(ctx, throttle_key, user)
+        if opened in _REFUSALS:  # disabled, deleted or given a new password meanwhile
+            raise await _refused(ctx, throttle_key, user, _REFUSALS[opened])
         if isinstance(opened, Session):
             if failures:
                 await _clear_after(ctx, throttle_key)
@@ -63,6 +65,14 @@ async def login(
             record(ctx, uow, "login", "failure", factor="password", user_id=user.id, reason=reason)
             await uow.commit()
             raise InvalidCredentials()
+        # The account as it is now: the password was checked against the row read before the
+        # hash, which an operator's disable or a password reset may have changed meanwhile.
+        # Neither is undone by what follows (a renewed hash writes the whole row back).
+        current = await uow.users.get(user.id)
+        refusal = _refusal(user, current)
+        if current is None or refusal is not None:
+            raise await _refused(ctx, throttle_key, user, refusal or DISABLED)
+        user = current
         if needs_rehash:
             user = user.with_changes(password_hash=await ctx.hasher.hash(password), updated_at=now)
             await uow.users.update(user)
@@ -94,17 +104,27 @@ async def login(
     return session
 
 
-async def _refused(ctx: FlowContext, throttle_key: str, user: User | None) -> InvalidCredentials:
-    """An unknown or disabled account's refusal: a failure counted, the refusal recorded in a
-    transaction of its own; the error to raise."""
+DISABLED, CHANGED = "disabled", "password_changed"  # the reasons recorded
+_REFUSALS = {Opened.DISABLED: DISABLED, Opened.CHANGED: CHANGED}
+
+
+def _refusal(read: User, current: User | None) -> str | None:
+    """Why an account whose password was checked against `read` must now be refused, if so."""
+    if current is None or current.disabled_at is not None:
+        return DISABLED
+    if current.password_hash != read.password_hash:
+        return CHANGED
+    return None
+
+
+async def _refused(
+    ctx: FlowContext, throttle_key: str, user: User | None, reason: str
+) -> InvalidCredentials:
+    """A refusal with the same answer as a wrong password: a failure counted, the refusal
+    recorded in a transaction of its own (`reason`); the error to raise."""
     await ctx.failures.add(throttle_key, ctx.clock().timestamp(), FAILURE_WINDOW_SECONDS)
-    await record_alone(
-        ctx,
-        "login",
-        factor="password",
-        user_id=None if user is None else user.id,
-        reason="unknown_account" if user is None else "disabled",
-    )
+    user_id = None if user is None else user.id
+    await record_alone(ctx, "login", factor="password", user_id=user_id, reason=reason)
     return InvalidCredentials()
 
 
@@ -116,12 +136,13 @@ async def _open_at_once(
     now: datetime,
 ) -> Session | Opened:
     """The plain outcome of `login` (a session, its event and record) in one step where the
-    database allows it (`ports.signin`); else, nothing written, why not: the account disabled
-    since it was read, or another outcome due (a second factor, a new device: the ordinary
-    path then works it out and writes it)."""
+    database allows it (`ports.signin`); else, nothing written, why not: the account disabled,
+    deleted or given a new password since it was read, or another outcome due (a second
+    factor, a new device: the ordinary path then works it out and writes it)."""
     session, refresh_token = new_session(ctx, user, now, events.new_id(), user_agent=user_agent)
     opening = SessionOpening(
         session=session,
+        password_hash=user.password_hash,
         since=now - DEVICE_MEMORY,
         event=events.user_event(events.LOGGED_IN, user.id, {"factor": "password"}, now),
         record=audit_entry(ctx, "login", factor="password", user_id=user.id),
