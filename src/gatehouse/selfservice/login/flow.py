@@ -48,12 +48,12 @@ async def login(
     # A hash to renew is written by the ordinary path: the one statement never updates a user.
     if ok and not needs_rehash and ctx.sign_ins is not None:
         opened = await _open_at_once(ctx, ctx.sign_ins, user, user_agent, now)
-        if opened in _REFUSALS:  # disabled, deleted or given a new password meanwhile
-            raise await _refused(ctx, throttle_key, user, _REFUSALS[opened])
         if isinstance(opened, Session):
             if failures:
                 await _clear_after(ctx, throttle_key)
             return opened
+        if opened in _REFUSALS:  # disabled, deleted or given a new password meanwhile
+            raise await _refused(ctx, throttle_key, user, _REFUSALS[opened])
     if not ok:
         await ctx.failures.add(throttle_key, now.timestamp(), FAILURE_WINDOW_SECONDS)
     async with ctx.uow() as uow:
