@@ -23,7 +23,7 @@ from gatehouse.domain.events import LOGGED_IN, new_id
 from gatehouse.domain.factors import Passkey, TotpFactor
 from gatehouse.domain.users import User
 from gatehouse.errors import InvalidCredentials
-from gatehouse.ports.signin import Opened, SessionOpening
+from gatehouse.ports.signin import Opened, SessionOpening, SessionOpenings
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.login import flow as login_flow
 from gatehouse.selfservice.login import second
@@ -312,53 +312,13 @@ async def test_an_account_changed_while_its_password_is_checked_is_refused(
         assert rows == [{"password_hash": reset, "disabled_at": None}]
 
 
-async def test_a_disable_committing_during_the_statement_is_waited_for(paths: Paths) -> None:
-    """The user's row is read FOR SHARE: a disable holding it makes the sign-in wait, then
-    refuse (without the lock, the statement would read the row as it was and open a session
-    the disable's ending of every session never saw)."""
+async def first_opening(paths: Paths) -> tuple[User, SessionOpening, SessionOpenings]:
+    """A new account, what the flow would send for its first sign-in (plain), and the path."""
     ctx = paths.at_once
     paths.clock.now = START
-    user = await account(ctx, 0, made=timedelta(days=1))  # a first sign-in: plain
+    user = await account(ctx, 0, made=timedelta(days=1))
     openings = ctx.sign_ins
     assert openings is not None
-    captured: list[SessionOpening] = []
-
-    class Capture:
-        async def open(self, opening: SessionOpening) -> Opened:
-            captured.append(opening)
-            return Opened.OTHER
-
-    await login_flow._open_at_once(ctx, Capture(), user, PHONE_UA, START)
-    url = paths.services.settings.database_url.replace("postgresql+asyncpg", "postgresql")
-    operator = await asyncpg.connect(url)
-    try:
-        disabling = operator.transaction()
-        await disabling.start()
-        await operator.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
-        opening = asyncio.create_task(openings.open(captured[0]))
-        for _ in range(200):  # until the statement waits on the row's lock
-            waiting = await operator.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%FOR SHARE%'"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
-        assert waiting == 1 and not opening.done()
-        await disabling.commit()
-        assert await asyncio.wait_for(opening, 10) is Opened.DISABLED
-    finally:
-        await operator.close()
-    assert (await written(paths, user))["sessions"] == []
-
-
-async def test_the_statement_writes_nothing_for_a_disabled_account(paths: Paths) -> None:
-    ctx = paths.at_once
-    paths.clock.now = START
-    user = await account(ctx, 0, made=timedelta(days=1))  # a first sign-in: plain
-    openings = ctx.sign_ins
-    assert openings is not None
-    # What the flow sends for the account as it read it, enabled...
     captured: list[SessionOpening] = []
 
     class Capture:
@@ -367,11 +327,46 @@ async def test_the_statement_writes_nothing_for_a_disabled_account(paths: Paths)
             return Opened.OTHER
 
     assert await login_flow._open_at_once(ctx, Capture(), user, PHONE_UA, START) is Opened.OTHER
+    return user, captured[0], openings
+
+
+async def test_a_disable_committing_during_the_statement_is_waited_for(paths: Paths) -> None:
+    """The user's row is read FOR SHARE: a disable holding it makes the sign-in wait, then
+    refuse (without the lock, the statement would read the row as it was and open a session
+    the disable's ending of every session never saw)."""
+    user, opening, openings = await first_opening(paths)
+    url = paths.services.settings.database_url.replace("postgresql+asyncpg", "postgresql")
+    operator = await asyncpg.connect(url)
+    try:
+        disabling = operator.transaction()
+        await disabling.start()
+        await operator.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
+        opened = asyncio.create_task(openings.open(opening))
+        for _ in range(200):  # until the statement waits on the row's lock
+            waiting = await operator.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%FOR SHARE%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting == 1 and not opened.done()
+        await disabling.commit()
+        assert await asyncio.wait_for(opened, 10) is Opened.DISABLED
+    finally:
+        await operator.close()
+    assert (await written(paths, user))["sessions"] == []
+
+
+async def test_the_statement_writes_nothing_for_a_disabled_account(paths: Paths) -> None:
+    ctx = paths.at_once
+    # What the flow sends for the account as it read it, enabled...
+    user, opening, openings = await first_opening(paths)
     # ...reaching the database after an operator disabled it.
     await disable(ctx, user, START)
-    assert await openings.open(captured[0]) is Opened.DISABLED
+    assert await openings.open(opening) is Opened.DISABLED
     assert (await written(paths, user)) == {"sessions": [], "records": [], "events": []}
     # The same opening for the account enabled again is written: the refusal was the disable.
     await disable(ctx, user, None)
-    assert await openings.open(captured[0]) is Opened.OPENED
+    assert await openings.open(opening) is Opened.OPENED
     assert len((await written(paths, user))["sessions"]) == 1
