@@ -111,6 +111,7 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
                     bound_code_hash(ctx, purpose, email, CODE, ids[email]),
                     ttl,
                     ctx.policy.code_attempts,
+                    ids[email],
                 )
     return emails
 

@@ -133,3 +133,25 @@ async def test_concurrent_wrong_codes_are_all_counted(codes: CodeStore) -> None:
     assert results.count(CodeCheck.MISMATCH) == 4
     assert results.count(CodeCheck.EXHAUSTED) == 1
     assert results.count(CodeCheck.MISSING) == 15
+
+
+async def test_a_code_keeps_its_binding_while_it_lives(codes: CodeStore, clock: Clock) -> None:
+    assert await codes.binding(REGISTER, "subj") is None  # no code
+    await codes.put(REGISTER, "subj", GOOD, 60, 5, "signup-1")
+    await codes.put(REGISTER, "plain", GOOD, 60, 5)
+    await codes.put(REGISTER, "brief", GOOD, 1, 5, "signup-3")
+    assert await codes.binding(REGISTER, "subj") == "signup-1"
+    assert await codes.binding(RECOVERY, "subj") is None  # per purpose
+    assert await codes.binding(REGISTER, "plain") == ""
+    # A wrong try leaves the code and its binding; a new code brings its own.
+    assert await codes.check(REGISTER, "subj", BAD) is CodeCheck.MISMATCH
+    assert await codes.binding(REGISTER, "subj") == "signup-1"
+    await codes.put(REGISTER, "subj", OTHER, 60, 5, "signup-2")
+    assert await codes.binding(REGISTER, "subj") == "signup-2"
+    # Spent, it is gone with its code; restored, it is back with it.
+    assert await codes.check(REGISTER, "subj", OTHER) is CodeCheck.OK
+    assert await codes.binding(REGISTER, "subj") is None
+    await codes.restore(REGISTER, "subj", OTHER, 60, 5, "signup-2")
+    assert await codes.binding(REGISTER, "subj") == "signup-2"
+    await clock.elapse(1.1)
+    assert await codes.binding(REGISTER, "brief") is None  # expired with its code

@@ -30,11 +30,24 @@ def store(redis: Redis) -> RedisCodeStore:
 
 
 async def test_keys_hold_no_code_and_expire(store: RedisCodeStore, redis: Redis) -> None:
-    await store.put("register", "subj", GOOD, 60, 5)
+    await store.put("register", "subj", GOOD, 60, 5, "signup-id")
     keys = [k async for k in redis.scan_iter(match=f"{store._prefix}*")]
     assert len(keys) == 1
     assert 0 < await redis.ttl(keys[0]) <= 60
-    assert await redis.hgetall(keys[0]) == {b"h": GOOD.encode(), b"a": b"5"}
+    held = {b"h": GOOD.encode(), b"a": b"5", b"b": b"signup-id"}
+    assert await redis.hgetall(keys[0]) == held
+
+
+async def test_a_code_stored_before_codes_kept_their_binding_still_checks(
+    store: RedisCodeStore, redis: Redis
+) -> None:
+    """A code an earlier release stored (no `b`) while a new one is deployed: its binding is
+    unknown (None: the flow reads its sign-up instead), and the code checks as before."""
+    key = store._key("register", "subj")
+    await redis.hset(key, mapping={"h": GOOD, "a": 5})
+    await redis.expire(key, 60)
+    assert await store.binding("register", "subj") is None
+    assert await store.check("register", "subj", GOOD) is CodeCheck.OK
 
 
 async def test_a_receipt_is_a_key_that_names_no_person_and_expires(
@@ -55,6 +68,8 @@ async def test_redis_down_fails_closed() -> None:
         await store.put("register", "subj", GOOD, 60, 5)
     with pytest.raises(Unavailable):
         await store.check("register", "subj", GOOD)
+    with pytest.raises(Unavailable):
+        await store.binding("register", "subj")
     with pytest.raises(Unavailable):
         await store.ping()
     await client.aclose()

@@ -21,6 +21,7 @@ from gatehouse.domain.codes import Purpose
 from gatehouse.domain.events import new_id
 from gatehouse.domain.users import PendingRegistration, User, public_view
 from gatehouse.errors import AccountExists, InvalidCode
+from gatehouse.ports import CodeStore
 from gatehouse.ports.signup import SignUpFinish, SignUpFinishes
 from gatehouse.selfservice.context import FlowContext
 from gatehouse.selfservice.otp import bound_code_hash
@@ -57,9 +58,8 @@ async def signed_up(ctx: FlowContext, n: int, *, phone: str | None = None) -> Pe
         await uow.commit()
     code_hash = bound_code_hash(ctx, PURPOSE, email, CODE, pending.id)
     ttl = int(ctx.policy.code_ttl.total_seconds())
-    await ctx.codes.put(
-        PURPOSE, ctx.code_subject(PURPOSE, email), code_hash, ttl, ctx.policy.code_attempts
-    )
+    subject = ctx.code_subject(PURPOSE, email)
+    await ctx.codes.put(PURPOSE, subject, code_hash, ttl, ctx.policy.code_attempts, pending.id)
     return pending
 
 
@@ -270,3 +270,59 @@ async def test_sign_ups_finished_at_once_share_statements_and_each_gets_its_own(
         assert [(r["action"], r["outcome"]) for r in state["records"]] == [
             ("account.create", "success")
         ]
+
+
+class Hinted:
+    """The code store, but `binding` answers `hint`: a code an earlier release stored (None) or a
+    binding altered in the store (another sign-up's id)."""
+
+    def __init__(self, inner: CodeStore, hint: str | None):
+        self.inner, self.hint = inner, hint
+
+    async def binding(self, purpose: str, subject: str) -> str | None:
+        return self.hint
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_the_code_names_its_sign_up_so_the_verify_reads_none(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code store keeps the sign-up a code was bound to: the one-statement path finishes
+    it without reading it first. A code stored without its binding (by an earlier release) is
+    finished after the read, as before."""
+    reads: list[str] = []
+    live_pending = registration.live_pending
+
+    async def counted(ctx: FlowContext, uow: Any, email: str) -> PendingRegistration | None:
+        reads.append(email)
+        return await live_pending(ctx, uow, email)
+
+    monkeypatch.setattr(registration, "live_pending", counted)
+    pending = await signed_up(paths.at_once, 1)
+    done = await registration.verify_sign_up(paths.at_once, email=pending.email, otp=CODE)
+    assert done.user["id"] == pending.id and reads == []
+    earlier = await signed_up(paths.at_once, 2)
+    ctx = dataclasses.replace(paths.at_once, codes=Hinted(paths.at_once.codes, None))
+    done = await registration.verify_sign_up(ctx, email=earlier.email, otp=CODE)
+    assert done.user["id"] == earlier.id and reads == [earlier.email]
+    for made in (pending, earlier):
+        state = await written(paths, made)
+        assert len(state["users"]) == 1 and state["pending"] == [] and len(state["events"]) == 1
+
+
+async def test_a_binding_altered_in_the_store_finishes_no_sign_up(paths: Paths) -> None:
+    """An attacker who can write the code store points a code's binding at another live
+    sign-up: the code's HMAC covers its real binding, so the check fails, as a wrong code does,
+    and neither sign-up becomes an account."""
+    mine, theirs = await signed_up(paths.at_once, 1), await signed_up(paths.at_once, 2)
+    ctx = dataclasses.replace(paths.at_once, codes=Hinted(paths.at_once.codes, theirs.id))
+    with pytest.raises(InvalidCode):
+        await registration.verify_sign_up(ctx, email=mine.email, otp=CODE)
+    for pending in (mine, theirs):
+        state = await written(paths, pending)
+        assert state["users"] == [] and state["events"] == [] and len(state["pending"]) == 1
+    # It cost a try of the code, which still finishes its own sign-up.
+    done = await registration.verify_sign_up(paths.at_once, email=mine.email, otp=CODE)
+    assert done.user["id"] == mine.id

@@ -9,7 +9,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-from gatehouse.domain.codes import CodeCheck
 from gatehouse.domain.deliveries import FINAL as FINAL  # re-exported: the delivery log's records
 from gatehouse.domain.deliveries import Status as Status
 from gatehouse.domain.events import OutboxMessage
@@ -17,6 +16,7 @@ from gatehouse.domain.sessions import RefreshStep, SessionRecord
 from gatehouse.domain.tokens import RefreshToken
 from gatehouse.domain.users import PendingRegistration, User
 from gatehouse.ports.audit import AuditTrail
+from gatehouse.ports.codes import CodeStore as CodeStore  # re-exported beside the others
 from gatehouse.ports.factors import Factors as Factors  # re-exported beside the others
 from gatehouse.ports.schema import DatabaseSchema as DatabaseSchema
 from gatehouse.ports.schema import SchemaReport as SchemaReport
@@ -132,38 +132,6 @@ class OutboxStore(Protocol):
 
     async def pending_count(self) -> int: ...
     async def prune(self, older_than: datetime) -> int: ...
-
-
-class CodeStore(Protocol):
-    """Holds the HMAC of each live code with its remaining tries; checks are atomic."""
-
-    async def put(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
-    ) -> int:
-        """Store a new code; its tries are `attempts` less the subject's recent wrong tries.
-        Returns them; 0 means none are left and no code was stored."""
-
-    async def check(
-        self,
-        purpose: str,
-        subject: str,
-        code_hash: str,
-        *,
-        receipt: str | None = None,
-        receipt_ttl_seconds: int = 0,
-    ) -> CodeCheck:
-        """Consumes the code on success; a wrong code spends one try, the last try kills it.
-
-        With `receipt` (an opaque HMAC of the code and of who presents it), a success leaves the
-        receipt behind for `receipt_ttl_seconds`, and a later check with the same receipt is OK
-        again though the code is spent: the same job, run again after its worker died."""
-
-    async def restore(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
-    ) -> None:
-        """Put back a consumed code when the step that followed could not be completed."""
-
-    async def ping(self) -> None: ...
 
 
 class PasswordHasher(Protocol):

@@ -23,7 +23,8 @@ class MemoryCodeStore:
     and the dicts stay within twice the entries live at the last sweep (or the floor)."""
 
     def __init__(self) -> None:
-        self._codes: dict[tuple[str, str], tuple[str, int, float]] = {}
+        # (purpose, subject) -> (HMAC, tries left, deadline, binding)
+        self._codes: dict[tuple[str, str], tuple[str, int, float, str]] = {}
         self._fails: dict[tuple[str, str], tuple[int, float]] = {}
         self._receipts: dict[tuple[str, str], float] = {}  # (purpose, receipt) -> deadline
         self._sweep_at = SWEEP_FLOOR  # the number of entries held that triggers a sweep
@@ -50,18 +51,28 @@ class MemoryCodeStore:
         return count if until > time.monotonic() else 0
 
     async def put(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        ttl_seconds: int,
+        attempts: int,
+        binding: str = "",
     ) -> int:
         key = (purpose, subject)
         left = attempts - self._recent_fails(key)
         self._codes.pop(key, None)
         if left <= 0:
             return 0
-        self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds)
+        self._codes[key] = (code_hash, left, time.monotonic() + ttl_seconds, binding)
         self._grown()
         return left
 
-    def _live(self, key: tuple[str, str]) -> tuple[str, int, float] | None:
+    async def binding(self, purpose: str, subject: str) -> str | None:
+        entry = self._live((purpose, subject))
+        return None if entry is None else entry[3]
+
+    def _live(self, key: tuple[str, str]) -> tuple[str, int, float, str] | None:
         """The subject's code unless it has expired (an expired one is forgotten here)."""
         entry = self._codes.get(key)
         if entry is not None and entry[2] <= time.monotonic():
@@ -70,11 +81,17 @@ class MemoryCodeStore:
         return entry
 
     async def restore(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        ttl_seconds: int,
+        attempts: int,
+        binding: str = "",
     ) -> None:
         key = (purpose, subject)
         if self._live(key) is None:  # never over a live code; an expired one is no code
-            self._codes[key] = (code_hash, attempts, time.monotonic() + ttl_seconds)
+            self._codes[key] = (code_hash, attempts, time.monotonic() + ttl_seconds, binding)
             self._grown()
 
     async def check(
@@ -93,7 +110,7 @@ class MemoryCodeStore:
         entry = self._live(key)
         if entry is None:
             return CodeCheck.MISSING
-        stored, attempts, deadline = entry
+        stored, attempts, deadline, binding = entry
         if same(stored, code_hash):
             del self._codes[key]
             self._fails.pop(key, None)
@@ -109,7 +126,7 @@ class MemoryCodeStore:
             del self._codes[key]
             self._grown()  # a wrong-try count may have been added
             return CodeCheck.EXHAUSTED
-        self._codes[key] = (stored, attempts - 1, deadline)
+        self._codes[key] = (stored, attempts - 1, deadline, binding)
         self._grown()
         return CodeCheck.MISMATCH
 

@@ -39,14 +39,14 @@ _PUT = """
 local left = tonumber(ARGV[2]) - tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('DEL', KEYS[1])
 if left <= 0 then return 0 end
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', left)
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', left, 'b', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return left
 """
 
 _RESTORE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', ARGV[2])
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', ARGV[2], 'b', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -65,16 +65,37 @@ class RedisCodeStore:
         return f"{self._prefix}{purpose}:{subject}"
 
     async def put(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        ttl_seconds: int,
+        attempts: int,
+        binding: str = "",
     ) -> int:
         keys = [self._key(purpose, subject), self._fails(purpose, subject)]
-        return int(await self._run(self._put, keys, code_hash, attempts, ttl_seconds))
+        return int(await self._run(self._put, keys, code_hash, attempts, ttl_seconds, binding))
+
+    async def binding(self, purpose: str, subject: str) -> str | None:
+        # A code put before codes kept their binding has no `b`: None, as for no code. An
+        # expired hash is gone (EXPIRE), so a live field is a live code's.
+        try:
+            found = await self._redis.hget(self._key(purpose, subject), "b")
+        except (RedisError, OSError) as exc:
+            raise Unavailable("Code store unavailable") from exc
+        return found.decode() if isinstance(found, bytes) else found
 
     async def restore(
-        self, purpose: str, subject: str, code_hash: str, ttl_seconds: int, attempts: int
+        self,
+        purpose: str,
+        subject: str,
+        code_hash: str,
+        ttl_seconds: int,
+        attempts: int,
+        binding: str = "",
     ) -> None:
         keys = [self._key(purpose, subject)]
-        await self._run(self._restore, keys, code_hash, attempts, ttl_seconds)
+        await self._run(self._restore, keys, code_hash, attempts, ttl_seconds, binding)
 
     async def check(
         self,

@@ -72,6 +72,7 @@ async def send_code(
         bound_code_hash(ctx, purpose, identifier, code, binding),
         ttl,
         ctx.policy.code_attempts,
+        binding,
     )
     if tries == 0:  # every try of the window was spent on wrong codes: a new one would not help
         if quiet:
@@ -179,13 +180,16 @@ async def consume_then(
         return await action()
     except GatehouseError as exc:
         if isinstance(exc, Unavailable):
-            await _restore(ctx, purpose, subject, code_hash)
+            await _restore(ctx, purpose, subject, code_hash, binding)
         raise
     except Exception:
-        await _restore(ctx, purpose, subject, code_hash)
+        await _restore(ctx, purpose, subject, code_hash, binding)
         raise
 
 
-async def _restore(ctx: FlowContext, purpose: str, subject: str, code_hash: str) -> None:
+async def _restore(
+    ctx: FlowContext, purpose: str, subject: str, code_hash: str, binding: str
+) -> None:
     ttl = int(ctx.policy.code_ttl.total_seconds())
-    await ctx.codes.restore(purpose, subject, code_hash, ttl, ctx.policy.code_attempts)
+    attempts = ctx.policy.code_attempts
+    await ctx.codes.restore(purpose, subject, code_hash, ttl, attempts, binding)

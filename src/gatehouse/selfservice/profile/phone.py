@@ -93,6 +93,7 @@ async def _store_unsent(ctx: FlowContext, user_id: str, index: str) -> None:
         bound_code_hash(ctx, PURPOSE, user_id, generate_code(), index),
         int(ctx.policy.code_ttl.total_seconds()),
         ctx.policy.code_attempts,
+        index,  # as `send_code` stores a sent one
     )
     if tries == 0:
         raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")

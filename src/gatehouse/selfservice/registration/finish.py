@@ -70,16 +70,16 @@ async def finish(ctx: FlowContext, uow: UnitOfWork, pending: PendingRegistration
 
 
 async def finish_at_once(
-    ctx: FlowContext, finishes: SignUpFinishes, pending: PendingRegistration
+    ctx: FlowContext, finishes: SignUpFinishes, pending_id: str, email: str
 ) -> User | None:
-    """`finish` in one step: the new user, or None when the sign-up went or expired meanwhile
-    (nothing written)."""
+    """`finish` of the sign-up `pending_id` (of `email`) in one step: the new user, or None
+    when the sign-up went or expired meanwhile (nothing written)."""
     now = ctx.clock()
     done = SignUpFinish(
-        pending_id=pending.id,
+        pending_id=pending_id,
         now=now,
-        event=verified_event(pending.id, pending.email, now),
-        record=audit_entry(ctx, ACTION, factor="otp", user_id=pending.id),
+        event=verified_event(pending_id, email, now),
+        record=audit_entry(ctx, ACTION, factor="otp", user_id=pending_id),
     )
     user = await finishes.finish(done)
     if user is not None:
