@@ -10,9 +10,11 @@ import asyncio
 import itertools
 import json
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatehouse.admin import audit as admin_audit
 from gatehouse.domain.audit import (
@@ -23,6 +25,7 @@ from gatehouse.domain.audit import (
     ChainHead,
     chain,
     entry,
+    iso,
     link_hash,
     scrub,
     waiting,
@@ -232,3 +235,15 @@ async def test_retention_prunes_through_a_checkpoint_and_records_that_it_did(
     verdict = await admin_audit.verify(store)
     assert verdict.ok and verdict.count == 2 and verdict.checkpoint is not None
     assert verdict.checkpoint.seq == 3
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_a_time_is_spelled_as_it_always_was(moment: datetime, offset_minutes: int) -> None:
+    """The chain's hashes cover `iso`'s spelling: records linked by an earlier release verify
+    only while it writes each time exactly as strftime did."""
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    assert iso(aware) == aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
