@@ -107,7 +107,8 @@ async def pending(env: dict[str, str], count: int, prefix: str) -> list[str]:
                 await ctx.codes.put(
                     purpose,
                     ctx.code_subject(purpose, email),
-                    # Bound to its pending registration, as register binds it.
+                    # Bound to its pending registration, as register binds it (and for as long
+                    # as the sign-up lives: a policy's 10 minutes could end mid-bench).
                     bound_code_hash(ctx, purpose, email, CODE, ids[email]),
                     ttl,
                     ctx.policy.code_attempts,

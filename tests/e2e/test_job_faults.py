@@ -28,7 +28,7 @@ from gatehouse.bootstrap import build
 from gatehouse.config import DEFAULT_RATE_LIMITS, Settings
 from gatehouse.domain import events
 from gatehouse.domain.codes import Purpose
-from gatehouse.selfservice.otp import bound_code_hash
+from gatehouse.selfservice.otp import store_code
 from gatehouse.storage.schema import outbox, pending_registrations, users
 from tests.conftest import free_port, unique
 from tests.e2e.stack import Role, Stack, own_redis_db
@@ -91,9 +91,8 @@ async def put_codes(stack: Stack, pairs: list[tuple[str, str]]) -> None:
         for email, code in pairs:
             async with ctx.reader() as uow:
                 pending = await uow.pending.get_by_email(email)
-            subject = ctx.code_subject(REGISTER, email)
-            code_hash = bound_code_hash(ctx, REGISTER, email, code, pending.id if pending else "")
-            assert await ctx.codes.put(REGISTER, subject, code_hash, 600, 5) == 5
+            binding = pending.id if pending else ""
+            assert await store_code(ctx, REGISTER, email, code, binding) == ctx.policy.code_attempts
     finally:
         await services.aclose()
 

@@ -27,6 +27,7 @@ from gatehouse.jobs.bullmq_workers import BullmqWorkers
 from gatehouse.jobs.job_data import REDACTED, SEALED
 from gatehouse.jobs.worker import worker_role
 from gatehouse.ports import JobRun, JobState
+from gatehouse.selfservice.otp import store_code
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.schema import users
 from tests.conftest import unique
@@ -232,13 +233,7 @@ async def test_a_create_user_job_submitted_again_after_it_completed_is_a_no_op(
     email = f"{unique('again')}@example.com"
     code = "493027"
     purpose = Purpose.REGISTER.value
-    await ctx.codes.put(
-        purpose,
-        ctx.code_subject(purpose, email),
-        ctx.code_hash(purpose, email, code),
-        600,
-        5,
-    )
+    await store_code(ctx, purpose, email, code)
     data = {"email": email, "otp": code, "password": SECRET, "name": "Ada"}
     job_id = unique("create-user-0123456789")
     stop = asyncio.Event()

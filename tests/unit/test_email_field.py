@@ -56,6 +56,12 @@ EDGES = [
     "a@b",
     "a@b.c",
     "a@b.co",
+    "Postmaster@Example.com",
+    "ABUSE@example.com",
+    "Info@example.com",
+    "a@" + ".".join(["xn--" + "3e0b707e" * 7] * 2) + ".com",
+    "a@" + ".".join(["xn--" + "3e0b707e" * 7] * 3) + ".com",
+    "a@XN--3E0B707E.com",
 ]
 
 

@@ -25,10 +25,11 @@ class CodeStore(Protocol):
         code (see `binding`)."""
 
     async def binding(self, purpose: str, subject: str) -> str | None:
-        """What the subject's live code was put with as `binding` ("" for none), so a check can
-        compute the code's bound HMAC without first looking up what it was issued for. None
-        when no code is live, or when it was put before codes kept their binding. Only a hint:
-        the HMAC covers the binding, so a wrong one fails the check."""
+        """What the subject's live code was put with as `binding`, so a check can compute the
+        code's bound HMAC without first looking up what it was issued for: "" for a code put
+        without one, and for no live code (a check then answers MISSING, as it would). None
+        only for a live code put before codes kept their binding. A hint, never trusted: the
+        HMAC covers the binding, so a wrong one fails the check."""
 
     async def check(
         self,

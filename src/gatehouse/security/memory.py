@@ -70,7 +70,7 @@ class MemoryCodeStore:
 
     async def binding(self, purpose: str, subject: str) -> str | None:
         entry = self._live((purpose, subject))
-        return None if entry is None else entry[3]
+        return "" if entry is None else entry[3]
 
     def _live(self, key: tuple[str, str]) -> tuple[str, int, float, str] | None:
         """The subject's code unless it has expired (an expired one is forgotten here)."""

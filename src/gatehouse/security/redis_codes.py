@@ -77,13 +77,17 @@ class RedisCodeStore:
         return int(await self._run(self._put, keys, code_hash, attempts, ttl_seconds, binding))
 
     async def binding(self, purpose: str, subject: str) -> str | None:
-        # A code put before codes kept their binding has no `b`: None, as for no code. An
-        # expired hash is gone (EXPIRE), so a live field is a live code's.
+        # The hash's `h` too: no code ("") is told from a code an earlier release put without
+        # `b` (None). An expired hash is gone (EXPIRE), so a live field is a live code's.
         try:
-            found = await self._redis.hget(self._key(purpose, subject), "b")
+            code, bound = await self._redis.hmget(self._key(purpose, subject), ["h", "b"])
         except (RedisError, OSError) as exc:
             raise Unavailable("Code store unavailable") from exc
-        return found.decode() if isinstance(found, bytes) else found
+        if code is None:
+            return ""
+        if bound is None:
+            return None
+        return bound.decode() if isinstance(bound, bytes) else str(bound)
 
     async def restore(
         self,

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidatorFunctionWrapHandler
 from pydantic.functional_validators import WrapValidator
 
@@ -36,11 +37,22 @@ def _plain_email(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     Anything else, and anything refused, is EmailStr's own, errors included."""
     if isinstance(value, str) and len(value) <= _ADDRESS_MAX:
         found = _PLAIN.fullmatch(value)
-        if found is not None and len(found[1]) <= _LOCAL_MAX:
+        if found is not None and _plain(found[1], found[2]):
             domain = _domain(found[2])
             if domain is not None and len(found[1]) + 1 + len(domain) <= _ADDRESS_MAX:
                 return f"{found[1]}@{domain}"
     return handler(value)
+
+
+def _plain(local: str, domain: str) -> bool:
+    """Whether email_validator writes the address as it came but for the domain's case: not
+    for a mailbox name it lowercases (postmaster, abuse...), nor for an IDNA domain, which it
+    writes in Unicode (longer in UTF-8 than it came: its length check is on that)."""
+    return (
+        len(local) <= _LOCAL_MAX
+        and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
+        and "xn--" not in domain.lower()
+    )
 
 
 Email = Annotated[EmailStr, WrapValidator(_plain_email)]

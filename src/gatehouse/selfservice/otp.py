@@ -66,14 +66,7 @@ async def send_code(
     now = ctx.clock()
     code = generate_code()
     ttl = int(ctx.policy.code_ttl.total_seconds())
-    tries = await ctx.codes.put(
-        purpose,
-        ctx.code_subject(purpose, identifier),
-        bound_code_hash(ctx, purpose, identifier, code, binding),
-        ttl,
-        ctx.policy.code_attempts,
-        binding,
-    )
+    tries = await store_code(ctx, purpose, identifier, code, binding)
     if tries == 0:  # every try of the window was spent on wrong codes: a new one would not help
         if quiet:
             return False
@@ -107,6 +100,22 @@ async def send_code(
         )
     )
     return True
+
+
+async def store_code(
+    ctx: FlowContext, purpose: str, identifier: str, code: str, binding: str = ""
+) -> int:
+    """Put `code` in the code store, bound to `binding`, with the policy's lifetime and tries:
+    its HMAC and the binding it covers always go in together (`CodeStore.binding`). The tries
+    it has, 0 when none are left (nothing stored)."""
+    return await ctx.codes.put(
+        purpose,
+        ctx.code_subject(purpose, identifier),
+        bound_code_hash(ctx, purpose, identifier, code, binding),
+        int(ctx.policy.code_ttl.total_seconds()),
+        ctx.policy.code_attempts,
+        binding,
+    )
 
 
 def bound_code_hash(

@@ -22,7 +22,7 @@ from gatehouse.selfservice.audit import record
 from gatehouse.selfservice.context import FlowContext, phone_of
 from gatehouse.selfservice.limits import limit_account
 from gatehouse.selfservice.notices import push_notice, write_notice
-from gatehouse.selfservice.otp import Route, bound_code_hash, consume_then, limit_sends, send_code
+from gatehouse.selfservice.otp import Route, consume_then, limit_sends, send_code, store_code
 from gatehouse.selfservice.sessions.flow import authenticate
 
 PURPOSE = Purpose.PHONE
@@ -87,14 +87,7 @@ async def _store_unsent(ctx: FlowContext, user_id: str, index: str) -> None:
     """For a number another account holds: a code stored as a sent one is, that no one ever
     reads. The earlier code dies as it would, and spent wrong tries refuse the change as they
     would (`send_code`'s 429), so no answer tells a taken number from a free one."""
-    tries = await ctx.codes.put(
-        PURPOSE,
-        ctx.code_subject(PURPOSE, user_id),
-        bound_code_hash(ctx, PURPOSE, user_id, generate_code(), index),
-        int(ctx.policy.code_ttl.total_seconds()),
-        ctx.policy.code_attempts,
-        index,  # as `send_code` stores a sent one
-    )
+    tries = await store_code(ctx, PURPOSE, user_id, generate_code(), index)
     if tries == 0:
         raise RateLimited(FAILURE_WINDOW_SECONDS, "Too many wrong codes; try again later")
 

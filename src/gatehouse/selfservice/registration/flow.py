@@ -225,8 +225,14 @@ async def _verify_at_once(
 
     Which sign-up that is, the code store says (`CodeStore.binding`, kept with the code), not a
     read of the sign-up: that read was a fifth of the route's CPU in the api and a round trip
-    to PostgreSQL. The code's HMAC covers the binding, so a wrong one fails the check. A code
-    stored before codes kept their binding (or none) has the sign-up read, as before."""
+    to PostgreSQL. The code's HMAC covers the binding, so a wrong one fails the check. An
+    address without a code reads nothing either (the check answers MISSING), so the timing does
+    not tell one whose register found an account (no code) from one with a sign-up waiting.
+    Only a code stored before codes kept their binding has the sign-up read, as before.
+
+    One difference from the ordinary path: the right code for a sign-up that expired is spent
+    here before the statement finds the sign-up gone, where that path, finding no live sign-up,
+    counts it as a wrong try. Both refuse it (400) and write nothing."""
     subject = ctx.code_subject(PURPOSE, email)
     binding = await ctx.codes.binding(PURPOSE, subject)
     if binding is None:
