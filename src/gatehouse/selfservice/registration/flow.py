@@ -223,16 +223,12 @@ async def _verify_at_once(
     for a sign-up that ended meanwhile (finished by another door, or expired): refused, as a
     code bound to no live sign-up is.
 
-    Which sign-up that is, the code store says (`CodeStore.binding`, kept with the code), not a
-    read of the sign-up: that read was a fifth of the route's CPU in the api and a round trip
-    to PostgreSQL. The code's HMAC covers the binding, so a wrong one fails the check. An
-    address without a code reads nothing either (the check answers MISSING), so the timing does
-    not tell one whose register found an account (no code) from one with a sign-up waiting.
-    Only a code stored before codes kept their binding has the sign-up read, as before.
-
-    One difference from the ordinary path: the right code for a sign-up that expired is spent
-    here before the statement finds the sign-up gone, where that path, finding no live sign-up,
-    counts it as a wrong try. Both refuse it (400) and write nothing."""
+    Which sign-up, the code store says (`CodeStore.binding`), not a read of it (a fifth of the
+    api's CPU a verify); the HMAC covers the binding, so a wrong one fails the check. No code
+    reads nothing either, so the timing does not tell an address whose register found an
+    account from one with a sign-up waiting; only a code an earlier release stored is read for.
+    Unlike the ordinary path, the right code of an expired sign-up is spent here rather than
+    counted as a wrong try: both refuse it (400) and write nothing."""
     subject = ctx.code_subject(PURPOSE, email)
     binding = await ctx.codes.binding(PURPOSE, subject)
     if binding is None:
