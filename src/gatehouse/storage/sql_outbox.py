@@ -4,7 +4,7 @@ pruned."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,19 +137,8 @@ class SqlOutboxStore:
             rows = await uow.run("fetch", CLAIM, limit, _naive(self._clock()))
             if not rows:
                 return 0
-            records = [
-                OutboxRecord(
-                    row["seq"],
-                    OutboxMessage(
-                        row["id"],
-                        row["topic"],
-                        row["message_key"],
-                        self._payload(row["payload"]),
-                        row["created_at"].replace(tzinfo=UTC),
-                    ),
-                )
-                for row in sorted(rows, key=lambda row: row["seq"])
-            ]
+            # In `seq` order (RETURNING has none), times tz-aware as SQLAlchemy returns them.
+            records = self._records(sorted((*r[:5], r[5].replace(tzinfo=UTC)) for r in rows))
             try:
                 await publish(records)
             except Exception as exc:
@@ -174,10 +163,7 @@ class SqlOutboxStore:
             rows = (await conn.execute(self._unpublished, {"limit": limit})).all()
             if not rows:
                 return 0
-            records = [
-                OutboxRecord(seq, OutboxMessage(mid, topic, key, self._payload(text), created_at))
-                for seq, mid, topic, key, text, created_at in rows
-            ]
+            records = self._records(rows)
             await publish(records)
             if self._postgres:
                 # Planned for this array, not once for any: a generic plan made while the table
@@ -186,6 +172,13 @@ class SqlOutboxStore:
                 await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
             await conn.execute(self._mark, {"now": self._clock(), "seqs": [r.seq for r in records]})
             return len(records)
+
+    def _records(self, rows: Iterable[Sequence[Any]]) -> list[OutboxRecord]:
+        """Claimed rows (seq, id, topic, message_key, payload, created_at) as records."""
+        return [
+            OutboxRecord(seq, OutboxMessage(mid, topic, key, self._payload(text), created_at))
+            for seq, mid, topic, key, text, created_at in rows
+        ]
 
     @staticmethod
     def _payload(text: str) -> dict[str, Any]:
