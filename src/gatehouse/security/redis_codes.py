@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -79,10 +80,8 @@ class RedisCodeStore:
     async def binding(self, purpose: str, subject: str) -> str | None:
         # The hash's `h` too: no code ("") is told from a code an earlier release put without
         # `b` (None). An expired hash is gone (EXPIRE), so a live field is a live code's.
-        try:
-            code, bound = await self._redis.hmget(self._key(purpose, subject), ["h", "b"])
-        except (RedisError, OSError) as exc:
-            raise Unavailable("Code store unavailable") from exc
+        key = self._key(purpose, subject)
+        code, bound = await self._answer(self._redis.hmget(key, ["h", "b"]))
         if code is None:
             return ""
         if bound is None:
@@ -122,8 +121,13 @@ class RedisCodeStore:
         return f"{self._prefix}fails:{purpose}:{subject}"
 
     async def _run(self, script: Any, keys: list[str], *args: Any) -> Any:
+        return await self._answer(script(keys=keys, args=list(args)))
+
+    @staticmethod
+    async def _answer(call: Awaitable[Any]) -> Any:
+        """Redis's answer to `call`; Redis away is Unavailable (the flows' 503)."""
         try:
-            return await script(keys=keys, args=list(args))
+            return await call
         except (RedisError, OSError) as exc:
             raise Unavailable("Code store unavailable") from exc
 
