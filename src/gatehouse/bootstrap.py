@@ -263,7 +263,7 @@ def build(
     codes: CodeStore
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, health_check_interval=30)
-        codes = RedisCodeStore(redis)
+        codes = redis_codes = RedisCodeStore.connected(redis, settings.redis_url)
     else:
         codes = MemoryCodeStore()
     hasher = Argon2Hasher(
@@ -379,7 +379,7 @@ def build(
     services.checks["database"] = lambda: sql.ping(engine)
     if redis is not None:
         services.checks["redis"] = codes.ping
-        services._closers.append(redis.aclose)
+        services._closers += [redis.aclose, redis_codes.aclose]
     if settings.kafka_bootstrap_servers:
         services.checks["kafka"] = publisher.ping
     services._closers.append(engine.dispose)

@@ -87,10 +87,19 @@ def clock(redis: Redis | None, monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def codes(redis: Redis | None, clock: Clock) -> CodeStore:
+async def codes(
+    redis: Redis | None, clock: Clock, request: pytest.FixtureRequest
+) -> AsyncIterator[CodeStore]:
+    """On Redis, as `bootstrap.build` makes it: its calls on a pipelined connection (redis-py's
+    own path, for TLS and unix sockets, is tests/integration/test_redis_codes.py's too)."""
     if redis is None:
-        return MemoryCodeStore()
-    return RedisCodeStore(redis, prefix=unique("contract:code") + ":")
+        yield MemoryCodeStore()
+        return
+    store = RedisCodeStore.connected(redis, request.getfixturevalue("redis_url"))
+    store._prefix = unique("contract:code") + ":"
+    assert store._pipe is not None
+    yield store
+    await store.aclose()
 
 
 @pytest.fixture

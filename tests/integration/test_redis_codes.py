@@ -4,6 +4,7 @@ in tests/contract/test_code_store.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 
 from gatehouse.domain.codes import CodeCheck
 from gatehouse.errors import Unavailable
+from gatehouse.jobs.redis_pipeline import PipelinedRedis
 from gatehouse.security.redis_codes import RedisCodeStore
 from tests.conftest import free_port, unique
 
@@ -24,9 +26,19 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-def store(redis: Redis) -> RedisCodeStore:
-    return RedisCodeStore(redis, prefix=unique("test:code") + ":")
+@pytest.fixture(params=["redis-py", "pipelined"])
+async def store(
+    redis: Redis, redis_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[RedisCodeStore]:
+    """Both of the store's ways to Redis: redis-py's client (TLS, unix sockets) and the
+    pipelined connection `bootstrap.build` gives it on plain TCP."""
+    prefix = unique("test:code") + ":"
+    if request.param == "redis-py":
+        yield RedisCodeStore(redis, prefix=prefix)
+        return
+    pipe = PipelinedRedis(redis_url, timeout=5.0)
+    yield RedisCodeStore(redis, prefix=prefix, pipe=pipe)
+    await pipe.aclose()
 
 
 async def test_keys_hold_no_code_and_expire(store: RedisCodeStore, redis: Redis) -> None:
@@ -73,3 +85,39 @@ async def test_redis_down_fails_closed() -> None:
     with pytest.raises(Unavailable):
         await store.ping()
     await client.aclose()
+
+
+async def test_redis_down_fails_closed_on_the_pipelined_connection_too() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    client = Redis.from_url(url, socket_connect_timeout=1)
+    pipe = PipelinedRedis(url, timeout=0.5)  # tries to connect for half a second, then fails
+    store = RedisCodeStore(client, pipe=pipe)
+    with pytest.raises(Unavailable):
+        await store.put("register", "subj", GOOD, 60, 5)
+    with pytest.raises(Unavailable):
+        await store.check("register", "subj", GOOD)
+    with pytest.raises(Unavailable):
+        await store.binding("register", "subj")
+    with pytest.raises(Unavailable):
+        await store.restore("register", "subj", GOOD, 60, 5)
+    await pipe.aclose()
+    await client.aclose()
+
+
+async def test_the_pipelined_connection_comes_back_after_redis_drops_it(
+    redis: Redis, redis_url: str
+) -> None:
+    name = unique("codes")
+    pipe = PipelinedRedis(redis_url, timeout=5.0, name=name)
+    store = RedisCodeStore(redis, prefix=unique("test:code") + ":", pipe=pipe)
+    await store.put("register", "subj", GOOD, 60, 5, "signup-id")
+    ids = [c["id"] for c in await redis.client_list() if c.get("name") == name]
+    assert len(ids) == 1  # the pipe's connection, and only it, is dropped
+    assert await redis.client_kill_filter(_id=ids[0]) == 1
+    # The first call after may meet the dead connection (a 503) or a new one; none is lost:
+    # the next one is served on a fresh connection and finds the code where it was.
+    with contextlib.suppress(Unavailable):
+        await store.binding("register", "subj")
+    assert await store.binding("register", "subj") == "signup-id"
+    assert await store.check("register", "subj", GOOD) is CodeCheck.OK
+    await pipe.aclose()
