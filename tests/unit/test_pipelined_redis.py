@@ -128,6 +128,37 @@ async def test_concurrent_commands_get_their_own_replies_in_order(
     assert [c[1] for c in fake.connections[0]] == words
 
 
+async def test_coalesced_commands_of_one_turn_go_in_one_write(fake: FakeRedis) -> None:
+    async with connected(f"redis://127.0.0.1:{fake.port}/0", coalesce=True) as redis:
+        assert await redis.execute("ECHO", "first") == "first"  # connected
+        connection = redis._connection
+        assert connection is not None and connection.transport is not None
+        writes: list[bytes] = []
+        write = connection.transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        connection.transport.write = counted
+        words = [f"word-{i}" for i in range(40)]
+        assert await asyncio.gather(*(redis.execute("ECHO", w) for w in words)) == words
+        # The 40 sent in one turn of the loop went in one write, in order.
+        assert len(writes) == 1
+        assert [c[1] for c in fake.connections[0][1:]] == words
+        # A command alone is not held past its turn.
+        assert await asyncio.wait_for(redis.execute("ECHO", "alone"), 1) == "alone"
+        # Commands held when the connection goes fail; the next ones reconnect.
+        sent = [asyncio.ensure_future(redis.execute("ECHO", str(i))) for i in range(5)]
+        await asyncio.sleep(0)
+        fake.drop()
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        assert all(
+            r == str(i) or isinstance(r, RedisConnectionError) for i, r in enumerate(results)
+        )
+        assert await redis.execute("ECHO", "again") == "again"
+
+
 async def test_setup_commands_go_first_on_each_connection(fake: FakeRedis) -> None:
     url = f"redis://worker:s3cret@127.0.0.1:{fake.port}/7"
     async with connected(url, name="bull:read-user:w:host") as redis:

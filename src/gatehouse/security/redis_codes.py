@@ -77,7 +77,9 @@ class RedisCodeStore:
         way. A Redis restarting is waited for up to 5 s before a call fails."""
         if not PipelinedRedis.supports(url):
             return cls(redis)
-        return cls(redis, pipe=PipelinedRedis(url, timeout=5.0, name="gatehouse-codes"))
+        return cls(
+            redis, pipe=PipelinedRedis(url, timeout=5.0, name="gatehouse-codes", coalesce=True)
+        )
 
     async def aclose(self) -> None:
         if self._pipe is not None:
