@@ -4,6 +4,7 @@ in tests/contract/test_code_store.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -36,9 +37,11 @@ async def store(
     if request.param == "redis-py":
         yield RedisCodeStore(redis, prefix=prefix)
         return
-    pipe = PipelinedRedis(redis_url, timeout=5.0)
-    yield RedisCodeStore(redis, prefix=prefix, pipe=pipe)
-    await pipe.aclose()
+    made = RedisCodeStore.connected(redis, redis_url)  # coalescing, as the processes run it
+    made._prefix = prefix
+    assert made._pipe is not None
+    yield made
+    await made.aclose()
 
 
 async def test_keys_hold_no_code_and_expire(store: RedisCodeStore, redis: Redis) -> None:
@@ -90,8 +93,13 @@ async def test_redis_down_fails_closed() -> None:
 async def test_redis_down_fails_closed_on_the_pipelined_connection_too() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = Redis.from_url(url, socket_connect_timeout=1)
-    pipe = PipelinedRedis(url, timeout=0.5)  # tries to connect for half a second, then fails
+    # Tries to connect for half a second, then fails: every caller waiting, at once.
+    pipe = PipelinedRedis(url, timeout=0.5, coalesce=True)
     store = RedisCodeStore(client, pipe=pipe)
+    checks = await asyncio.gather(
+        *(store.check("register", f"subj-{i}", GOOD) for i in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(c, Unavailable) for c in checks)
     with pytest.raises(Unavailable):
         await store.put("register", "subj", GOOD, 60, 5)
     with pytest.raises(Unavailable):
@@ -108,7 +116,7 @@ async def test_the_pipelined_connection_comes_back_after_redis_drops_it(
     redis: Redis, redis_url: str
 ) -> None:
     name = unique("codes")
-    pipe = PipelinedRedis(redis_url, timeout=5.0, name=name)
+    pipe = PipelinedRedis(redis_url, timeout=5.0, name=name, coalesce=True)
     store = RedisCodeStore(redis, prefix=unique("test:code") + ":", pipe=pipe)
     await store.put("register", "subj", GOOD, 60, 5, "signup-id")
     ids = [c["id"] for c in await redis.client_list() if c.get("name") == name]

@@ -148,15 +148,15 @@ async def test_coalesced_commands_of_one_turn_go_in_one_write(fake: FakeRedis) -
         assert [c[1] for c in fake.connections[0][1:]] == words
         # A command alone is not held past its turn.
         assert await asyncio.wait_for(redis.execute("ECHO", "alone"), 1) == "alone"
-        # Commands held when the connection goes fail; the next ones reconnect.
-        sent = [asyncio.ensure_future(redis.execute("ECHO", str(i))) for i in range(5)]
-        await asyncio.sleep(0)
-        fake.drop()
-        results = await asyncio.gather(*sent, return_exceptions=True)
-        assert all(
-            r == str(i) or isinstance(r, RedisConnectionError) for i, r in enumerate(results)
-        )
+        # Commands held when the connection goes fail, unsent; the next ones reconnect.
+        held = [connection.send(("ECHO", f"held-{i}")) for i in range(5)]
+        connection.abort()
+        for reply in held:
+            with pytest.raises(RedisConnectionError):
+                await reply
         assert await redis.execute("ECHO", "again") == "again"
+        assert [c[1] for c in fake.connections[1]] == ["again"]
+        assert not any(c[1].startswith("held-") for c in fake.connections[0])
 
 
 async def test_setup_commands_go_first_on_each_connection(fake: FakeRedis) -> None:
@@ -262,6 +262,23 @@ async def test_an_unreachable_server_is_a_connection_error() -> None:
     async with connected(f"redis://127.0.0.1:{port}", timeout=0.5) as redis:
         with pytest.raises(RedisConnectionError):  # after trying for the timeout
             await redis.execute("ECHO", "anyone?")
+
+
+async def test_callers_waiting_for_a_connection_share_one_attempt() -> None:
+    async with FakeRedis() as server:
+        port = server.port
+    async with connected(f"redis://127.0.0.1:{port}", timeout=0.5) as redis:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(
+            *(redis.execute("ECHO", str(i)) for i in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(r, RedisConnectionError) for r in results)
+        # One attempt of 0.5 s for the twenty, not one after another (ten seconds).
+        assert loop.time() - started < 3
+        async with FakeRedis(port=port) as back:  # the next caller tries again, and gets in
+            assert await redis.execute("ECHO", "back") == "back"
+            assert back.connections == [[["ECHO", "back"]]]
 
 
 def test_only_plain_tcp_urls_are_pipelined() -> None:

@@ -131,7 +131,7 @@ class PipelinedRedis:
         self._timeout = timeout
         self._tick = min(1.0, timeout / 2)  # how often the oldest command's age is checked
         self._connection: _Connection | None = None  # set once its setup commands are sent
-        self._connecting: asyncio.Lock | None = None
+        self._attempt: asyncio.Future[_Connection] | None = None  # a connection being opened
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False  # by `aclose`: no more connections
 
@@ -177,42 +177,56 @@ class PipelinedRedis:
         return await self._connect()
 
     async def _connect(self) -> _Connection:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._connection is not None:
-                return self._connection
-            loop = asyncio.get_running_loop()
-            # Redis away (a restart, a fail-over): tried again, more and more slowly, for up to
-            # `timeout` seconds (redis-py's clients retry too), then the command fails.
-            deadline = loop.time() + self._timeout
-            pause = 0.05
-            while True:
-                if self._closed:
-                    raise RedisConnectionError("Redis connection closed")
-                connection = _Connection(self)
-                try:
-                    await asyncio.wait_for(
-                        loop.create_connection(partial(_same, connection), self._host, self._port),
-                        max(0.1, deadline - loop.time()),
-                    )
-                    break
-                except (OSError, TimeoutError) as exc:
-                    if loop.time() + pause > deadline:
-                        where = f"{self._host}:{self._port}"
-                        raise RedisConnectionError(f"Redis at {where}: {exc}") from exc
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-            replies = [connection.send(command) for command in self._setup]
-            self._connection = connection  # what is sent from now on follows AUTH and SELECT
-            if self._watchdog is None:
-                self._watchdog = loop.call_later(self._tick, self._watch)
+        # One attempt at a time, shared: every caller waiting for a connection gets its result
+        # or its error. (Each waiting for the last one's end to start its own would, with Redis
+        # refusing, answer the k-th of a burst only after k attempts of `timeout` seconds.)
+        # Shielded: a caller that gives up does not cancel the others' attempt.
+        if self._attempt is None:
+            attempt = asyncio.ensure_future(self._open())
+            attempt.add_done_callback(self._attempted)
+            self._attempt = attempt
+        return await asyncio.shield(self._attempt)
+
+    def _attempted(self, attempt: asyncio.Future[_Connection]) -> None:
+        self._attempt = None
+        if not attempt.cancelled():
+            attempt.exception()  # seen by its callers; not "never retrieved" when none is left
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        # Redis away (a restart, a fail-over): tried again, more and more slowly, for up to
+        # `timeout` seconds (redis-py's clients retry too), then the command fails.
+        deadline = loop.time() + self._timeout
+        pause = 0.05
+        while True:
+            if self._closed:
+                raise RedisConnectionError("Redis connection closed")
+            connection = _Connection(self)
             try:
-                await asyncio.gather(*replies)
-            except Exception:
-                connection.abort()
-                raise
-            return connection
+                await asyncio.wait_for(
+                    loop.create_connection(partial(_same, connection), self._host, self._port),
+                    max(0.1, deadline - loop.time()),
+                )
+                break
+            except (OSError, TimeoutError) as exc:
+                if loop.time() + pause > deadline:
+                    where = f"{self._host}:{self._port}"
+                    raise RedisConnectionError(f"Redis at {where}: {exc}") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        if self._closed:  # closed while connecting: nothing outlives `aclose`
+            connection.abort()
+            raise RedisConnectionError("Redis connection closed")
+        replies = [connection.send(command) for command in self._setup]
+        self._connection = connection  # what is sent from now on follows AUTH and SELECT
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._tick, self._watch)
+        try:
+            await asyncio.gather(*replies)
+        except BaseException:
+            connection.abort()
+            raise
+        return connection
 
     def _lost(self, connection: _Connection) -> None:
         if self._connection is connection:
