@@ -1,5 +1,5 @@
-"""A pipelined Redis connection for the hot paths: the job workers' BullMQ scripts and the
-notifier's publishes (redis-py serves everything else)."""
+"""A pipelined Redis connection for the hot paths: the job workers' BullMQ scripts, the
+notifier's publishes and the one-time-code store's calls (redis-py serves everything else)."""
 
 from __future__ import annotations
 
