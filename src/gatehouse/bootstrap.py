@@ -50,6 +50,7 @@ from gatehouse.security.hashing import Argon2Hasher
 from gatehouse.security.memory import MemoryCodeStore, MemoryFailureCounter
 from gatehouse.security.password_list import load_common_passwords
 from gatehouse.security.ratelimit import LimitsRateLimiter
+from gatehouse.security.redis_client import redis_client
 from gatehouse.security.redis_codes import RedisCodeStore
 from gatehouse.security.redis_failures import RedisFailureCounter
 from gatehouse.security.secrets_file import load_secrets as load_secrets  # processes.py's
@@ -262,7 +263,7 @@ def build(
     redis: Redis | None = None
     codes: CodeStore
     if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = redis_client(settings.redis_url)
         codes = redis_codes = RedisCodeStore.connected(redis, settings.redis_url)
     else:
         codes = MemoryCodeStore()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 from gatehouse.domain.codes import CodeCheck
 from gatehouse.errors import Unavailable
 from gatehouse.jobs.redis_pipeline import PipelinedRedis
+from gatehouse.security.redis_client import redis_client
 from gatehouse.security.redis_codes import RedisCodeStore
 from tests.conftest import free_port, unique
 
@@ -22,7 +24,7 @@ GOOD = "a" * 64
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = redis_client(redis_url)  # as the processes make it
     yield client
     await client.aclose()
 
@@ -116,3 +118,19 @@ async def test_the_pipelined_connection_comes_back_after_redis_drops_it(
     assert await store.binding("register", "subj") == "signup-id"
     assert await store.check("register", "subj", GOOD) is CodeCheck.OK
     await pipe.aclose()
+
+
+async def test_concurrent_checks_each_get_their_own_answer(store: RedisCodeStore) -> None:
+    # An attacker's check answered with someone else's OK would take that account: hundreds of
+    # checks in flight at once, right and wrong mixed, each answered for its own code alone.
+    subjects = [f"subj-{i}" for i in range(300)]
+    for i, subject in enumerate(subjects):
+        await store.put("register", subject, f"{i:064d}", 60, 5, f"signup-{i}")
+    right = {s for i, s in enumerate(subjects) if i % 3 == 0}
+    tried = [(i, s, f"{i:064d}" if s in right else "f" * 64) for i, s in enumerate(subjects)]
+    random.shuffle(tried)
+    bindings = await asyncio.gather(*(store.binding("register", s) for _, s, _ in tried))
+    results = await asyncio.gather(*(store.check("register", s, h) for _, s, h in tried))
+    assert bindings == [f"signup-{i}" for i, _, _ in tried]
+    expected = [CodeCheck.OK if s in right else CodeCheck.MISMATCH for _, s, _ in tried]
+    assert results == expected
