@@ -159,6 +159,34 @@ async def test_coalesced_commands_of_one_turn_go_in_one_write(fake: FakeRedis) -
         assert not any(c[1].startswith("held-") for c in fake.connections[0])
 
 
+async def test_no_command_goes_out_before_the_connections_select_has_answered() -> None:
+    # A command pipelined behind a SELECT that then fails would run in database 0.
+    def select_answers(ok: bool) -> Answer:
+        def answer(command: list[str]) -> bytes | None:
+            if command[0].upper() == "SELECT":
+                return b"+OK\r\n" if ok else None  # None: never answered
+            return default_answer(command)
+
+        return answer
+
+    async with (
+        FakeRedis(select_answers(False)) as server,
+        connected(f"redis://127.0.0.1:{server.port}/5", timeout=1) as redis,
+    ):
+        first = asyncio.ensure_future(redis.execute("ECHO", "first"))
+        await asyncio.sleep(0.3)  # connected, SELECT sent, no answer yet
+        later = asyncio.ensure_future(redis.execute("ECHO", "later"))
+        await asyncio.sleep(0.2)
+        assert server.connections[0] == [["SELECT", "5"]]  # nothing sent behind it
+        for caller in (first, later):
+            with pytest.raises(RedisConnectionError):  # the setup's answer never came
+                await caller
+    async with FakeRedis(select_answers(True)) as server:
+        async with connected(f"redis://127.0.0.1:{server.port}/5") as redis:
+            assert await redis.execute("ECHO", "in 5") == "in 5"
+        assert server.connections[0] == [["SELECT", "5"], ["ECHO", "in 5"]]
+
+
 async def test_setup_commands_go_first_on_each_connection(fake: FakeRedis) -> None:
     url = f"redis://worker:s3cret@127.0.0.1:{fake.port}/7"
     async with connected(url, name="bull:read-user:w:host") as redis:

@@ -130,7 +130,7 @@ class PipelinedRedis:
             self._setup.append(("CLIENT", "SETNAME", name))
         self._timeout = timeout
         self._tick = min(1.0, timeout / 2)  # how often the oldest command's age is checked
-        self._connection: _Connection | None = None  # set once its setup commands are sent
+        self._connection: _Connection | None = None  # set once its setup commands succeeded
         self._attempt: asyncio.Future[_Connection] | None = None  # a connection being opened
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False  # by `aclose`: no more connections
@@ -217,15 +217,20 @@ class PipelinedRedis:
         if self._closed:  # closed while connecting: nothing outlives `aclose`
             connection.abort()
             raise RedisConnectionError("Redis connection closed")
+        # Handed out only once AUTH and SELECT have answered OK: a command pipelined behind a
+        # SELECT that failed would run in database 0, someone else's keys. Callers meanwhile
+        # wait on this attempt.
         replies = [connection.send(command) for command in self._setup]
-        self._connection = connection  # what is sent from now on follows AUTH and SELECT
+        try:
+            await asyncio.wait_for(asyncio.gather(*replies), max(0.1, deadline - loop.time()))
+        except BaseException as exc:
+            connection.abort()
+            if isinstance(exc, TimeoutError):
+                raise RedisConnectionError("Redis did not answer the connection's setup") from exc
+            raise
+        self._connection = connection
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._tick, self._watch)
-        try:
-            await asyncio.gather(*replies)
-        except BaseException:
-            connection.abort()
-            raise
         return connection
 
     def _lost(self, connection: _Connection) -> None:
