@@ -95,8 +95,8 @@ async def codes(
     if redis is None:
         yield MemoryCodeStore()
         return
-    store = RedisCodeStore.connected(redis, request.getfixturevalue("redis_url"))
-    store._prefix = unique("contract:code") + ":"
+    url = request.getfixturevalue("redis_url")
+    store = RedisCodeStore.connected(redis, url, prefix=unique("contract:code") + ":")
     assert store._pipe is not None
     yield store
     await store.aclose()

@@ -39,8 +39,7 @@ async def store(
     if request.param == "redis-py":
         yield RedisCodeStore(redis, prefix=prefix)
         return
-    made = RedisCodeStore.connected(redis, redis_url)  # coalescing, as the processes run it
-    made._prefix = prefix
+    made = RedisCodeStore.connected(redis, redis_url, prefix)  # coalescing, as processes run it
     assert made._pipe is not None
     yield made
     await made.aclose()

@@ -223,10 +223,11 @@ class PipelinedRedis:
         replies = [connection.send(command) for command in self._setup]
         try:
             await asyncio.wait_for(asyncio.gather(*replies), max(0.1, deadline - loop.time()))
-        except BaseException as exc:
+        except TimeoutError as exc:
             connection.abort()
-            if isinstance(exc, TimeoutError):
-                raise RedisConnectionError("Redis did not answer the connection's setup") from exc
+            raise RedisConnectionError("Redis did not answer the connection's setup") from exc
+        except BaseException:
+            connection.abort()
             raise
         self._connection = connection
         if self._watchdog is None:

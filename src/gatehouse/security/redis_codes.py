@@ -71,15 +71,14 @@ class RedisCodeStore:
         self._restore = redis.register_script(_RESTORE)
 
     @classmethod
-    def connected(cls, redis: Redis, url: str) -> RedisCodeStore:
+    def connected(cls, redis: Redis, url: str, prefix: str = "gatehouse:code:") -> RedisCodeStore:
         """The store `bootstrap.build` makes: its calls on a pipelined connection to `url`
         where one can go (plain TCP), else on `redis`, which serves the health check either
         way. A Redis restarting is waited for up to 5 s before a call fails."""
         if not PipelinedRedis.supports(url):
-            return cls(redis)
-        return cls(
-            redis, pipe=PipelinedRedis(url, timeout=5.0, name="gatehouse-codes", coalesce=True)
-        )
+            return cls(redis, prefix)
+        pipe = PipelinedRedis(url, timeout=5.0, name="gatehouse-codes", coalesce=True)
+        return cls(redis, prefix, pipe)
 
     async def aclose(self) -> None:
         if self._pipe is not None:
@@ -104,12 +103,7 @@ class RedisCodeStore:
     async def binding(self, purpose: str, subject: str) -> str | None:
         # The hash's `h` too: no code ("") is told from a code an earlier release put without
         # `b` (None). An expired hash is gone (EXPIRE), so a live field is a live code's.
-        key = self._key(purpose, subject)
-        read: Awaitable[Any]
-        if self._pipe is not None:
-            read = self._pipe.execute("HMGET", key, "h", "b")
-        else:
-            read = self._redis.hmget(key, ["h", "b"])
+        read = self._command("HMGET", self._key(purpose, subject), "h", "b")
         code, bound = await self._answer(read)
         if code is None:
             return ""
@@ -148,6 +142,11 @@ class RedisCodeStore:
 
     def _fails(self, purpose: str, subject: str) -> str:
         return f"{self._prefix}fails:{purpose}:{subject}"
+
+    def _command(self, *args: Any) -> Awaitable[Any]:
+        if self._pipe is not None:
+            return self._pipe.execute(*args)
+        return self._redis.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py
 
     async def _run(self, script: Any, keys: list[str], *args: Any) -> Any:
         if self._pipe is not None:
